@@ -1,0 +1,300 @@
+"""The array-backend interface.
+
+`Backend` is written once against an array namespace `self.xp` (numpy or cupy); the NumPy backend is this
+class with ``xp = numpy``. Faster backends subclass it and override only the operations they accelerate, so
+every method here is both the interface and the reference implementation.
+
+Conventions shared by every method:
+- Examples are columns: activations are (n_l, m), weights (n_l, n_{l-1}), biases (n_l, 1).
+- Results are written into caller-owned buffers (``out=`` and friends) so that a warmed-up training step
+  allocates nothing on a backend that overrides these methods with fused kernels. Buffers may alias the
+  inputs wherever a docstring says so (in-place use is how the network saves memory traffic).
+- Scalars that a step produces (the cost) are written into a (1,) buffer on the backend instead of being
+  returned, so a device backend never has to synchronise inside a step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: Hidden-layer activations every backend implements.
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
+#: Output layers every backend implements, each paired with its cross-entropy cost.
+OUTPUTS = ("sigmoid", "softmax")
+#: Slope of leaky_relu for negative inputs.
+LEAKY_RELU_SLOPE = 0.01
+
+
+def check_activation(name: str) -> None:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid activations: {', '.join(ACTIVATIONS)}")
+
+
+def check_output(name: str) -> None:
+    if name not in OUTPUTS:
+        raise ValueError(f"unknown output layer {name!r}; valid output layers: {', '.join(OUTPUTS)}")
+
+
+class Backend:
+    """Array operations the propagation code needs, implemented with the array namespace ``xp``.
+
+    Subclasses set ``name`` and ``xp`` and may override any method with a faster one that computes the
+    same values. ``unavailable_reason()`` says why a backend cannot run on this machine (None when it can).
+    """
+
+    name: str = "base"
+    xp: Any = None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run here, or None when it can."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # ------------------------------------------------------------------ arrays and transfers
+    def asarray(self, a, dtype=None):
+        """`a` (host or backend array, nested lists) as a backend array of `dtype`; no copy when it already is one."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        """A host NumPy array holding the values of backend array `a`."""
+        import numpy
+
+        return numpy.asarray(a)
+
+    def empty(self, shape, dtype):
+        """An uninitialised backend array."""
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        """A backend array of zeros."""
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def copyto(self, dst, src) -> None:
+        """dst[...] = src (same shape; dtypes may differ)."""
+        self.xp.copyto(dst, src, casting="same_kind")
+
+    def take_columns(self, a, index, out) -> None:
+        """out = a[:, index]: gathers the examples of a mini-batch into a reused buffer."""
+        self.xp.take(a, index, axis=1, out=out)
+
+    def synchronize(self) -> None:
+        """Wait until queued work is finished (a no-op on the CPU)."""
+
+    def random_generator(self, seed):
+        """A random generator living on the backend (used for dropout masks)."""
+        return self.xp.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ linear algebra
+    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0) -> None:
+        """out = alpha · op(a) · op(b), where op transposes when its flag is set. `out` must not alias a or b."""
+        xp = self.xp
+        xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        if alpha != 1.0:
+            xp.multiply(out, alpha, out=out)
+
+    # ------------------------------------------------------------------ forward
+    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
+        """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself."""
+        xp = self.xp
+        xp.add(Z, b, out=Z)  # (n, m) + (n, 1) broadcast over examples
+        self.activation_forward(Z, activation, out)
+
+    def activation_forward(self, Z, activation: str, out) -> None:
+        """out ← g(Z) elementwise.  `out` may be Z itself."""
+        xp = self.xp
+        if activation == "relu":
+            xp.maximum(Z, 0, out=out)
+        elif activation == "leaky_relu":
+            xp.copyto(out, xp.where(Z > 0, Z, Z * LEAKY_RELU_SLOPE))
+        elif activation == "sigmoid":
+            self._sigmoid(Z, out)
+        elif activation == "tanh":
+            xp.tanh(Z, out=out)
+        elif activation == "linear":
+            if out is not Z:
+                xp.copyto(out, Z)
+        else:
+            check_activation(activation)
+
+    def _sigmoid(self, Z, out) -> None:
+        # exp(-|z|) never overflows; both branches are exact to rounding for their sign of z.
+        xp = self.xp
+        e = xp.exp(-xp.abs(Z))
+        xp.copyto(out, xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
+
+    # ------------------------------------------------------------------ backward
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
+        """out ← dA * g'(·), and, when `db` is given, db ← db_scale · Σ_columns out.
+
+        g' is evaluated from the layer's output `A` when given (sigmoid' = A(1-A), tanh' = 1-A², relu' from
+        the sign of A: no exp), else from its pre-activation `Z`. linear needs neither. `out` may be dA.
+        dA, A, Z, out: (n, m); db: (n, 1).
+        """
+        xp = self.xp
+        if activation not in ("linear",) and A is None and Z is None:
+            raise ValueError(f"activation_backward({activation!r}) needs the layer's output A or pre-activation Z")
+        if activation == "relu":
+            xp.multiply(dA, (A if A is not None else Z) > 0, out=out)
+        elif activation == "leaky_relu":
+            src = A if A is not None else Z
+            xp.multiply(dA, xp.where(src > 0, 1.0, LEAKY_RELU_SLOPE).astype(out.dtype, copy=False), out=out)
+        elif activation == "sigmoid":
+            s = A if A is not None else self._fresh_activation(Z, "sigmoid")
+            xp.multiply(dA, s * (1 - s), out=out)
+        elif activation == "tanh":
+            t = A if A is not None else xp.tanh(Z)
+            xp.multiply(dA, 1 - t * t, out=out)
+        elif activation == "linear":
+            if out is not dA:
+                xp.copyto(out, dA)
+        else:
+            check_activation(activation)
+        if db is not None:
+            self.bias_grad(out, db, db_scale)
+
+    def _fresh_activation(self, Z, activation: str):
+        A = self.xp.empty_like(Z)
+        self.activation_forward(Z, activation, A)
+        return A
+
+    def bias_grad(self, dZ, out, scale: float) -> None:
+        """out ← scale · Σ_columns dZ.  dZ: (n, m); out: (n, 1)."""
+        xp = self.xp
+        xp.sum(dZ, axis=1, keepdims=True, out=out)
+        xp.multiply(out, scale, out=out)
+
+    # ------------------------------------------------------------------ output layer and cost
+    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None) -> None:
+        """The last layer, its cost and its gradient in one call.
+
+        Z ← Z + b in place (the logits are kept for the cost); A ← sigmoid(Z) or column-wise softmax(Z).
+        When `cost` (a (1,) buffer) is given: cost[0] ← mean over examples of the cross-entropy of A against
+        Y, computed stably from the logits. When `dZ` is given: dZ ← A - Y, the gradient of that summed
+        cross-entropy with respect to Z (the 1/m is applied by the caller, as in the course).
+        Z, A, Y, dZ: (n_L, m); b: (n_L, 1).
+        """
+        xp = self.xp
+        xp.add(Z, b, out=Z)  # (n_L, m) logits
+        if output == "sigmoid":
+            self._sigmoid(Z, A)
+        elif output == "softmax":
+            shifted = Z - Z.max(axis=0, keepdims=True)  # (n_L, m), each column's max at 0
+            xp.exp(shifted, out=A)
+            xp.divide(A, A.sum(axis=0, keepdims=True), out=A)
+        else:
+            check_output(output)
+        if cost is not None:
+            m = Z.shape[1]
+            if output == "sigmoid":
+                # y·(-log σ(z)) + (1-y)·(-log(1-σ(z))) = max(z,0) - z·y + log1p(exp(-|z|))
+                per_elem = xp.maximum(Z, 0) - Z * Y + xp.log1p(xp.exp(-xp.abs(Z)))
+            else:
+                lse = xp.log(xp.exp(shifted).sum(axis=0, keepdims=True)) + Z.max(axis=0, keepdims=True)  # (1, m)
+                per_elem = Y * (lse - Z)
+            cost[0] = per_elem.sum() / m
+        if dZ is not None:
+            xp.subtract(A, Y, out=dZ)
+
+    def cost_from_probabilities(self, AL, Y, output: str) -> float:
+        """The course's cross-entropy computed from probabilities AL (not logits), as a host float.
+
+        sigmoid: -(1/m) Σ (Y log AL + (1-Y) log(1-AL)); softmax: -(1/m) Σ Y log AL.
+        """
+        xp = self.xp
+        m = AL.shape[1]
+        if output == "sigmoid":
+            total = (Y * xp.log(AL) + (1 - Y) * xp.log(1 - AL)).sum()
+        else:
+            check_output(output)
+            total = (Y * xp.log(AL)).sum()
+        return float(-total / m)
+
+    def sigmoid_cross_entropy_grad(self, AL, Y, out) -> None:
+        """out ← dL/dAL = -(Y/AL) + (1-Y)/(1-AL), the course's start of backpropagation."""
+        xp = self.xp
+        xp.copyto(out, -(Y / AL) + (1 - Y) / (1 - AL))
+
+    def sum_of_squares(self, a) -> float:
+        """Σ a², as a host float (the L2 penalty)."""
+        return float((a * a).sum())
+
+    # ------------------------------------------------------------------ parameter updates (in place)
+    def axpy(self, alpha: float, x, y) -> None:
+        """y ← y + alpha · x (adds the L2 term (λ/m)·W to dW)."""
+        xp = self.xp
+        y += xp.asarray(alpha, dtype=y.dtype) * x
+
+    def sgd_update(self, param, grad, lr: float) -> None:
+        """param ← param - lr · grad."""
+        param -= self.xp.asarray(lr, dtype=param.dtype) * grad
+
+    def momentum_update(self, param, grad, velocity, lr: float, beta: float) -> None:
+        """velocity ← β·velocity + (1-β)·grad; param ← param - lr · velocity (the course's momentum)."""
+        xp = self.xp
+        velocity *= xp.asarray(beta, dtype=velocity.dtype)
+        velocity += xp.asarray(1 - beta, dtype=velocity.dtype) * grad
+        param -= xp.asarray(lr, dtype=param.dtype) * velocity
+
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int) -> None:
+        """Adam with bias correction at step t ≥ 1 (the course's form: eps added to sqrt of the corrected v).
+
+        m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;  param ← param - lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
+        """
+        xp = self.xp
+        dt = param.dtype
+        m *= xp.asarray(beta1, dtype=dt)
+        m += xp.asarray(1 - beta1, dtype=dt) * grad
+        v *= xp.asarray(beta2, dtype=dt)
+        v += xp.asarray(1 - beta2, dtype=dt) * (grad * grad)
+        c1, c2 = adam_bias_corrections(beta1, beta2, t)
+        m_hat = m / xp.asarray(c1, dtype=dt)
+        v_hat = v / xp.asarray(c2, dtype=dt)
+        param -= xp.asarray(lr, dtype=dt) * m_hat / (xp.sqrt(v_hat) + xp.asarray(eps, dtype=dt))
+
+    # ------------------------------------------------------------------ dropout
+    def dropout_mask(self, rng, keep_prob: float, out) -> None:
+        """out ← (u < keep_prob) / keep_prob with u uniform on [0, 1) from `rng` (inverted dropout's mask)."""
+        xp = self.xp
+        u = rng.random(out.shape, dtype=out.dtype)
+        xp.copyto(out, (u < keep_prob) * (1.0 / keep_prob), casting="unsafe")
+
+    def multiply(self, a, b, out) -> None:
+        """out ← a * b elementwise (applies a dropout mask); `out` may alias a or b."""
+        self.xp.multiply(a, b, out=out)
+
+    def subtract(self, a, b, out) -> None:
+        """out ← a - b elementwise; `out` may alias a or b."""
+        self.xp.subtract(a, b, out=out)
+
+    # ------------------------------------------------------------------ checks and summaries
+    def all_finite(self, a) -> bool:
+        """True when `a` holds no NaN or infinity."""
+        return bool(self.xp.isfinite(a).all())
+
+    def is_binary(self, a) -> bool:
+        """True when every value of `a` is exactly 0 or 1."""
+        return bool(((a == 0) | (a == 1)).all())
+
+    def columns_sum_to_one(self, a) -> bool:
+        """True when every column of `a` sums to 1 (a one-hot label matrix)."""
+        return bool((a.sum(axis=0) == 1).all())
+
+    def predict_classes(self, A, output: str):
+        """Class predictions from output probabilities, as a (1, m) backend array.
+
+        sigmoid: 1.0 where A > 0.5 else 0.0 (the course's rule); softmax: the row index of each column's max.
+        """
+        xp = self.xp
+        if output == "sigmoid":
+            return (A > 0.5).astype(A.dtype)
+        check_output(output)
+        return xp.argmax(A, axis=0)[None, :]
+
+
+def adam_bias_corrections(beta1: float, beta2: float, t: int) -> tuple[float, float]:
+    """(1 - β1^t, 1 - β2^t): the host-side scalars every Adam kernel divides by."""
+    return 1.0 - math.pow(beta1, t), 1.0 - math.pow(beta2, t)

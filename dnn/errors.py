@@ -1,0 +1,37 @@
+"""Exception classes raised by dnn. Every one names the problem it reports."""
+
+
+class DnnError(Exception):
+    """Base class of every error dnn raises on purpose."""
+
+
+class ShapeError(DnnError, ValueError):
+    """An array has the wrong number of dimensions or a size that does not fit the network."""
+
+
+class NonFiniteError(DnnError, ValueError):
+    """An input holds NaN or infinity."""
+
+
+class LabelError(DnnError, ValueError):
+    """Labels are not {0, 1} (binary output) or not one-hot / in class range (softmax output)."""
+
+
+class DTypeError(DnnError, TypeError):
+    """An array's dtype is not one dnn computes in (float32, float64) and cannot be converted."""
+
+
+class BackendUnavailableError(DnnError, RuntimeError):
+    """A known backend cannot run on this machine; the message says why."""
+
+
+class DivergenceError(DnnError, FloatingPointError):
+    """Training produced a non-finite cost; the parameters of the last finite step are kept."""
+
+
+class ModelFileError(DnnError, ValueError):
+    """A saved model file is missing, truncated, corrupted or does not describe a network."""
+
+
+class DataError(DnnError, ValueError):
+    """A data file or data set cannot be loaded as (X, Y)."""

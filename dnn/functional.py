@@ -1,0 +1,211 @@
+"""The course's functional API: same names, signatures, dictionary keys and cache layout.
+
+Code written for the course ("Building your Deep Neural Network: Step by Step" and its application) runs
+by changing its import to ``from dnn.functional import *``; every function runs on the current backend
+(`dnn.get_backend()`), and arrays keep the dtype they come in with (the course uses float64).
+
+Caches are ``((A_prev, W, b), Z)``; gradients are ``dA0..dA{L-1}``, ``dW1..dWL``, ``db1..dbL``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import get_backend
+from .errors import ShapeError
+from .initializers import initial_parameters
+from .validation import as_matrix, labels_as_matrix, resolve_dtype
+
+__all__ = [
+    "initialize_parameters_deep",
+    "linear_forward",
+    "linear_activation_forward",
+    "L_model_forward",
+    "compute_cost",
+    "linear_backward",
+    "linear_activation_backward",
+    "L_model_backward",
+    "update_parameters",
+    "predict",
+    "L_layer_model",
+]
+
+
+def initialize_parameters_deep(layer_dims, seed: int | None = 1, init: str = "course", dtype="float64"):
+    """{'W1': (n_1, n_0), 'b1': (n_1, 1), ...} on the current backend.
+
+    With the defaults this reproduces the course's application notebook exactly: RandomState(1), and
+    W[l] = randn(n_l, n_{l-1}) / sqrt(n_{l-1}). init="small" gives the course's `* 0.01` variant.
+    """
+    backend = get_backend()
+    dtype = resolve_dtype(dtype)
+    parameters = {}
+    for l, (W, b) in enumerate(initial_parameters(layer_dims, init=init, seed=seed), start=1):
+        parameters[f"W{l}"] = backend.asarray(W, dtype=dtype)
+        parameters[f"b{l}"] = backend.asarray(b, dtype=dtype)
+    return parameters
+
+
+def _check_linear_shapes(A_prev, W, b, layer: str = "") -> None:
+    where = f"layer {layer}: " if layer else ""
+    if W.ndim != 2 or b.ndim != 2 or A_prev.ndim != 2:
+        raise ShapeError(f"{where}W, b and A_prev must be 2-D; got W {W.shape}, b {b.shape}, A_prev {A_prev.shape}")
+    if W.shape[1] != A_prev.shape[0]:
+        raise ShapeError(
+            f"{where}W has shape {tuple(W.shape)} and needs A_prev with {W.shape[1]} rows, "
+            f"but A_prev has shape {tuple(A_prev.shape)}"
+        )
+    if tuple(b.shape) != (W.shape[0], 1):
+        raise ShapeError(f"{where}b has shape {tuple(b.shape)}, expected ({W.shape[0]}, 1) to match W {tuple(W.shape)}")
+
+
+def linear_forward(A, W, b):
+    """Z = W·A + b; returns (Z, (A, W, b))."""
+    _check_linear_shapes(A, W, b)
+    backend = get_backend()
+    Z = backend.empty((W.shape[0], A.shape[1]), A.dtype)  # (n_l, m)
+    backend.gemm(W, A, out=Z)  # (n_l, n_{l-1}) · (n_{l-1}, m)
+    backend.bias_activation_forward(Z, b, "linear", out=Z)  # Z += b, broadcast over the m columns
+    return Z, (A, W, b)
+
+
+def linear_activation_forward(A_prev, W, b, activation):
+    """A = g(W·A_prev + b); returns (A, ((A_prev, W, b), Z))."""
+    Z, linear_cache = linear_forward(A_prev, W, b)
+    backend = get_backend()
+    A = backend.empty(Z.shape, Z.dtype)  # (n_l, m)
+    backend.activation_forward(Z, activation, out=A)
+    return A, (linear_cache, Z)
+
+
+def _layer_count(parameters) -> int:
+    L = len(parameters) // 2
+    for l in range(1, L + 1):
+        if f"W{l}" not in parameters or f"b{l}" not in parameters:
+            raise KeyError(f"parameters must hold W1..W{L} and b1..b{L}; W{l} or b{l} is missing")
+    return L
+
+
+def L_model_forward(X, parameters, hidden_activation: str = "relu", output: str = "sigmoid"):
+    """[LINEAR->RELU]*(L-1) -> LINEAR->SIGMOID; returns (AL, caches), one cache per layer."""
+    backend = get_backend()
+    L = _layer_count(parameters)
+    A = as_matrix(backend, X, getattr(X, "dtype", None) if _is_float(X) else "float64", "X")
+    caches = []
+    for l in range(1, L):
+        W, b = parameters[f"W{l}"], parameters[f"b{l}"]
+        _check_linear_shapes(A, W, b, layer=str(l))
+        A, cache = linear_activation_forward(A, W, b, hidden_activation)  # (n_l, m)
+        caches.append(cache)
+    W, b = parameters[f"W{L}"], parameters[f"b{L}"]
+    _check_linear_shapes(A, W, b, layer=str(L))
+    if output == "sigmoid":
+        AL, cache = linear_activation_forward(A, W, b, "sigmoid")  # (1, m)
+    else:
+        Z, linear_cache = linear_forward(A, W, b)
+        AL = backend.empty(Z.shape, Z.dtype)  # (C, m)
+        backend.output_layer(Z, backend.zeros((Z.shape[0], 1), Z.dtype), output, AL)
+        cache = (linear_cache, Z)
+    caches.append(cache)
+    return AL, caches
+
+
+def _is_float(a) -> bool:
+    return hasattr(a, "dtype") and np.dtype(a.dtype).name in ("float32", "float64")
+
+
+def compute_cost(AL, Y, output: str = "sigmoid"):
+    """The course's cross-entropy cost from probabilities AL (1, m) and labels Y (1, m); shape ()."""
+    backend = get_backend()
+    Y = labels_as_matrix(backend, Y, output, AL.shape[0], AL.shape[1], AL.dtype)
+    return np.squeeze(np.float64(backend.cost_from_probabilities(AL, Y, output)))
+
+
+def linear_backward(dZ, cache):
+    """From dZ (n_l, m) and cache (A_prev, W, b): dA_prev = Wᵀ·dZ, dW = (1/m)·dZ·A_prevᵀ, db = (1/m)·Σ dZ."""
+    A_prev, W, b = cache
+    backend = get_backend()
+    m = A_prev.shape[1]
+    dW = backend.empty(W.shape, W.dtype)  # (n_l, n_{l-1})
+    backend.gemm(dZ, A_prev, out=dW, trans_b=True, alpha=1.0 / m)
+    db = backend.empty(b.shape, b.dtype)  # (n_l, 1)
+    backend.bias_grad(dZ, out=db, scale=1.0 / m)
+    dA_prev = backend.empty(A_prev.shape, A_prev.dtype)  # (n_{l-1}, m)
+    backend.gemm(W, dZ, out=dA_prev, trans_a=True)
+    return dA_prev, dW, db
+
+
+def linear_activation_backward(dA, cache, activation):
+    """dZ = dA * g'(Z), then linear_backward; returns (dA_prev, dW, db)."""
+    linear_cache, Z = cache
+    backend = get_backend()
+    dZ = backend.empty(dA.shape, dA.dtype)  # (n_l, m)
+    backend.activation_backward(dA, activation, dZ, Z=Z)
+    return linear_backward(dZ, linear_cache)
+
+
+def L_model_backward(AL, Y, caches, hidden_activation: str = "relu", output: str = "sigmoid"):
+    """Gradients of the cost for [LINEAR->RELU]*(L-1) -> LINEAR->SIGMOID, keyed dA{l-1}, dW{l}, db{l}.
+
+    Starts, as the course does, from dAL = -(Y/AL) + (1-Y)/(1-AL) for a sigmoid output; a softmax output
+    starts from dZL = AL - Y.
+    """
+    backend = get_backend()
+    grads = {}
+    L = len(caches)
+    Y = labels_as_matrix(backend, Y, output, AL.shape[0], AL.shape[1], AL.dtype)
+    if output == "sigmoid":
+        dAL = backend.empty(AL.shape, AL.dtype)  # (1, m)
+        backend.sigmoid_cross_entropy_grad(AL, Y, out=dAL)
+        dA_prev, dW, db = linear_activation_backward(dAL, caches[L - 1], "sigmoid")
+    else:
+        dZL = backend.empty(AL.shape, AL.dtype)  # (C, m)
+        backend.subtract(AL, Y, out=dZL)
+        dA_prev, dW, db = linear_backward(dZL, caches[L - 1][0])
+    grads[f"dA{L - 1}"], grads[f"dW{L}"], grads[f"db{L}"] = dA_prev, dW, db
+    for l in reversed(range(L - 1)):
+        dA_prev, dW, db = linear_activation_backward(grads[f"dA{l + 1}"], caches[l], hidden_activation)
+        grads[f"dA{l}"], grads[f"dW{l + 1}"], grads[f"db{l + 1}"] = dA_prev, dW, db
+    return grads
+
+
+def update_parameters(params, grads, learning_rate):
+    """One gradient-descent step; returns new parameters (the inputs are left unchanged, as in the course)."""
+    backend = get_backend()
+    parameters = {}
+    for l in range(1, _layer_count(params) + 1):
+        for key in (f"W{l}", f"b{l}"):
+            p = backend.empty(params[key].shape, params[key].dtype)
+            backend.copyto(p, params[key])
+            backend.sgd_update(p, grads[f"d{key}"], learning_rate)
+            parameters[key] = p
+    return parameters
+
+
+def predict(X, y, parameters, hidden_activation: str = "relu", output: str = "sigmoid"):
+    """Predictions (1, m) as a NumPy array; prints the accuracy against y as the course does (y=None skips)."""
+    backend = get_backend()
+    AL, _ = L_model_forward(X, parameters, hidden_activation, output)
+    p = backend.to_numpy(backend.predict_classes(AL, output))  # (1, m)
+    if y is not None:
+        labels = np.asarray(backend.to_numpy(backend.asarray(y)))
+        if output == "softmax" and labels.shape[0] > 1:
+            labels = labels.argmax(axis=0)[None, :]
+        print("Accuracy: " + str(np.sum((p == labels.reshape(p.shape)) / p.shape[1])))
+    return p
+
+
+def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000, print_cost=False):
+    """The course's L-layer model: full-batch gradient descent; returns (parameters, costs every 100 steps)."""
+    costs = []
+    parameters = initialize_parameters_deep(layers_dims)
+    for i in range(num_iterations):
+        AL, caches = L_model_forward(X, parameters)
+        cost = compute_cost(AL, Y)
+        grads = L_model_backward(AL, Y, caches)
+        parameters = update_parameters(parameters, grads, learning_rate)
+        if print_cost and (i % 100 == 0 or i == num_iterations - 1):
+            print(f"Cost after iteration {i}: {np.squeeze(cost)}")
+        if i % 100 == 0 or i == num_iterations - 1:
+            costs.append(cost)
+    return parameters, costs

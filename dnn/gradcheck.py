@@ -1,0 +1,113 @@
+"""Numerical gradient checking: float64 central differences against backpropagation (the course's check)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from .network import Network
+from .tolerances import GRADCHECK_THRESHOLD
+
+_KINKED = ("relu", "leaky_relu")
+
+
+class GradcheckResult(NamedTuple):
+    difference: float  # ||g - g_approx|| / (||g|| + ||g_approx||)
+    per_parameter: dict  # the same ratio for each of W1, b1, ...
+    passed: bool  # difference < threshold
+    nudged_columns: int  # examples moved off a ReLU kink before checking
+
+
+def _reference_copy(model, hidden_activation, output) -> Network:
+    """A float64 NumPy network holding the same parameters as `model` (a Network or a course dict)."""
+    if isinstance(model, Network):
+        ref = Network(model.layer_dims, model.activations, model.output, init=model.init, dtype="float64", backend="numpy")
+        ref.set_parameters(model.get_parameters())
+        return ref
+    params = {key: np.asarray(_host(value), dtype=np.float64) for key, value in model.items()}
+    L = len(params) // 2
+    dims = [params["W1"].shape[1]] + [params[f"W{l}"].shape[0] for l in range(1, L + 1)]
+    ref = Network(dims, hidden_activation, output, dtype="float64", backend="numpy")
+    ref.set_parameters(params)
+    return ref
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a
+
+
+def _pre_activations(net: Network, X):
+    """Z[l] (n_l, m) of every hidden layer with a kink at 0, from the float64 reference network."""
+    be, zs = net.backend, []
+    A = X
+    for l in range(1, net.num_layers):
+        Z = be.empty((net.layer_dims[l], A.shape[1]), net.dtype)
+        be.gemm(net._W[l], A, out=Z)  # W[l]·A[l-1]
+        be.bias_activation_forward(Z, net._b[l], "linear", out=Z)  # + b[l]
+        if net.activations[l - 1] in _KINKED:
+            zs.append(Z)
+        A = be.empty(Z.shape, net.dtype)
+        be.activation_forward(Z, net.activations[l - 1], out=A)
+    return zs
+
+
+def _nudge_off_kinks(net, X, margin, rng, max_rounds=20):
+    """Move the examples whose pre-activations lie within `margin` of a ReLU kink; returns (X, moved)."""
+    X = X.copy()
+    moved = np.zeros(X.shape[1], dtype=bool)
+    scale = max(float(np.std(X)), 1.0) * 1e-3
+    for _ in range(max_rounds):
+        near = np.zeros(X.shape[1], dtype=bool)
+        for Z in _pre_activations(net, X):
+            near |= (np.abs(Z) < margin).any(axis=0)  # (m,): examples with some unit near 0
+        if not near.any():
+            return X, int(moved.sum())
+        X[:, near] += rng.standard_normal((X.shape[0], int(near.sum()))) * scale
+        moved |= near
+    warnings.warn(f"gradcheck: {int(near.sum())} example(s) stay within {margin} of a ReLU kink; the check may report a false difference")
+    return X, int(moved.sum())
+
+
+def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks=None,
+              hidden_activation: str = "relu", output: str = "sigmoid", threshold: float = GRADCHECK_THRESHOLD,
+              seed: int = 0) -> GradcheckResult:
+    """Compare backpropagation with central differences (J(θ+ε) - J(θ-ε)) / 2ε, all in float64 on NumPy.
+
+    `model` is a Network or the course's parameter dict (then `hidden_activation` and `output` describe
+    it). The model is never modified: a float64 copy is checked. Examples whose ReLU pre-activations lie
+    within 1000·ε of 0 (where the finite difference would straddle the kink) are moved slightly first.
+    `dropout_masks` fixes one mask per hidden layer so the check covers dropout's backward pass.
+    """
+    ref = _reference_copy(model, hidden_activation, output)
+    X = np.array(_host(X), dtype=np.float64)
+    X, nudged = _nudge_off_kinks(ref, ref.batch(X).X, margin=1e3 * epsilon, rng=np.random.default_rng(seed))
+    masks = None if dropout_masks is None else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
+    batch = ref.batch(X, np.asarray(_host(Y)))
+
+    _, grads = ref.backward(batch, l2=l2, dropout_masks=masks)
+    analytic, numeric, per_parameter = [], [], {}
+    for param, _, name in ref.gradient_buffers():
+        approx = np.empty_like(param)
+        flat, approx_flat = param.reshape(-1), approx.reshape(-1)  # views into the live parameter
+        for i in range(flat.size):
+            saved = flat[i]
+            flat[i] = saved + epsilon
+            j_plus = ref.loss(batch, l2=l2, dropout_masks=masks)
+            flat[i] = saved - epsilon
+            j_minus = ref.loss(batch, l2=l2, dropout_masks=masks)
+            flat[i] = saved
+            approx_flat[i] = (j_plus - j_minus) / (2 * epsilon)
+        g = grads[f"d{name}"]
+        per_parameter[name] = _relative_gap(g, approx)
+        analytic.append(g.ravel())
+        numeric.append(approx.ravel())
+    difference = _relative_gap(np.concatenate(analytic), np.concatenate(numeric))
+    return GradcheckResult(difference, per_parameter, difference < threshold, nudged)
+
+
+def _relative_gap(g, approx) -> float:
+    """||g - approx|| / (||g|| + ||approx||), 0 when both vanish."""
+    denominator = np.linalg.norm(g) + np.linalg.norm(approx)
+    return 0.0 if denominator == 0 else float(np.linalg.norm(g - approx) / denominator)

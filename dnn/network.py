@@ -1,0 +1,321 @@
+"""`Network`: the object API over the same propagation, with reused workspaces and fused backend calls."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import NamedTuple
+
+import numpy as np
+
+from .backends import get_backend
+from .backends.base import check_activation, check_output
+from .errors import DivergenceError, ShapeError
+from .initializers import check_layer_dims, initial_parameters
+from .validation import as_matrix, check_input_rows, labels_as_matrix, resolve_dtype
+
+# How many batch shapes keep their workspaces (a training batch, the last short batch, an evaluation set).
+_WORKSPACES_KEPT = 4
+
+
+class Batch(NamedTuple):
+    """Inputs already validated and placed on the network's backend in its dtype (see `Network.batch`)."""
+
+    X: object  # (n_x, m)
+    Y: object  # (n_L, m) or None
+
+
+class _Workspace:
+    """Buffers for one batch size m, allocated once and reused by every step on batches of that size.
+
+    A[l] (n_l, m) holds layer l's output (its pre-activation first, overwritten in place by g);
+    ZL (n_L, m) keeps the output logits for the stable cost; D[l] (n_l, m) holds dA[l], then dZ[l] in place.
+    """
+
+    def __init__(self, backend, dims, m, dtype):
+        L = len(dims) - 1
+        self.m = m
+        self.A = [None] + [backend.empty((dims[l], m), dtype) for l in range(1, L + 1)]
+        self.ZL = backend.empty((dims[L], m), dtype)
+        self.D = [None] + [backend.empty((dims[l], m), dtype) for l in range(1, L + 1)]
+        self.cost = backend.zeros((1,), dtype)
+        self.dropped = {}  # l -> (n_l, m) output of hidden layer l after its dropout mask
+        self.masks = {}  # l -> (n_l, m) mask with values 0 and 1/keep_prob
+        self.active_masks = {}  # l -> the mask applied to hidden layer l in the current step
+
+    def dropout_buffers(self, backend, l, shape, dtype):
+        if l not in self.masks:
+            self.masks[l] = backend.empty(shape, dtype)
+            self.dropped[l] = backend.empty(shape, dtype)
+        return self.masks[l], self.dropped[l]
+
+
+class Network:
+    """A fully connected L-layer network: layer_dims = [n_x, n_1, ..., n_L].
+
+    activations: one name for every hidden layer or a list of L-1 names (relu, leaky_relu, sigmoid, tanh,
+    linear). output: "sigmoid" (binary or multi-label, cross-entropy) or "softmax" (categorical
+    cross-entropy); by default sigmoid for one output unit and softmax for more. init: "course"
+    (randn / sqrt(n_prev)), "small" (randn * 0.01) or "he"; drawn on the host with RandomState(seed), so the
+    same seed gives the same network on every backend. dtype: float32 (default) or float64.
+
+    Examples are columns: X is (n_x, m); Y is (n_L, m), or (m,) for binary labels and class indices.
+    """
+
+    def __init__(self, layer_dims, activations="relu", output=None, init="course", dtype="float32", backend=None, seed=1):
+        self.layer_dims = check_layer_dims(layer_dims)
+        L = len(self.layer_dims) - 1
+        hidden = [activations] * (L - 1) if isinstance(activations, str) else list(activations)
+        if len(hidden) != L - 1:
+            raise ValueError(f"activations: {L - 1} hidden layers need {L - 1} names, got {len(hidden)}: {hidden!r}")
+        for name in hidden:
+            check_activation(name)
+        self.activations = hidden
+        self.output = output or ("sigmoid" if self.layer_dims[-1] == 1 else "softmax")
+        check_output(self.output)
+        if self.output == "softmax" and self.layer_dims[-1] < 2:
+            raise ValueError("a softmax output needs at least 2 units; use output='sigmoid' for one unit")
+        self.init = init
+        self.dtype = resolve_dtype(dtype)
+        self.backend = get_backend(backend)
+        self._W, self._b = [None], [None]  # 1-based, like the course's W1..WL
+        for W, b in initial_parameters(self.layer_dims, init=init, seed=seed):
+            self._W.append(self.backend.asarray(W, dtype=self.dtype))
+            self._b.append(self.backend.asarray(b, dtype=self.dtype))
+        self._dW = [None] + [self.backend.zeros(W.shape, self.dtype) for W in self._W[1:]]
+        self._db = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self._b[1:]]
+        self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
+
+    # ------------------------------------------------------------------ description and parameters
+    @property
+    def num_layers(self) -> int:
+        """L, the number of layers with parameters."""
+        return len(self.layer_dims) - 1
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.layer_dims}, activations={self.activations!r}, output={self.output!r}, "
+            f"dtype={self.dtype.name!r}, backend={self.backend.name!r})"
+        )
+
+    @property
+    def parameters(self) -> dict:
+        """{'W1': ..., 'b1': ..., ...}: the live backend arrays (modifying them modifies the network)."""
+        params = {}
+        for l in range(1, self.num_layers + 1):
+            params[f"W{l}"], params[f"b{l}"] = self._W[l], self._b[l]
+        return params
+
+    def get_parameters(self) -> dict:
+        """A host (NumPy) copy of every parameter, keyed as the course keys them."""
+        return {key: np.array(self.backend.to_numpy(value)) for key, value in self.parameters.items()}
+
+    def set_parameters(self, parameters: dict) -> None:
+        """Copy W1..WL, b1..bL from `parameters` (host or backend arrays) into the network, checking shapes."""
+        for l in range(1, self.num_layers + 1):
+            for key, target in ((f"W{l}", self._W[l]), (f"b{l}", self._b[l])):
+                if key not in parameters:
+                    raise KeyError(f"parameters has no {key}; expected W1..W{self.num_layers} and b1..b{self.num_layers}")
+                value = as_matrix(self.backend, parameters[key], self.dtype, key)
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ShapeError(f"layer {l}: {key} has shape {tuple(value.shape)}, the network needs {tuple(target.shape)}")
+                self.backend.copyto(target, value)
+
+    # ------------------------------------------------------------------ inputs
+    def batch(self, X, Y=None) -> Batch:
+        """Validate X (and Y) once and place them on the backend in the network's dtype.
+
+        Raises ShapeError, DTypeError, NonFiniteError or LabelError naming the problem. Training loops and
+        benchmarks pass the result to `train_step` so that the checks are not repeated every step.
+        """
+        X = as_matrix(self.backend, X, self.dtype, "X")
+        check_input_rows(X, self.layer_dims[0])
+        if Y is not None:
+            Y = labels_as_matrix(self.backend, Y, self.output, self.layer_dims[-1], X.shape[1], self.dtype)
+        return Batch(X, Y)
+
+    def _workspace(self, m: int) -> _Workspace:
+        ws = self._workspaces.get(m)
+        if ws is None:
+            ws = self._workspaces[m] = _Workspace(self.backend, self.layer_dims, m, self.dtype)
+            if len(self._workspaces) > _WORKSPACES_KEPT:
+                self._workspaces.popitem(last=False)
+        else:
+            self._workspaces.move_to_end(m)
+        return ws
+
+    # ------------------------------------------------------------------ propagation
+    def _forward(self, batch: Batch, ws: _Workspace, dropout=None, rng=None, masks=None, with_grad=False) -> None:
+        """Fill ws.A (and, given labels, ws.cost and ws.D[L] = dZ_L).
+
+        dropout: drop rate per hidden layer (list of L-1 floats or None); masks: fixed masks per hidden layer
+        (list of arrays or None, values 0 and 1/keep_prob) used instead of drawing new ones.
+        """
+        be, L = self.backend, self.num_layers
+        A_in = batch.X  # (n_0, m)
+        for l in range(1, L):
+            be.gemm(self._W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]: (n_l, n_{l-1})·(n_{l-1}, m)
+            be.bias_activation_forward(ws.A[l], self._b[l], self.activations[l - 1], out=ws.A[l])  # A[l] = g(Z + b)
+            A_in = ws.A[l]
+            mask = self._mask(ws, l, dropout, rng, masks)
+            if mask is not None:
+                ws.active_masks[l] = mask
+                _, dropped = ws.dropout_buffers(be, l, ws.A[l].shape, self.dtype)
+                be.multiply(ws.A[l], mask, out=dropped)  # inverted dropout: A[l] * mask / keep_prob
+                A_in = dropped
+        be.gemm(self._W[L], A_in, out=ws.ZL)  # Z[L]: (n_L, m)
+        has_labels = batch.Y is not None
+        be.output_layer(
+            ws.ZL,
+            self._b[L],
+            self.output,
+            ws.A[L],
+            Y=batch.Y,
+            dZ=ws.D[L] if (has_labels and with_grad) else None,
+            cost=ws.cost if has_labels else None,
+        )
+
+    def _mask(self, ws, l, dropout, rng, masks):
+        if masks is not None and masks[l - 1] is not None:
+            return masks[l - 1]
+        if dropout is None or not dropout[l - 1]:
+            return None
+        mask, _ = ws.dropout_buffers(self.backend, l, ws.A[l].shape, self.dtype)
+        self.backend.dropout_mask(rng, 1.0 - dropout[l - 1], out=mask)
+        return mask
+
+    def _layer_input(self, batch, ws, l):
+        """What layer l multiplied: X for l = 1, else A[l-1] after its dropout mask if it had one."""
+        if l == 1:
+            return batch.X
+        return ws.dropped[l - 1] if (l - 1) in ws.active_masks else ws.A[l - 1]
+
+    def _backward(self, batch: Batch, ws: _Workspace, l2: float = 0.0) -> None:
+        """Fill self._dW, self._db from ws (after `_forward(..., with_grad=True)`)."""
+        be, L, m = self.backend, self.num_layers, ws.m
+        be.bias_grad(ws.D[L], out=self._db[L], scale=1.0 / m)  # db[L] = (1/m)·Σ dZ[L]: (n_L, 1)
+        for l in range(L, 0, -1):
+            if l < L:
+                # dZ[l] = dA[l] * g'(Z[l]) in place, with db[l] = (1/m)·Σ_columns dZ[l] in the same pass
+                be.activation_backward(ws.D[l], self.activations[l - 1], ws.D[l], A=ws.A[l], db=self._db[l], db_scale=1.0 / m)
+            A_prev = self._layer_input(batch, ws, l)  # (n_{l-1}, m)
+            be.gemm(ws.D[l], A_prev, out=self._dW[l], trans_b=True, alpha=1.0 / m)  # dW = (1/m)·dZ·A_prevᵀ
+            if l2:
+                be.axpy(l2 / m, self._W[l], self._dW[l])  # + (λ/m)·W from the L2 penalty
+            if l > 1:
+                be.gemm(self._W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
+                if (l - 1) in ws.active_masks:
+                    be.multiply(ws.D[l - 1], ws.active_masks[l - 1], out=ws.D[l - 1])  # through the dropout mask
+
+    def _run(self, batch: Batch, dropout=None, rng=None, masks=None, with_grad=False, l2=0.0) -> _Workspace:
+        ws = self._workspace(batch.X.shape[1])
+        ws.active_masks = {}
+        self._forward(batch, ws, dropout=dropout, rng=rng, masks=masks, with_grad=with_grad)
+        if with_grad:
+            self._backward(batch, ws, l2=l2)
+        return ws
+
+    def _cost(self, ws: _Workspace, l2: float) -> float:
+        cost = float(self.backend.to_numpy(ws.cost)[0])
+        if l2:
+            penalty = sum(self.backend.sum_of_squares(W) for W in self._W[1:])
+            cost += l2 / (2 * ws.m) * penalty  # (λ/2m)·Σ‖W[l]‖²
+        return cost
+
+    def _check_masks(self, masks, m):
+        if masks is None:
+            return None
+        masks = list(masks)
+        if len(masks) != self.num_layers - 1:
+            raise ValueError(f"dropout_masks needs one entry per hidden layer ({self.num_layers - 1}), got {len(masks)}")
+        checked = []
+        for l, mask in enumerate(masks, start=1):
+            if mask is not None:
+                mask = as_matrix(self.backend, mask, self.dtype, f"dropout mask of layer {l}")
+                if tuple(mask.shape) != (self.layer_dims[l], m):
+                    raise ShapeError(f"dropout mask of layer {l} has shape {tuple(mask.shape)}, expected ({self.layer_dims[l]}, {m})")
+            checked.append(mask)
+        return checked
+
+    # ------------------------------------------------------------------ public computation
+    def forward(self, X):
+        """Output probabilities A[L] (n_L, m) for X, as a new backend array."""
+        batch = X if isinstance(X, Batch) else self.batch(X)
+        ws = self._run(Batch(batch.X, None))
+        out = self.backend.empty(ws.A[self.num_layers].shape, self.dtype)
+        self.backend.copyto(out, ws.A[self.num_layers])
+        return out
+
+    def loss(self, X, Y=None, l2: float = 0.0, dropout_masks=None) -> float:
+        """The cost: mean cross-entropy plus (l2/2m)·Σ‖W‖², with fixed dropout masks if given."""
+        batch = X if isinstance(X, Batch) else self.batch(X, Y)
+        ws = self._run(batch, masks=self._check_masks(dropout_masks, batch.X.shape[1]))
+        return self._cost(ws, l2)
+
+    def backward(self, X, Y=None, l2: float = 0.0, dropout_masks=None):
+        """(cost, gradients): gradients keyed dW1, db1, ..., as new backend arrays.
+
+        Runs forward and backward propagation on (X, Y); `dropout_masks` fixes the hidden layers' masks.
+        """
+        batch = X if isinstance(X, Batch) else self.batch(X, Y)
+        ws = self._run(batch, masks=self._check_masks(dropout_masks, batch.X.shape[1]), with_grad=True, l2=l2)
+        grads = {}
+        for l in range(1, self.num_layers + 1):
+            for key, g in ((f"dW{l}", self._dW[l]), (f"db{l}", self._db[l])):
+                grads[key] = self.backend.empty(g.shape, self.dtype)
+                self.backend.copyto(grads[key], g)
+        return self._cost(ws, l2), grads
+
+    def compute_gradients(self, batch: Batch, l2: float = 0.0, dropout=None, rng=None) -> float:
+        """Forward and backward on a prepared batch, leaving the gradients in the network's own buffers.
+
+        Returns the cost. Raises DivergenceError, before anything is updated, when the cost or a gradient
+        is not finite. Used by `train_step` and by optimizers (see `dnn.optimizers`).
+        """
+        ws = self._run(batch, dropout=dropout, rng=rng, with_grad=True, l2=l2)
+        cost = self._cost(ws, l2)
+        if not np.isfinite(cost) or not all(self.backend.all_finite(g) for g in self._dW[1:] + self._db[1:]):
+            raise DivergenceError(
+                f"the cost became {cost} (non-finite values in the cost or the gradients); "
+                "the parameters are left as they were before this step; try a smaller learning rate"
+            )
+        return cost
+
+    def gradient_buffers(self):
+        """[(W1, dW1, 'W1'), (b1, db1, 'b1'), ...]: each parameter with the buffer holding its gradient."""
+        pairs = []
+        for l in range(1, self.num_layers + 1):
+            pairs.append((self._W[l], self._dW[l], f"W{l}"))
+            pairs.append((self._b[l], self._db[l], f"b{l}"))
+        return pairs
+
+    def train_step(self, batch: Batch, lr: float = 0.0075, l2: float = 0.0) -> float:
+        """One gradient-descent step on a prepared batch; returns the cost before the update."""
+        cost = self.compute_gradients(batch, l2=l2)
+        for param, grad, _ in self.gradient_buffers():
+            self.backend.sgd_update(param, grad, lr)
+        return cost
+
+    def step(self, X, Y, lr: float = 0.0075, l2: float = 0.0) -> float:
+        """Validate (X, Y) and take one gradient-descent step; returns the cost before the update."""
+        return self.train_step(self.batch(X, Y), lr=lr, l2=l2)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Output probabilities (n_L, m) as a host NumPy array."""
+        return self.backend.to_numpy(self.forward(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted classes (1, m) as a host NumPy array: 0/1 for sigmoid, class indices for softmax."""
+        batch = X if isinstance(X, Batch) else self.batch(X)
+        ws = self._run(Batch(batch.X, None))
+        return self.backend.to_numpy(self.backend.predict_classes(ws.A[self.num_layers], self.output))
+
+    def evaluate(self, X, Y) -> dict:
+        """{'cost': mean cross-entropy, 'accuracy': fraction of examples classified correctly}."""
+        batch = X if isinstance(X, Batch) else self.batch(X, Y)
+        ws = self._run(batch)
+        predicted = self.backend.to_numpy(self.backend.predict_classes(ws.A[self.num_layers], self.output))
+        truth = self.backend.to_numpy(batch.Y)
+        if self.output == "softmax":
+            truth = truth.argmax(axis=0)[None, :]
+        return {"cost": self._cost(ws, 0.0), "accuracy": float(np.mean(predicted == truth))}
+
