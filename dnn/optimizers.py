@@ -1,0 +1,151 @@
+"""Optimizers: SGD, momentum and Adam, with their state on the network's backend.
+
+An optimizer updates every parameter of a `Network` in place from the gradients that
+`Network.compute_gradients` left in `Network.gradient_buffers()`, through the backend's fused
+`sgd_update` / `momentum_update` / `adam_update`. Its state (velocities, Adam's moments and step count)
+is allocated on the backend on the first update and can be exported and imported as host arrays, which is
+how checkpoints carry it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ModelFileError
+
+
+class Optimizer:
+    """Base class: `update(net, lr)` takes one step; `state_dict()` / `load_state_dict()` move the state."""
+
+    name = "base"
+    #: The learning rate used when `fit` is given none.
+    default_lr = 0.0075
+    #: Per-parameter state buffers this optimizer keeps, e.g. ("velocity",).
+    slots: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.state: dict[str, dict[str, object]] = {}  # slot -> parameter name ('W1', ...) -> backend array
+        self.step_count = 0
+
+    def config(self) -> dict:
+        """The hyperparameters (not the learning rate) as plain numbers, enough to rebuild this optimizer."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def _buffers(self, net, slot: str, name: str, like):
+        """The state buffer `slot` of parameter `name`, allocated as zeros on first use."""
+        per_param = self.state.setdefault(slot, {})
+        buf = per_param.get(name)
+        if buf is None or tuple(buf.shape) != tuple(like.shape):
+            buf = per_param[name] = net.backend.zeros(like.shape, net.dtype)
+        return buf
+
+    def update(self, net, lr: float) -> None:
+        """Move every parameter of `net` against the gradient now in its gradient buffers."""
+        self.step_count += 1
+        for param, grad, name in net.gradient_buffers():
+            self._update_one(net, param, grad, name, lr)
+
+    def _update_one(self, net, param, grad, name: str, lr: float) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state for checkpoints
+    def state_dict(self, net) -> dict[str, np.ndarray]:
+        """The state as host arrays: {'step_count': (), 'velocity/W1': ..., ...}."""
+        state = {"step_count": np.asarray(self.step_count, dtype=np.int64)}
+        for slot in self.slots:
+            for _, _, name in net.gradient_buffers():
+                buf = self.state.get(slot, {}).get(name)
+                if buf is not None:
+                    state[f"{slot}/{name}"] = np.array(net.backend.to_numpy(buf))
+        return state
+
+    def load_state_dict(self, net, state: dict) -> None:
+        """Restore a `state_dict()` onto `net`'s backend, checking every buffer's shape against its parameter."""
+        self.state = {}
+        self.step_count = int(state.get("step_count", 0))
+        for slot in self.slots:
+            for param, _, name in net.gradient_buffers():
+                key = f"{slot}/{name}"
+                if key not in state:
+                    if self.step_count:
+                        raise ModelFileError(f"{self.name} optimizer state has no {key!r} after {self.step_count} steps")
+                    continue
+                value = np.asarray(state[key])
+                if value.shape != tuple(param.shape):
+                    raise ModelFileError(
+                        f"{self.name} optimizer state {key!r} has shape {value.shape}, the parameter has {tuple(param.shape)}"
+                    )
+                self._buffers(net, slot, name, param)
+                net.backend.copyto(self.state[slot][name], net.backend.asarray(value, dtype=net.dtype))
+
+
+class SGD(Optimizer):
+    """Plain gradient descent: θ ← θ - lr·dθ (the course's update_parameters)."""
+
+    name = "sgd"
+
+    def _update_one(self, net, param, grad, name, lr):
+        net.backend.sgd_update(param, grad, lr)
+
+
+class Momentum(Optimizer):
+    """The course's momentum: v ← β·v + (1-β)·dθ; θ ← θ - lr·v."""
+
+    name = "momentum"
+    slots = ("velocity",)
+
+    def __init__(self, beta: float = 0.9):
+        super().__init__()
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"momentum beta must be in [0, 1), got {beta!r}")
+        self.beta = float(beta)
+
+    def config(self) -> dict:
+        return {"beta": self.beta}
+
+    def _update_one(self, net, param, grad, name, lr):
+        velocity = self._buffers(net, "velocity", name, param)
+        net.backend.momentum_update(param, grad, velocity, lr, self.beta)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, as the course writes it (eps added to sqrt of the corrected second moment)."""
+
+    name = "adam"
+    default_lr = 0.001
+    slots = ("m", "v")
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__()
+        for label, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"adam {label} must be in [0, 1), got {beta!r}")
+        if not eps > 0:
+            raise ValueError(f"adam eps must be positive, got {eps!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def config(self) -> dict:
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def _update_one(self, net, param, grad, name, lr):
+        m = self._buffers(net, "m", name, param)
+        v = self._buffers(net, "v", name, param)
+        # t = step_count counts updates from 1, once per mini-batch, as in the course
+        net.backend.adam_update(param, grad, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count)
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
+
+
+def make_optimizer(optimizer="sgd", **config) -> Optimizer:
+    """An Optimizer from a name ('sgd', 'momentum', 'adam') and hyperparameters, or the object itself."""
+    if isinstance(optimizer, Optimizer):
+        if config:
+            raise ValueError("hyperparameters are given to the optimizer object itself, not alongside it")
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[optimizer](**config)

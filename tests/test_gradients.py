@@ -1,0 +1,107 @@
+"""Every backend's gradients match NumPy float64, which itself passes the numerical gradient check."""
+
+import numpy as np
+import pytest
+
+import dnn
+from dnn.backends import ACTIVATIONS
+from dnn.tolerances import GRADCHECK_THRESHOLD, gradient_rtol, relative_difference
+
+# (layer_dims, m): deep and shallow, odd sizes, a single example.
+SHAPES = [([4, 5, 3, 1], 7), ([3, 1], 1), ([6, 9, 1], 1), ([7, 8, 6, 5, 1], 33), ([2, 3, 3], 11)]
+
+
+def _data(layer_dims, m, output, rng):
+    X = rng.standard_normal((layer_dims[0], m))
+    if output == "sigmoid":
+        Y = (rng.random((layer_dims[-1], m)) > 0.5).astype(float)
+    else:
+        Y = rng.integers(0, layer_dims[-1], m)
+    return X, Y
+
+
+def _output_for(layer_dims):
+    return "sigmoid" if layer_dims[-1] == 1 else "softmax"
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("layer_dims,m", SHAPES)
+def test_numpy_float64_passes_the_numerical_gradient_check(activation, layer_dims, m, rng):
+    output = _output_for(layer_dims)
+    net = dnn.Network(layer_dims, activations=activation, dtype="float64", backend="numpy", seed=2)
+    X, Y = _data(layer_dims, m, output, rng)
+    result = dnn.gradcheck(net, X, Y)
+    assert result.difference < GRADCHECK_THRESHOLD, result
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+def test_gradient_check_covers_l2_and_fixed_dropout_masks(output, rng):
+    dims = [5, 6, 4, 1 if output == "sigmoid" else 3]
+    net = dnn.Network(dims, activations=["tanh", "relu"], output=output, dtype="float64", backend="numpy")
+    X, Y = _data(dims, 9, output, rng)
+    masks = [(rng.random((6, 9)) < 0.8) / 0.8, (rng.random((4, 9)) < 0.6) / 0.6]
+    assert dnn.gradcheck(net, X, Y, l2=0.7).difference < GRADCHECK_THRESHOLD
+    assert dnn.gradcheck(net, X, Y, dropout_masks=masks, l2=0.1).difference < GRADCHECK_THRESHOLD
+
+
+def test_gradient_check_detects_a_wrong_gradient(rng, monkeypatch):
+    # A check that cannot fail proves nothing: break db by a factor of 2 and expect a large difference.
+    from dnn.backends.numpy_backend import NumpyBackend
+
+    original = NumpyBackend.bias_grad
+
+    def doubled(self, dZ, out, scale):
+        original(self, dZ, out, 2 * scale)
+
+    monkeypatch.setattr(NumpyBackend, "bias_grad", doubled)
+    net = dnn.Network([3, 4, 1], dtype="float64", backend="numpy")
+    X, Y = _data([3, 4, 1], 6, "sigmoid", rng)
+    assert not dnn.gradcheck(net, X, Y).passed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("layer_dims,m", SHAPES)
+def test_backend_gradients_match_numpy_float64(backend, dtype, activation, layer_dims, m, rng):
+    output = _output_for(layer_dims)
+    X, Y = _data(layer_dims, m, output, rng)
+    reference = dnn.Network(layer_dims, activations=activation, dtype="float64", backend="numpy", seed=5)
+    candidate = dnn.Network(layer_dims, activations=activation, dtype=dtype, backend=backend, seed=5)
+    ref_cost, ref_grads = reference.backward(X, Y)
+    cost, grads = candidate.backward(X, Y)
+    tol = gradient_rtol(dtype)
+    assert abs(cost - ref_cost) <= tol * max(1.0, abs(ref_cost))
+    for key, ref in ref_grads.items():
+        got = backend.to_numpy(grads[key])
+        assert got.dtype == np.dtype(dtype)
+        assert relative_difference(got, ref) <= tol, key
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_backend_training_step_matches_numpy_float64(backend, dtype, rng):
+    dims = [6, 8, 5, 1]
+    X, Y = _data(dims, 20, "sigmoid", rng)
+    reference = dnn.Network(dims, dtype="float64", backend="numpy")
+    candidate = dnn.Network(dims, dtype=dtype, backend=backend)
+    for _ in range(3):
+        reference.step(X, Y, lr=0.1)
+        candidate.step(X, Y, lr=0.1)
+    ref_params, params = reference.get_parameters(), candidate.get_parameters()
+    for key in ref_params:
+        assert relative_difference(params[key], ref_params[key]) <= gradient_rtol(dtype), key
+
+
+def test_a_float64_numpy_backward_equals_the_course_functions(rng):
+    from dnn import functional as F
+
+    dims = [5, 4, 3, 1]
+    X, Y = _data(dims, 8, "sigmoid", rng)
+    params = F.initialize_parameters_deep(dims)
+    AL, caches = F.L_model_forward(X, params)
+    course_grads = F.L_model_backward(AL, Y, caches)
+    net = dnn.Network(dims, dtype="float64", backend="numpy")
+    net.set_parameters(params)
+    cost, grads = net.backward(X, Y)
+    assert cost == pytest.approx(float(F.compute_cost(AL, Y)), rel=1e-12)
+    for key, value in grads.items():
+        assert relative_difference(value, course_grads[key]) <= gradient_rtol("float64"), key
