@@ -19,10 +19,18 @@ from .errors import (
 )
 from .gradcheck import GradcheckResult, gradcheck
 from .network import Batch, Network
+from .optimizers import SGD, Adam, Momentum, Optimizer
+from .training import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam",
+    "History",
+    "Momentum",
+    "Optimizer",
+    "SGD",
+    "fit",
     "BackendUnavailableError",
     "Batch",
     "DataError",

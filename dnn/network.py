@@ -319,3 +319,22 @@ class Network:
             truth = truth.argmax(axis=0)[None, :]
         return {"cost": self._cost(ws, 0.0), "accuracy": float(np.mean(predicted == truth))}
 
+    # ------------------------------------------------------------------ training and model files
+    def fit(self, X, Y, epochs: int = 100, **options):
+        """Train on (X, Y) in place and return the History; see `dnn.training.fit` for every option."""
+        from .training import fit
+
+        return fit(self, X, Y, epochs=epochs, **options)
+
+    def save(self, path) -> None:
+        """Write this network to one .npz file atomically (see `dnn.checkpoint.save`)."""
+        from .checkpoint import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path, backend=None) -> "Network":
+        """The network saved at `path`, on `backend`; raises ModelFileError for a bad file."""
+        from .checkpoint import load
+
+        return load(path, backend=backend)

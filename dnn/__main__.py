@@ -1,0 +1,7 @@
+"""`python -m dnn ...`: see `dnn.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,226 @@
+"""`fit`: mini-batch training with an optimizer, L2, dropout, learning-rate decay, validation and checkpoints.
+
+Reproducibility: every epoch draws its shuffle (on the host) and its dropout masks (on the backend) from
+generators seeded with (seed, epoch), so the same seed gives the same run on a backend, and a run resumed
+from a checkpoint at epoch k continues exactly as the uninterrupted run would have: a checkpoint only
+needs the parameters, the optimizer's state, the seed and the epoch count.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import checkpoint as checkpoint_file
+from .errors import DivergenceError
+from .network import Batch, Network
+from .optimizers import Optimizer, make_optimizer
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run: index e holds the values after epoch e + 1."""
+
+    cost: list = field(default_factory=list)  # mean cost of the epoch's mini-batches, weighted by their size
+    accuracy: list = field(default_factory=list)  # training-set accuracy after the epoch
+    val_cost: list = field(default_factory=list)  # validation cost after the epoch (empty without validation)
+    val_accuracy: list = field(default_factory=list)
+    lr: list = field(default_factory=list)  # learning rate used in the epoch
+    seed: int | None = None  # the seed the run used (drawn from the OS when fit got seed=None)
+
+    def __len__(self) -> int:
+        return len(self.cost)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
+        l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
+        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
+    """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
+
+    batch_size: examples per mini-batch (None: the full batch); the columns are shuffled every epoch when
+    `shuffle`, and the last mini-batch may be smaller. optimizer: "sgd", "momentum", "adam" or an
+    `dnn.optimizers.Optimizer`. lr: learning rate (None: the optimizer's default). l2: λ of the penalty
+    (λ/2m)·Σ‖W‖². dropout: drop rate of the hidden layers, one float for all or a list with one per hidden
+    layer (inverted dropout; 0 keeps a layer whole). lr_decay: a float r for lr / (1 + r·epoch) (the course's
+    decay, epoch counted from 0) or a callable (lr, epoch) -> lr. validation: (X_val, Y_val) evaluated after
+    every epoch. callbacks: callables `callback(net, epoch, logs)` called after each epoch (epoch counted from
+    1, logs a dict of that epoch's numbers); one that returns True stops training.
+    checkpoint: a path saved every `checkpoint_every` epochs and at the end; with `resume=True` an existing
+    checkpoint there is loaded first and training continues from it, ending exactly where an uninterrupted
+    run with the same settings ends.
+
+    Raises DivergenceError naming the epoch when the cost becomes non-finite; the parameters then hold the
+    values of the last finite step.
+    """
+    epochs = _count(epochs, "epochs", minimum=0)
+    optimizer = make_optimizer(optimizer)
+    lr = optimizer.default_lr if lr is None else _positive(lr, "lr")
+    l2 = _non_negative(l2, "l2")
+    rates = _dropout_rates(dropout, net.num_layers - 1)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    seed = _count(seed, "seed", minimum=0)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
+
+    data = net.batch(X, Y)
+    val = net.batch(*validation) if validation is not None else None
+    m = data.X.shape[1]
+    size = m if batch_size is None else min(_count(batch_size, "batch_size", minimum=1), m)
+    settings = {
+        "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
+        "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
+    }
+    history, start = History(seed=seed), 0
+    if resume and os.path.exists(checkpoint):
+        history, start = _resume(net, optimizer, checkpoint, settings, seed)
+
+    batches = _MiniBatches(net, data, size)
+    for epoch in range(start, epochs):
+        epoch_lr = _epoch_lr(lr, lr_decay, epoch)
+        # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
+        order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
+        mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
+        total = 0.0
+        for k, batch in enumerate(batches.epoch(order), start=1):
+            try:
+                cost = net.compute_gradients(batch, l2=l2, dropout=rates, rng=mask_rng)
+            except DivergenceError as exc:
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch + 1} (mini-batch {k}) at learning rate {epoch_lr:g}: {exc}; "
+                    "the parameters hold the last finite step"
+                ) from exc
+            optimizer.update(net, epoch_lr)
+            total += cost * batch.X.shape[1]  # the batch's mean cost times its size
+        logs = _record(history, net, data, val, total / m, epoch_lr)
+        done = epoch + 1
+        stop = any(callback(net, done, logs) for callback in callbacks)
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs or stop):
+            _save(net, optimizer, checkpoint, history, settings, seed, done)
+        if stop:
+            break
+    return history
+
+
+class _MiniBatches:
+    """Gathers mini-batches from the placed data set into buffers reused every epoch (one per batch size)."""
+
+    def __init__(self, net: Network, data: Batch, size: int):
+        self.backend, self.data, self.size = net.backend, data, size
+        self.m = data.X.shape[1]
+        self.dtype = net.dtype
+        self.buffers: dict[int, Batch] = {}
+
+    def epoch(self, order):
+        """The epoch's mini-batches, in `order` (a host permutation of the columns, or None for 0..m-1)."""
+        if order is None and self.size == self.m:
+            yield self.data  # full batch, no shuffling: the data itself, no gather
+            return
+        if order is None:
+            order = np.arange(self.m)
+        for start in range(0, self.m, self.size):
+            index = self.backend.asarray(order[start : start + self.size])  # (m_b,) column indices
+            out = self._buffers(index.shape[0])
+            self.backend.take_columns(self.data.X, index, out=out.X)  # (n_x, m_b)
+            self.backend.take_columns(self.data.Y, index, out=out.Y)  # (n_L, m_b)
+            yield out
+
+    def _buffers(self, m_b: int) -> Batch:
+        if m_b not in self.buffers:
+            be, X, Y = self.backend, self.data.X, self.data.Y
+            self.buffers[m_b] = Batch(be.empty((X.shape[0], m_b), self.dtype), be.empty((Y.shape[0], m_b), self.dtype))
+        return self.buffers[m_b]
+
+
+def _record(history: History, net: Network, data: Batch, val: Batch | None, cost: float, lr: float) -> dict:
+    history.cost.append(cost)
+    history.accuracy.append(net.evaluate(data, None)["accuracy"])
+    history.lr.append(lr)
+    logs = {"cost": cost, "accuracy": history.accuracy[-1], "lr": lr}
+    if val is not None:
+        scores = net.evaluate(val, None)
+        history.val_cost.append(scores["cost"])
+        history.val_accuracy.append(scores["accuracy"])
+        logs.update(val_cost=scores["cost"], val_accuracy=scores["accuracy"])
+    return logs
+
+
+def _derived_seed(seed: int, epoch: int) -> int:
+    """The dropout generator's seed for `epoch`: independent of the shuffle stream, same on every backend."""
+    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+
+
+def _epoch_lr(lr: float, lr_decay, epoch: int) -> float:
+    if lr_decay is None:
+        return lr
+    if callable(lr_decay):
+        return _positive(lr_decay(lr, epoch), f"lr_decay({lr}, {epoch})")
+    return lr / (1.0 + _non_negative(lr_decay, "lr_decay") * epoch)  # the course's 1/(1 + decay·epoch)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def _save(net, optimizer, path, history, settings, seed, epochs_done) -> None:
+    state = {"epoch": epochs_done, "seed": seed, "settings": settings, "history": history.as_dict()}
+    checkpoint_file.save(net, path, optimizer=optimizer, training=state)
+
+
+def _resume(net: Network, optimizer: Optimizer, path, settings: dict, seed: int) -> tuple[History, int]:
+    """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch)."""
+    saved = checkpoint_file.load_checkpoint(path, backend=net.backend)
+    if saved.training is None:
+        raise ValueError(f"cannot resume from {path}: it is a saved model without training state")
+    mine = (net.layer_dims, net.activations, net.output, net.dtype.name)
+    theirs = (saved.network.layer_dims, saved.network.activations, saved.network.output, saved.network.dtype.name)
+    if mine != theirs:
+        raise ValueError(f"cannot resume from {path}: it holds a network {theirs}, this one is {mine}")
+    recorded = dict(saved.training["settings"], seed=saved.training["seed"])
+    asked = dict(settings, seed=seed)
+    changed = [f"{key}={recorded.get(key)!r} there, {value!r} here" for key, value in asked.items() if recorded.get(key) != value]
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the run used other settings ({'; '.join(changed)})")
+    net.set_parameters(saved.network.get_parameters())
+    optimizer.load_state_dict(net, saved.optimizer.state_dict(saved.network))
+    return History(**saved.training["history"]), int(saved.training["epoch"])
+
+
+# ---------------------------------------------------------------------------------------------- argument checks
+def _count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _non_negative(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _dropout_rates(dropout, hidden: int) -> list | None:
+    """One drop rate per hidden layer, or None when nothing is dropped."""
+    if dropout is None:
+        return None
+    rates = [dropout] * hidden if isinstance(dropout, numbers.Real) else list(dropout)
+    if isinstance(dropout, numbers.Real) and hidden == 0 and dropout:
+        raise ValueError("dropout applies to hidden layers, and this network has none")
+    if len(rates) != hidden:
+        raise ValueError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}: {rates!r}")
+    for rate in rates:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rates must be in [0, 1) (the fraction of units dropped), got {rate!r}")
+    rates = [float(rate) for rate in rates]
+    return rates if any(rates) else None

@@ -1,0 +1,144 @@
+"""Model files: one .npz, written atomically, read without pickle, and every bad file rejected clearly."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import dnn
+from dnn import checkpoint
+from dnn.optimizers import Adam
+
+
+def _trained(backend, dtype="float32"):
+    """A softmax network after a few Adam steps, with its optimizer."""
+    rng = np.random.default_rng(5)
+    X, labels = rng.standard_normal((4, 30)), rng.integers(0, 3, 30)
+    net = dnn.Network([4, 5, 3], activations="tanh", dtype=dtype, backend=backend, seed=4)
+    adam = Adam(beta1=0.8)
+    net.fit(X, labels, epochs=3, batch_size=10, optimizer=adam, lr=0.01)
+    return net, adam, X
+
+
+def test_round_trip_keeps_architecture_parameters_and_predictions(backend, tmp_path):
+    net, _, X = _trained(backend)
+    net.save(tmp_path / "model.npz")
+    loaded = dnn.Network.load(tmp_path / "model.npz", backend=backend)
+    assert (loaded.layer_dims, loaded.activations, loaded.output, loaded.dtype) == (net.layer_dims, net.activations, net.output, net.dtype)
+    for key, value in net.get_parameters().items():
+        np.testing.assert_array_equal(loaded.get_parameters()[key], value)
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+
+
+def test_optimizer_state_training_state_and_extras_round_trip(backend, tmp_path):
+    net, adam, _ = _trained(backend, "float64")
+    mean = np.arange(4.0).reshape(4, 1)
+    checkpoint.save(net, tmp_path / "m.npz", optimizer=adam, training={"epoch": 3}, extras={"input_mean": mean, "note": "hi"})
+    saved = checkpoint.load_checkpoint(tmp_path / "m.npz", backend=backend)
+    assert saved.training == {"epoch": 3}
+    assert saved.extras["note"] == "hi"
+    np.testing.assert_array_equal(saved.extras["input_mean"], mean)
+    assert saved.optimizer.config() == adam.config() and saved.optimizer.step_count == adam.step_count == 9
+    expected, got = adam.state_dict(net), saved.optimizer.state_dict(saved.network)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+
+
+def test_the_file_holds_no_pickled_objects(tmp_path):
+    net, adam, _ = _trained("numpy")
+    checkpoint.save(net, tmp_path / "m.npz", optimizer=adam)
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
+        assert all(npz[key].dtype != object for key in npz.files)
+        assert json.loads(str(npz["meta"]))["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(dnn.ModelFileError, match="does not exist"):
+        dnn.Network.load(tmp_path / "absent.npz")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip bytes", "not a zip"])
+def test_a_damaged_file_raises_model_file_error(tmp_path, damage):
+    path = tmp_path / "model.npz"
+    _trained("numpy")[0].save(path)
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip bytes":
+        middle = len(raw) // 2
+        raw[middle : middle + 16] = bytes(b ^ 0xFF for b in raw[middle : middle + 16])
+    else:
+        raw = b"this is not a model"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(dnn.ModelFileError, match="model.npz"):
+        dnn.Network.load(path)
+
+
+def _rewrite(path, meta=None, arrays=None, remove=()):
+    """Rewrite the .npz at `path` with meta fields changed, arrays replaced and entries removed."""
+    with np.load(path) as npz:
+        content = {key: npz[key] for key in npz.files}
+    content["meta"] = np.asarray(json.dumps(dict(json.loads(str(content["meta"])), **(meta or {}))))
+    content.update(arrays or {})
+    np.savez(path, **{key: value for key, value in content.items() if key not in remove})
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(meta={"format_version": 99}), "format version 99; this version of dnn reads version 1"),
+        (dict(meta={"format": "other"}), "not a dnn model file"),
+        (dict(remove=["meta"]), "no 'meta' entry"),
+        (dict(arrays={"param/W1": np.zeros((2, 2), np.float32)}), r"W1 has shape \(2, 2\)"),
+        (dict(remove=["param/b2"]), "no parameter b2"),
+        (dict(arrays={"param/W2": np.zeros((3, 5), np.float64)}), "W2 has dtype float64"),
+        (dict(arrays={"param/b1": np.full((5, 1), np.nan, np.float32)}), "b1 holds non-finite values"),
+        (dict(meta={"layer_dims": [4, 0, 3]}), "architecture it describes is invalid"),
+        (dict(arrays={"meta": np.asarray("{not json")}), "metadata is corrupted"),
+    ],
+)
+def test_a_mismatched_file_is_rejected_with_the_reason(tmp_path, changes, message):
+    path = tmp_path / "model.npz"
+    _trained("numpy")[0].save(path)
+    _rewrite(path, **changes)
+    with pytest.raises(dnn.ModelFileError, match=message):
+        dnn.Network.load(path)
+
+
+def test_a_file_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array([{"format": "dnn-network"}], dtype=object))
+    with pytest.raises(dnn.ModelFileError, match="evil.npz"):
+        dnn.Network.load(path)
+
+
+def test_a_crash_mid_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    old, _, _ = _trained("numpy")
+    old.save(path)
+    before = path.read_bytes()
+
+    def write_half_then_fail(file, **arrays):
+        file.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.np, "savez", write_half_then_fail)
+    other = dnn.Network([4, 5, 3], activations="tanh", seed=9)
+    with pytest.raises(dnn.ModelFileError, match="No space left on device.*previous file is unchanged"):
+        other.save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.npz"]  # the temporary file is gone too
+
+
+def test_saving_leaves_only_the_target_file(tmp_path):
+    net, _, _ = _trained("numpy")
+    net.save(tmp_path / "a.npz")
+    net.save(tmp_path / "a.npz")  # overwriting goes through the same rename
+    assert os.listdir(tmp_path) == ["a.npz"]
+
+
+def test_an_unwritable_directory_is_reported(tmp_path):
+    with pytest.raises(dnn.ModelFileError, match="cannot write model file"):
+        _trained("numpy")[0].save(tmp_path / "no" / "such" / "dir" / "m.npz")
