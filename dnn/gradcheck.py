@@ -38,35 +38,48 @@ def _host(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a
 
 
-def _pre_activations(net: Network, X):
-    """Z[l] (n_l, m) of every hidden layer with a kink at 0, from the float64 reference network."""
-    be, zs = net.backend, []
+def _pre_activations(net: Network, X, masks):
+    """{l: Z[l] (n_l, m)} for every hidden layer with a kink at 0, computed as the network computes it."""
+    be, zs = net.backend, {}
     A = X
     for l in range(1, net.num_layers):
         Z = be.empty((net.layer_dims[l], A.shape[1]), net.dtype)
         be.gemm(net._W[l], A, out=Z)  # W[l]·A[l-1]
         be.bias_activation_forward(Z, net._b[l], "linear", out=Z)  # + b[l]
         if net.activations[l - 1] in _KINKED:
-            zs.append(Z)
+            zs[l] = Z
         A = be.empty(Z.shape, net.dtype)
         be.activation_forward(Z, net.activations[l - 1], out=A)
+        if masks is not None and masks[l - 1] is not None:
+            be.multiply(A, masks[l - 1], out=A)  # the layer's fixed dropout mask
     return zs
 
 
-def _nudge_off_kinks(net, X, margin, rng, max_rounds=20):
-    """Move the examples whose pre-activations lie within `margin` of a ReLU kink; returns (X, moved)."""
+def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
+    """Move the examples whose ReLU pre-activations lie within `margin` of 0; returns (X, examples moved).
+
+    When moving examples does not help (a unit whose inputs are all dropped sees only its bias), the
+    biases of the units still at the kink are moved too, in the reference copy only.
+    """
     X = X.copy()
     moved = np.zeros(X.shape[1], dtype=bool)
     scale = max(float(np.std(X)), 1.0) * 1e-3
-    for _ in range(max_rounds):
-        near = np.zeros(X.shape[1], dtype=bool)
-        for Z in _pre_activations(net, X):
-            near |= (np.abs(Z) < margin).any(axis=0)  # (m,): examples with some unit near 0
-        if not near.any():
+    for round_ in range(max_rounds):
+        near_columns = np.zeros(X.shape[1], dtype=bool)
+        for l, Z in _pre_activations(net, X, masks).items():
+            near = np.abs(Z) < margin  # (n_l, m)
+            near_columns |= near.any(axis=0)
+            units = near.any(axis=1)
+            if round_ >= max_rounds // 4 and units.any():
+                net._b[l][units] += rng.standard_normal((int(units.sum()), 1)) * scale
+        if not near_columns.any():
             return X, int(moved.sum())
-        X[:, near] += rng.standard_normal((X.shape[0], int(near.sum()))) * scale
-        moved |= near
-    warnings.warn(f"gradcheck: {int(near.sum())} example(s) stay within {margin} of a ReLU kink; the check may report a false difference")
+        X[:, near_columns] += rng.standard_normal((X.shape[0], int(near_columns.sum()))) * scale
+        moved |= near_columns
+    warnings.warn(
+        f"gradcheck: {int(near_columns.sum())} example(s) stay within {margin} of a ReLU kink; "
+        "the check may report a false difference"
+    )
     return X, int(moved.sum())
 
 
@@ -77,13 +90,14 @@ def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks
 
     `model` is a Network or the course's parameter dict (then `hidden_activation` and `output` describe
     it). The model is never modified: a float64 copy is checked. Examples whose ReLU pre-activations lie
-    within 1000·ε of 0 (where the finite difference would straddle the kink) are moved slightly first.
+    within 1000·ε of 0 (where the finite difference would straddle the kink) are moved slightly first, and
+    where that cannot help, the copy's biases of the units concerned.
     `dropout_masks` fixes one mask per hidden layer so the check covers dropout's backward pass.
     """
     ref = _reference_copy(model, hidden_activation, output)
     X = np.array(_host(X), dtype=np.float64)
-    X, nudged = _nudge_off_kinks(ref, ref.batch(X).X, margin=1e3 * epsilon, rng=np.random.default_rng(seed))
     masks = None if dropout_masks is None else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
+    X, nudged = _nudge_off_kinks(ref, ref.batch(X).X, masks, margin=1e3 * epsilon, rng=np.random.default_rng(seed))
     batch = ref.batch(X, np.asarray(_host(Y)))
 
     _, grads = ref.backward(batch, l2=l2, dropout_masks=masks)

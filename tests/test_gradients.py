@@ -105,3 +105,14 @@ def test_a_float64_numpy_backward_equals_the_course_functions(rng):
     assert cost == pytest.approx(float(F.compute_cost(AL, Y)), rel=1e-12)
     for key, value in grads.items():
         assert relative_difference(value, course_grads[key]) <= gradient_rtol("float64"), key
+
+
+def test_gradient_check_moves_units_off_the_kink_when_dropout_leaves_only_the_bias(rng):
+    # Zero biases and masks that drop every input of some layer-2 units put Z exactly at the ReLU kink.
+    dims = [5, 6, 4, 1]
+    net = dnn.Network(dims, activations="relu", dtype="float64", backend="numpy", seed=3)
+    X, Y = _data(dims, 8, "sigmoid", rng)
+    first = np.ones((6, 8)) / 0.5
+    first[:, :3] = 0.0  # examples 0-2 reach layer 2 with nothing but its bias
+    result = dnn.gradcheck(net, X, Y, dropout_masks=[first, None])
+    assert result.difference < GRADCHECK_THRESHOLD, result
