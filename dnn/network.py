@@ -313,11 +313,21 @@ class Network:
         """{'cost': mean cross-entropy, 'accuracy': fraction of examples classified correctly}."""
         batch = X if isinstance(X, Batch) else self.batch(X, Y)
         ws = self._run(batch)
-        predicted = self.backend.to_numpy(self.backend.predict_classes(ws.A[self.num_layers], self.output))
-        truth = self.backend.to_numpy(batch.Y)
+        return {"cost": self._cost(ws, 0.0), "accuracy": self._accuracy(ws, batch.Y)}
+
+    def last_accuracy(self, batch: Batch) -> float:
+        """Accuracy on `batch` of the outputs of the latest forward pass on it (in training: before the update).
+
+        Lets a training loop score each mini-batch from the forward pass its step already made.
+        """
+        return self._accuracy(self._workspaces[batch.X.shape[1]], batch.Y)
+
+    def _accuracy(self, ws: _Workspace, Y) -> float:
+        predicted = self.backend.to_numpy(self.backend.predict_classes(ws.A[self.num_layers], self.output))  # (1, m)
+        truth = self.backend.to_numpy(Y)
         if self.output == "softmax":
-            truth = truth.argmax(axis=0)[None, :]
-        return {"cost": self._cost(ws, 0.0), "accuracy": float(np.mean(predicted == truth))}
+            truth = truth.argmax(axis=0)[None, :]  # one-hot (C, m) -> class indices (1, m)
+        return float(np.mean(predicted == truth))
 
     # ------------------------------------------------------------------ training and model files
     def fit(self, X, Y, epochs: int = 100, **options):

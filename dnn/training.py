@@ -26,7 +26,8 @@ class History:
     """Per-epoch record of a run: index e holds the values after epoch e + 1."""
 
     cost: list = field(default_factory=list)  # mean cost of the epoch's mini-batches, weighted by their size
-    accuracy: list = field(default_factory=list)  # training-set accuracy after the epoch
+    accuracy: list = field(default_factory=list)  # training accuracy during the epoch: each mini-batch scored
+    # by the forward pass of its own step (before that step's update), weighted by its size -- no extra pass
     val_cost: list = field(default_factory=list)  # validation cost after the epoch (empty without validation)
     val_accuracy: list = field(default_factory=list)
     lr: list = field(default_factory=list)  # learning rate used in the epoch
@@ -89,7 +90,7 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
         # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
         order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
         mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
-        total = 0.0
+        total, correct = 0.0, 0.0
         for k, batch in enumerate(batches.epoch(order), start=1):
             try:
                 cost = net.compute_gradients(batch, l2=l2, dropout=rates, rng=mask_rng)
@@ -98,9 +99,10 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
                     f"training diverged in epoch {epoch + 1} (mini-batch {k}) at learning rate {epoch_lr:g}: {exc}; "
                     "the parameters hold the last finite step"
                 ) from exc
+            correct += net.last_accuracy(batch) * batch.X.shape[1]  # scored by this step's own forward pass
             optimizer.update(net, epoch_lr)
             total += cost * batch.X.shape[1]  # the batch's mean cost times its size
-        logs = _record(history, net, data, val, total / m, epoch_lr)
+        logs = _record(history, net, val, total / m, correct / m, epoch_lr)
         done = epoch + 1
         stop = any(callback(net, done, logs) for callback in callbacks)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs or stop):
@@ -140,9 +142,9 @@ class _MiniBatches:
         return self.buffers[m_b]
 
 
-def _record(history: History, net: Network, data: Batch, val: Batch | None, cost: float, lr: float) -> dict:
+def _record(history: History, net: Network, val: Batch | None, cost: float, accuracy: float, lr: float) -> dict:
     history.cost.append(cost)
-    history.accuracy.append(net.evaluate(data, None)["accuracy"])
+    history.accuracy.append(accuracy)
     history.lr.append(lr)
     logs = {"cost": cost, "accuracy": history.accuracy[-1], "lr": lr}
     if val is not None:
