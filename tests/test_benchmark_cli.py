@@ -1,0 +1,162 @@
+"""`python -m dnn bench` and bench/gpu_check.py, on tiny cases so they run in the normal test run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dnn.benchmark
+from dnn.backends import available_backends
+from dnn.backends.numpy_backend import NumpyBackend
+from dnn.cli import main
+from dnn.perf import CASES, KINK_MARGIN, GemmFloor, gradient_difference, prepare_step, require_gradients_agree, step_gemm_flops
+from dnn.tolerances import gradient_rtol
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TINY = ["--cases", "D", "--backends", "numpy", "--repeat", "2"]
+
+
+def bench(capsys, *argv):
+    """(exit status, stdout, stderr) of `python -m dnn bench ARGV` run in this process."""
+    status = main(["bench", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def table_rows(out):
+    """{(backend, case, dtype): the row's remaining columns} from the printed table."""
+    rows = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 9 and fields[2] in ("float32", "float64"):
+            rows[tuple(fields[:3])] = fields[3:]
+    return rows
+
+
+def test_the_table_has_one_row_per_backend_case_and_dtype_with_the_blas_named(capsys):
+    status, out, _ = bench(capsys, "--cases", "D,B-small", "--backends", "numpy", "--repeat", "2")
+    assert status == 0
+    rows = table_rows(out)
+    assert set(rows) == {("numpy", case, dtype) for case in ("D", "B-small") for dtype in ("float32", "float64")}
+    for ms, gflops, vs_numpy, vs_floor, floor_ms, diff in rows.values():
+        assert float(ms) > 0 and float(floor_ms) > 0 and float(gflops) > 0
+        assert vs_numpy == "1.00"  # numpy is its own baseline
+    assert "BLAS: numpy: " in out and "OPENBLAS_CORETYPE=" in out
+
+
+def test_json_holds_every_measurement_and_the_environment(capsys):
+    status, out, _ = bench(capsys, *TINY, "--dtype", "float32", "--json")
+    assert status == 0
+    report = json.loads(out)
+    assert report["repeat"] == 2 and "blas" in report["environment"]
+    (row,) = report["results"]
+    case = CASES["D"]
+    assert (row["backend"], row["case"], row["dtype"], row["layer_dims"], row["m"]) == ("numpy", "D", "float32", list(case.layer_dims), case.m)
+    assert row["agrees"] and row["max_gradient_difference"] <= gradient_rtol("float32") == row["tolerance"]
+    seconds = row["ms_per_step"] / 1e3
+    assert row["gflops"] == pytest.approx(step_gemm_flops(case.layer_dims, case.m) / seconds / 1e9)
+    assert row["vs_floor"] == pytest.approx(row["ms_per_step"] / row["floor_ms"])
+
+
+def test_plot_writes_a_png(capsys, tmp_path):
+    path = tmp_path / "bench.png"
+    status, out, _ = bench(capsys, *TINY, "--plot", str(path))
+    assert status == 0 and f"plot written to {path}" in out
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left beside it
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--cases", "D,Z", "unknown case 'Z'; valid cases: A, B, C, D, E"),
+        ("--backends", "torch", "unknown backend 'torch'; valid backends: numpy, numba, cupy"),
+        ("--dtype", "float16", "unknown dtype 'float16'; valid dtypes: float32, float64"),
+        ("--repeat", "0", "must be at least 1"),
+    ],
+)
+def test_a_bad_option_value_is_a_one_line_error(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", option, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(all(status.available for status in available_backends()), reason="every backend runs here")
+def test_an_unavailable_backend_named_explicitly_is_an_error_saying_why(capsys):
+    name = next(status.name for status in available_backends() if not status.available)
+    status, _, err = bench(capsys, "--cases", "D", "--backends", name, "--repeat", "1")
+    assert status == 1
+    assert f"backend {name!r} cannot run here" in err
+
+
+def test_a_backend_with_wrong_gradients_is_reported_wrong_and_not_timed(capsys, monkeypatch):
+    monkeypatch.setattr(dnn.benchmark, "gradient_difference", lambda net, X, Y: 1.0)
+    status, out, _ = bench(capsys, *TINY, "--dtype", "float64", "--json")
+    assert status == 1
+    (row,) = json.loads(out)["results"]
+    assert not row["agrees"] and row["ms_per_step"] is None and row["gflops"] is None
+
+
+class _ForgetsReluDerivative(NumpyBackend):
+    """Backpropagates through relu as if it were linear: a plausible bug that still returns numbers."""
+
+    name = "broken"
+
+    def activation_backward(self, dA, activation, out, **kwargs):
+        super().activation_backward(dA, "linear", out, **kwargs)
+
+
+def test_the_agreement_check_catches_a_wrong_backend():
+    bench_ = prepare_step(_ForgetsReluDerivative(), CASES["D"], "float64")
+    assert gradient_difference(bench_.net, bench_.X, bench_.Y) > 1e-3
+    with pytest.raises(AssertionError, match="wrong answer"):
+        require_gradients_agree(bench_)
+
+
+def test_step_flops_count_each_layers_three_products_but_no_input_gradient():
+    # layer 1 (2x3): W·X and dZ·Xᵀ; layer 2 (1x2): W·A, dZ·Aᵀ and Wᵀ·dZ; each 2·n_l·n_{l-1}·m FLOPs, m = 4
+    assert step_gemm_flops([3, 2, 1], 4) == 2 * (2 * 2 * 3 * 4) + 3 * (2 * 1 * 2 * 4)
+
+
+def test_the_gemm_floor_computes_the_products_of_a_step(reference):
+    floor = GemmFloor(reference, [5, 4, 3], 6, "float64")
+    shapes = [(a.shape, b.shape, out.shape) for a, b, out in floor.products]
+    assert shapes == [((4, 5), (5, 6), (4, 6)), ((3, 4), (4, 6), (3, 6)),  # forward W·A
+                      ((3, 6), (6, 4), (3, 4)), ((4, 3), (3, 6), (4, 6)),  # layer 2: dZ·Aᵀ, Wᵀ·dZ
+                      ((4, 6), (6, 5), (4, 5))]  # layer 1: dZ·Xᵀ only
+    assert floor.max_difference() <= gradient_rtol("float64")
+
+
+def run_gpu_check(*argv):
+    return subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), *argv], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(any(s.name == "cupy" and s.available for s in available_backends()), reason="a GPU is present")
+def test_gpu_check_without_a_gpu_says_why_and_exits_cleanly():
+    done = run_gpu_check()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gpu_check: not run: the cupy backend cannot run here: ")
+    assert done.stderr == ""
+
+
+def test_gpu_check_runs_its_checks_and_table_on_the_cpu_backend():
+    done = run_gpu_check("--backend", "numpy", "--cases", "D", "--sizes", "small", "--repeat", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "kernels: 11 operations x 2 dtypes x 4 shapes, 0 failed" in done.stdout
+    assert ", 0 failed" in done.stdout.split("gradients vs NumPy float64:")[1].splitlines()[0]
+    assert any(line.split()[:1] == ["D"] for line in done.stdout.splitlines())
+    assert "not implemented yet" in done.stdout
+
+
+def test_benchmark_data_keeps_every_relu_unit_off_its_kink():
+    bench_ = prepare_step(NumpyBackend(), CASES["C-small"], "float32")
+    params = {key: value.astype(np.float64) for key, value in bench_.net.get_parameters().items()}
+    A = bench_.X
+    for l in (1, 2, 3):
+        Z = params[f"W{l}"] @ A + params[f"b{l}"]  # the float64 pre-activations of hidden layer l
+        assert np.abs(Z[Z != 0]).min() >= KINK_MARGIN  # exact zeros (a dead previous layer) are exact in every dtype
+        A = np.maximum(Z, 0)
