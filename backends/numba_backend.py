@@ -1,0 +1,276 @@
+"""The Numba backend: NumPy arrays, numpy's BLAS for matrix products, fused Numba kernels for everything else.
+
+Each override runs a kernel from `dnn.kernels.numba_*` when its arrays are C-contiguous and share one dtype
+in (float32, float64); anything else (a transposed view, another dtype, mixed dtypes) goes to the NumPy
+reference implementation in `Backend`, which computes the same values. Numba is imported when this backend
+is checked or instantiated, never by `import dnn`.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output
+
+_KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
+
+def _prefer_workqueue_threads() -> None:
+    """Use numba's workqueue threading layer unless the user chose one (NUMBA_THREADING_LAYER).
+
+    Its idle threads sleep instead of spinning. With OpenMP's spinning threads next to OpenBLAS's, the two
+    pools fought over this machine's 2 cores: a GEMM followed by a parallel kernel took ~7x longer than the
+    two alone. workqueue does not allow concurrent launches, but numba kernels hold the GIL, so launches
+    from several Python threads run one after the other. No effect once numba has started its threads.
+    """
+    import os
+
+    import numba
+
+    if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+def _kernel_dtype(*arrays):
+    """The arrays' common dtype when every array is a C-contiguous ndarray of float32 or float64, else None."""
+    dtype = arrays[0].dtype
+    if dtype not in _KERNEL_DTYPES:
+        return None
+    for a in arrays:
+        if type(a) is not numpy.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
+            return None
+    return dtype
+
+
+def _separate_or_same(out, *inputs) -> bool:
+    """True when `out` is each input itself or shares no memory with it.
+
+    The kernels read and write element k in the same iteration, which is right for those two cases only; a
+    partly overlapping view goes to the NumPy reference, which buffers.
+    """
+    for a in inputs:
+        if a is not out and numpy.may_share_memory(out, a):
+            return False
+    return True
+
+
+def _disjoint(arrays) -> bool:
+    """True when no two of `arrays` share memory."""
+    for i, a in enumerate(arrays):
+        for other in arrays[i + 1 :]:
+            if numpy.may_share_memory(a, other):
+                return False
+    return True
+
+
+def _output_shapes_fit(Z, b, A, Y, dZ, cost) -> bool:
+    for x in (A, Y, dZ):
+        if x is not None and x.shape != Z.shape:
+            return False
+    return b.shape == (Z.shape[0], 1) and (cost is None or cost.shape == (1,))
+
+
+def _column_of(n, b) -> bool:
+    return b.shape == (n, 1)
+
+
+class NumbaBackend(Backend):
+    """Fused, row-parallel Numba kernels on NumPy arrays; matrix products stay on numpy's BLAS."""
+
+    name = "numba"
+    xp = numpy
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        try:
+            import numba  # noqa: F401  (imported here, not at `import dnn`)
+        except Exception as exc:  # not installed, or built against another numpy
+            return f"numba cannot be imported ({exc}); pip install numba"
+        return None
+
+    #: Arrays with at least this many elements are processed by all of numba's threads; smaller ones by the
+    #: calling thread alone, where a thread launch (~0.1 ms) would cost more than it saves (measured on 2 cores).
+    parallel_min_elements = PARALLEL_MIN_ELEMENTS
+
+    def __init__(self):
+        _prefer_workqueue_threads()
+        from ..kernels import numba_activations, numba_checks, numba_output, numba_updates
+
+        self._act = numba_activations
+        self._out = numba_output
+        self._upd = numba_updates
+        self._chk = numba_checks
+        self._codes = numba_activations.ACTIVATION_CODES
+        self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
+
+    def _parallel(self, a) -> bool:
+        return a.size >= self.parallel_min_elements
+
+    def warmup(self) -> None:
+        """Compile (or load from the on-disk cache) every kernel for float32 and float64 now, not on first use."""
+        for dtype in _KERNEL_DTYPES:
+            Z, out, dZ, Y = (numpy.zeros((2, 3), dtype) for _ in range(4))
+            b, cost = numpy.zeros((2, 1), dtype), numpy.zeros((1,), dtype)
+            self.bias_activation_forward(Z, b, ACTIVATIONS[0], out)
+            self.activation_forward(Z, ACTIVATIONS[0], Z)
+            self.activation_backward(Z, ACTIVATIONS[0], out, A=Z, db=b, db_scale=0.5)
+            self.bias_grad(Z, b, 0.5)
+            for output in OUTPUTS:
+                self.output_layer(Z, b, output, out, Y=Y, dZ=dZ, cost=cost)
+            self.gemm(Z, out, numpy.zeros((2, 2), dtype), trans_b=True, alpha=0.5)
+            self.axpy(0.5, Z, out)
+            self.sgd_update(Z, out, 0.1)
+            self.momentum_update(Z, out, dZ, 0.1, 0.9)
+            self.adam_update(Z, out, dZ, numpy.zeros_like(Z), 0.1, 0.9, 0.999, 1e-8, 1)
+            self.multiply(Z, out, out)
+            self.all_finite(Z)
+
+    # ------------------------------------------------------------------ linear algebra
+    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0) -> None:
+        dtype = _kernel_dtype(out)
+        if alpha == 1.0 or dtype is None:
+            super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha)
+            return
+        numpy.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+        self._update(self._upd.SCALE, dtype, out, scalars=(alpha,))
+
+    # ------------------------------------------------------------------ forward
+    def _forward_code(self, activation):
+        # numpy's SIMD tanh is ~3x faster than the scalar libm tanh a numba loop calls (no SVML here), even in
+        # two passes; the backward pass needs no tanh (1 - A²) and stays in numba.
+        return None if activation == "tanh" else self._codes.get(activation)
+
+    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
+        code = self._forward_code(activation)
+        if (
+            code is None
+            or _kernel_dtype(Z, b, out) is None
+            or out.shape != Z.shape
+            or not _column_of(Z.shape[0], b)
+            or not _separate_or_same(out, Z, b)
+        ):
+            super().bias_activation_forward(Z, b, activation, out)
+            return
+        self._act.bias_activation_forward(Z, b, code, out, True, out is Z, self._parallel(Z))
+
+    def activation_forward(self, Z, activation: str, out) -> None:
+        code = self._forward_code(activation)
+        dtype = _kernel_dtype(Z, out)
+        if code is None or dtype is None or out.shape != Z.shape or not _separate_or_same(out, Z):
+            super().activation_forward(Z, activation, out)
+            return
+        self._act.bias_activation_forward(Z, self._placeholders[dtype][0], code, out, False, out is Z, self._parallel(Z))
+
+    # ------------------------------------------------------------------ backward
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
+        code = self._codes.get(activation)
+        src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
+        inputs = (dA, src) if db is None else (dA, src, db)
+        dtype = _kernel_dtype(out, *inputs)
+        if (
+            code is None
+            or dtype is None
+            or (A is None and Z is None and activation != "linear")  # the reference raises: g' needs A or Z
+            or out.shape != dA.shape
+            or src.shape != dA.shape
+            or (db is not None and not _column_of(dA.shape[0], db))
+            or not _separate_or_same(out, *inputs)
+        ):
+            super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
+            return
+        db_buffer = self._placeholders[dtype][0] if db is None else db
+        self._act.activation_backward(
+            dA, src, code, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, self._parallel(dA)
+        )
+
+    def bias_grad(self, dZ, out, scale: float) -> None:
+        if _kernel_dtype(dZ, out) is None or not _column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
+            super().bias_grad(dZ, out, scale)
+            return
+        self._act.bias_grad(dZ, out, float(scale), self._parallel(dZ))
+
+    # ------------------------------------------------------------------ output layer and cost
+    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None) -> None:
+        check_output(output)
+        given = [x for x in (Z, b, A, Y, dZ, cost) if x is not None]
+        dtype = _kernel_dtype(*given)
+        if (
+            dtype is None
+            or (Y is None and (dZ is not None or cost is not None))  # the reference says what is missing
+            or not _output_shapes_fit(Z, b, A, Y, dZ, cost)
+            or not _disjoint(given)  # Z is kept (the logits) and A, dZ, cost each need their own buffer
+        ):
+            super().output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost)
+            return
+        kernel = self._out.sigmoid_output if output == "sigmoid" else self._out.softmax_output
+        z_like, no_cost = Z, self._placeholders[dtype][1]  # placeholders of the kernel's types, never touched
+        kernel(
+            Z,
+            b,
+            A,
+            z_like if Y is None else Y,
+            z_like if dZ is None else dZ,
+            no_cost if cost is None else cost,
+            cost is not None,
+            dZ is not None,
+        )
+
+    # ------------------------------------------------------------------ parameter updates (in place)
+    def _elementwise_dtype(self, target, *others):
+        """The dtype for an elementwise kernel that updates `target` from same-shaped `others`, or None."""
+        dtype = _kernel_dtype(target, *others)
+        if dtype is None or not _separate_or_same(target, *others):
+            return None
+        for o in others:
+            if o.shape != target.shape:
+                return None
+        return dtype
+
+    def _update(self, op, dtype, y, x=None, m1=None, m2=None, scalars=(1.0,)):
+        """Run elementwise operation `op` of kernels/numba_updates.py; unused arrays get placeholders."""
+        s = tuple(dtype.type(v) for v in scalars) + (dtype.type(0),) * (8 - len(scalars))
+        self._upd.update(op, y, y if x is None else x, y if m1 is None else m1, y if m2 is None else m2, s, self._parallel(y))
+
+    def axpy(self, alpha: float, x, y) -> None:
+        dtype = self._elementwise_dtype(y, x)
+        if dtype is None:
+            super().axpy(alpha, x, y)
+            return
+        self._update(self._upd.AXPY, dtype, y, x, scalars=(alpha,))
+
+    def sgd_update(self, param, grad, lr: float) -> None:
+        dtype = self._elementwise_dtype(param, grad)
+        if dtype is None:
+            super().sgd_update(param, grad, lr)
+            return
+        self._update(self._upd.AXPY, dtype, param, grad, scalars=(-dtype.type(lr),))  # exactly param - lr·grad
+
+    def momentum_update(self, param, grad, velocity, lr: float, beta: float) -> None:
+        dtype = self._elementwise_dtype(param, grad, velocity)
+        if dtype is None or not _separate_or_same(velocity, grad):
+            super().momentum_update(param, grad, velocity, lr, beta)
+            return
+        self._update(self._upd.MOMENTUM, dtype, param, grad, velocity, scalars=(lr, beta, 1 - beta))
+
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int) -> None:
+        dtype = self._elementwise_dtype(param, grad, m, v)
+        if dtype is None or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad)):
+            super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, t)
+            return
+        c1, c2 = adam_bias_corrections(beta1, beta2, t)
+        self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
+
+    # ------------------------------------------------------------------ dropout
+    def multiply(self, a, b, out) -> None:
+        dtype = self._elementwise_dtype(out, a, b)
+        if dtype is None:
+            super().multiply(a, b, out)
+            return
+        self._update(self._upd.MULTIPLY, dtype, out, a, b)
+
+    # ------------------------------------------------------------------ checks
+    def all_finite(self, a) -> bool:
+        if _kernel_dtype(a) is None:
+            return super().all_finite(a)
+        return self._chk.count_non_finite(a, self._parallel(a)) == 0

@@ -1,0 +1,434 @@
+"""The Numba backend's fused kernels compute what the NumPy reference (Backend's own code, in float64) computes.
+
+Every kernel runs on fresh random inputs at several shapes (1x1, odd sizes, one example), in float32 and
+float64, on the serial path and on the parallel path (forced with parallel_min_elements = 0); outputs are
+poisoned with NaN first so that an element the kernel forgot to write fails the comparison. Inputs the
+kernels do not cover (other dtypes, transposed views, overlapping buffers) must reach the reference code.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import numba  # noqa: E402
+
+import dnn  # noqa: E402
+from dnn.backends.base import ACTIVATIONS, OUTPUTS  # noqa: E402
+from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
+from dnn.backends.numpy_backend import NumpyBackend  # noqa: E402
+from dnn.errors import DivergenceError  # noqa: E402
+from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference  # noqa: E402
+
+SHAPES = [(1, 1), (7, 13), (5, 1), (1, 9), (33, 17)]
+DTYPES = ["float32", "float64"]
+REF = NumpyBackend()
+
+
+def _backend(path):
+    be = NumbaBackend()
+    be.parallel_min_elements = 0 if path == "parallel" else 1 << 62
+    return be
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def nb(request):
+    """A numba backend that takes one code path for every array size."""
+    return _backend(request.param)
+
+
+def _random(rng, shape, dtype, low=None):
+    a = rng.standard_normal(shape) * 3
+    if low is not None:
+        a = np.maximum(a, low)
+    return a.astype(dtype)
+
+
+def _poisoned(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+def _f64(*arrays):
+    return [None if a is None else a.astype(np.float64) for a in arrays]
+
+
+def _assert_close(actual, expected, dtype, what):
+    rd = relative_difference(actual, expected)
+    assert rd <= kernel_rtol(dtype), f"{what}: relative difference {rd:.3g} > {kernel_rtol(dtype):.1g}"
+
+
+# ---------------------------------------------------------------------------------------------- forward
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
+def test_bias_activation_forward_matches_reference(nb, rng, dtype, shape, activation, inplace):
+    Z, b = _random(rng, shape, dtype), _random(rng, (shape[0], 1), dtype)
+    Z64, b64 = _f64(Z, b)
+    out = Z if inplace else _poisoned(shape, dtype)
+    nb.bias_activation_forward(Z, b, activation, out)
+    REF.bias_activation_forward(Z64, b64, activation, Z64)
+    _assert_close(out, Z64, dtype, f"{activation}(Z + b)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bias_activation_forward_keeps_z_plus_b_in_z(nb, rng, dtype, shape):
+    Z, b = _random(rng, shape, dtype), _random(rng, (shape[0], 1), dtype)
+    expected = Z.astype(np.float64) + b.astype(np.float64)
+    nb.bias_activation_forward(Z, b, "relu", _poisoned(shape, dtype))
+    _assert_close(Z, expected, dtype, "Z after the bias add")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_forward_matches_reference_and_leaves_z_alone(nb, rng, dtype, shape, activation):
+    Z = _random(rng, shape, dtype)
+    before = Z.copy()
+    out = _poisoned(shape, dtype)
+    nb.activation_forward(Z, activation, out)
+    (Z64,) = _f64(Z)
+    expected = np.empty_like(Z64)
+    REF.activation_forward(Z64, activation, expected)
+    _assert_close(out, expected, dtype, activation)
+    np.testing.assert_array_equal(Z, before)
+
+
+def test_relu_forward_keeps_nan_like_np_maximum(nb):
+    Z = np.array([[np.nan, -1.0, 0.5]], dtype=np.float32)
+    out = _poisoned(Z.shape, np.float32)
+    nb.activation_forward(Z, "relu", out)
+    assert np.isnan(out[0, 0]) and out[0, 1] == 0 and out[0, 2] == np.float32(0.5)
+
+
+# ---------------------------------------------------------------------------------------------- backward
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("source", ["A", "Z"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
+def test_activation_backward_with_bias_grad_matches_reference(nb, rng, dtype, shape, activation, source, inplace):
+    dA, Z = _random(rng, shape, dtype), _random(rng, shape, dtype)
+    A = np.empty_like(Z)
+    REF.activation_forward(Z, activation, A)  # a layer output of the right range (sigmoid in (0,1), ...)
+    src = {"A": A} if source == "A" else {"Z": Z}
+    src64 = {k: v.astype(np.float64) for k, v in src.items()}
+    (dA64,) = _f64(dA)
+    out = dA if inplace else _poisoned(shape, dtype)
+    db = _poisoned((shape[0], 1), dtype)
+    scale = 1.0 / shape[1]
+    nb.activation_backward(dA, activation, out, db=db, db_scale=scale, **src)
+    expected, expected_db = np.empty_like(dA64), np.empty((shape[0], 1))
+    REF.activation_backward(dA64, activation, expected, db=expected_db, db_scale=scale, **src64)
+    _assert_close(out, expected, dtype, f"dA * {activation}'")
+    _assert_close(db, expected_db, dtype, "db")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_backward_without_bias_grad(nb, rng, dtype, activation):
+    dA, Z = _random(rng, (6, 11), dtype), _random(rng, (6, 11), dtype)
+    out = _poisoned(dA.shape, dtype)
+    nb.activation_backward(dA, activation, out, Z=Z)
+    expected = np.empty(dA.shape)
+    REF.activation_backward(dA.astype(np.float64), activation, expected, Z=Z.astype(np.float64))
+    _assert_close(out, expected, dtype, activation)
+
+
+def test_relu_derivative_at_zero_is_zero_and_nan_gradients_propagate(nb):
+    dA = np.array([[1.0, 2.0, np.nan, 4.0]])
+    A = np.array([[0.0, 3.0, 0.0, -0.0]])
+    out = _poisoned(dA.shape, np.float64)
+    nb.activation_backward(dA, "relu", out, A=A)
+    np.testing.assert_array_equal(out, [[0.0, 2.0, np.nan, 0.0]])  # dA=NaN times 0 is NaN, as in NumPy
+
+
+def test_activation_backward_without_a_or_z_raises(nb):
+    dA = np.ones((2, 3))
+    with pytest.raises(ValueError, match="needs the layer's output A or pre-activation Z"):
+        nb.activation_backward(dA, "relu", dA)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bias_grad_matches_reference(nb, rng, dtype, shape):
+    dZ = _random(rng, shape, dtype)
+    out = _poisoned((shape[0], 1), dtype)
+    nb.bias_grad(dZ, out, 1.0 / shape[1])
+    expected = np.empty((shape[0], 1))
+    REF.bias_grad(dZ.astype(np.float64), expected, 1.0 / shape[1])
+    _assert_close(out, expected, dtype, "db")
+
+
+# ---------------------------------------------------------------------------------------------- output layer
+def _labels(rng, output, shape, dtype):
+    if output == "sigmoid":
+        return (rng.random(shape) > 0.5).astype(dtype)
+    Y = np.zeros(shape, dtype)
+    Y[rng.integers(0, shape[0], shape[1]), np.arange(shape[1])] = 1
+    return Y
+
+
+OUTPUT_SHAPES = [(1, 1), (1, 13), (2, 1), (3, 7), (10, 130)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "output, shape", [(o, s) for o in OUTPUTS for s in OUTPUT_SHAPES if o == "sigmoid" or s[0] >= 2]  # softmax: ≥ 2 units
+)
+@pytest.mark.parametrize("wanted", ["cost+dZ", "cost", "dZ", "A only"])
+def test_output_layer_matches_reference(nb, rng, dtype, shape, output, wanted):
+    Z, b = _random(rng, shape, dtype), _random(rng, (shape[0], 1), dtype)
+    Y = _labels(rng, output, shape, dtype)
+    Z64, b64, Y64 = _f64(Z, b, Y)
+    A = _poisoned(shape, dtype)
+    dZ = _poisoned(shape, dtype) if "dZ" in wanted else None
+    cost = _poisoned((1,), dtype) if "cost" in wanted else None
+    nb.output_layer(Z, b, output, A, Y=None if wanted == "A only" else Y, dZ=dZ, cost=cost)
+    A64 = np.empty(shape)
+    REF.output_layer(Z64, b64, output, A64)
+    _assert_close(Z, Z64, dtype, "logits Z + b")
+    _assert_close(A, A64, dtype, f"{output}(Z)")
+    if dZ is not None:  # exactly A - Y of the A just checked (near-saturated A loses digits in the difference)
+        np.testing.assert_array_equal(dZ, A - Y)
+    if cost is not None:
+        _assert_close(cost, _cross_entropy_oracle(Z64, Y64, output), dtype, "cost")
+
+
+def _cross_entropy_oracle(Z, Y, output):
+    """The mean cross-entropy from logits Z in extended precision.
+
+    Not Backend.output_layer: for a confident softmax column its float64 log(Σ exp(z - max)) + max - z
+    keeps only ~5 digits of a cost near 1e-5, where the kernel's log1p form keeps all of them.
+    """
+    Z, Y = Z.astype(np.longdouble), Y.astype(np.longdouble)
+    if output == "sigmoid":
+        per_elem = np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))
+    else:
+        top = Z.max(axis=0, keepdims=True)
+        per_elem = Y * (np.log(np.exp(Z - top).sum(axis=0, keepdims=True)) + (top - Z))
+    return np.array([float(per_elem.sum() / Z.shape[1])])
+
+
+def test_output_layer_is_stable_for_huge_logits(nb):
+    Z = np.array([[800.0, -800.0, 0.0]])
+    b = np.zeros((1, 1))
+    Y = np.array([[1.0, 0.0, 1.0]])
+    A, dZ, cost = np.empty_like(Z), np.empty_like(Z), np.empty(1)
+    nb.output_layer(Z, b, "sigmoid", A, Y=Y, dZ=dZ, cost=cost)
+    np.testing.assert_allclose(A, [[1.0, 0.0, 0.5]])
+    np.testing.assert_allclose(cost, [np.log(2) / 3])
+
+
+# ---------------------------------------------------------------------------------------------- updates, gemm
+def _update_case(rng, dtype, shape, n):
+    return [_random(rng, shape, dtype) for _ in range(n)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("method", ["sgd", "momentum", "adam", "axpy", "multiply"])
+def test_elementwise_updates_match_reference(nb, rng, dtype, shape, method):
+    arrays = _update_case(rng, dtype, shape, 4)
+    arrays[3] = np.abs(arrays[3])  # Adam's second moment is never negative
+    refs = _f64(*arrays)
+    calls = {
+        "sgd": lambda be, p, g, m, v: be.sgd_update(p, g, 0.05),
+        "momentum": lambda be, p, g, m, v: be.momentum_update(p, g, m, 0.05, 0.9),
+        "adam": lambda be, p, g, m, v: be.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 3),
+        "axpy": lambda be, p, g, m, v: be.axpy(0.3, g, p),
+        "multiply": lambda be, p, g, m, v: be.multiply(p, g, p),
+    }
+    calls[method](nb, *arrays)
+    calls[method](REF, *refs)
+    for name, actual, expected in zip(("param", "grad", "m", "v"), arrays, refs):
+        _assert_close(actual, expected, dtype, f"{method}: {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_multiply_into_a_separate_buffer(nb, rng, dtype):
+    a, b = _random(rng, (4, 9), dtype), _random(rng, (4, 9), dtype)
+    out = _poisoned(a.shape, dtype)
+    nb.multiply(a, b, out)
+    _assert_close(out, a.astype(np.float64) * b, dtype, "a * b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans", [(False, False), (False, True), (True, False)])
+def test_gemm_with_alpha_matches_reference(nb, rng, dtype, trans):
+    a = _random(rng, (5, 7) if not trans[0] else (7, 5), dtype)
+    b = _random(rng, (7, 3) if not trans[1] else (3, 7), dtype)
+    out = _poisoned((5, 3), dtype)
+    nb.gemm(a, b, out, trans_a=trans[0], trans_b=trans[1], alpha=1 / 7)
+    expected = np.empty((5, 3))
+    REF.gemm(*_f64(a, b), expected, trans_a=trans[0], trans_b=trans[1], alpha=1 / 7)
+    assert relative_difference(out, expected) <= gradient_rtol(dtype)  # a GEMM: a sum of 7 products
+
+
+# ---------------------------------------------------------------------------------------------- non-finite check
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (600, 700)])
+def test_all_finite_sees_every_nan_and_infinity(nb, rng, dtype, bad, shape):
+    a = _random(rng, shape, dtype)
+    assert nb.all_finite(a)
+    for index in [(0, 0), (shape[0] - 1, shape[1] - 1), (shape[0] // 2, shape[1] // 3)]:
+        poisoned = a.copy()
+        poisoned[index] = bad
+        assert not nb.all_finite(poisoned), f"{bad} at {index} went unseen"
+
+
+def test_training_into_nan_raises_divergence_under_numba(rng):
+    net = dnn.Network([4, 3, 1], dtype="float64", backend="numba")
+    batch = net.batch(rng.standard_normal((4, 8)), (rng.random(8) > 0.5).astype(float))
+    net.parameters["W1"][0, 0] = np.nan  # what a diverged step leaves behind
+    with pytest.raises(DivergenceError):
+        net.train_step(batch, lr=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- fallbacks
+class _NoKernels:
+    def __getattr__(self, name):
+        raise AssertionError(f"kernel {name} was called for inputs it does not cover")
+
+
+@pytest.fixture
+def nb_without_kernels():
+    """A numba backend whose kernels fail when touched: anything that works went to the reference code."""
+    be = NumbaBackend()
+    be._act = be._out = be._upd = be._chk = _NoKernels()
+    return be
+
+
+@pytest.mark.parametrize("layout", ["float16", "transposed", "mixed dtypes"])
+def test_uncovered_inputs_fall_back_to_the_reference(nb_without_kernels, rng, layout):
+    """float16 and transposed views never reach a kernel. With mixed dtypes the reference's own
+    bias_activation_forward still hands its float64 activation to the numba kernel, so only the values are
+    checked there."""
+    def make(shape):
+        if layout == "float16":
+            return _random(rng, shape, "float16")
+        if layout == "transposed":
+            return np.ascontiguousarray(_random(rng, shape[::-1], "float64")).T
+        return _random(rng, shape, "float64")
+
+    Z = make((4, 6))
+    if layout == "mixed dtypes":  # float64 activations next to float32 gradients and biases
+        dA, b = _random(rng, (4, 6), "float32"), _random(rng, (4, 1), "float32")
+    else:
+        dA, b = make((4, 6)), make((4, 1))
+    for be in (nb_without_kernels if layout != "mixed dtypes" else NumbaBackend(), REF):
+        results = []
+        for activation in ACTIVATIONS:
+            z, out, db = Z.copy(order="K"), np.empty_like(Z), np.empty((4, 1), b.dtype)
+            be.bias_activation_forward(z, b, activation, out)
+            be.activation_backward(dA, activation, z, A=out, db=db, db_scale=0.5)
+            results += [out, z, db]
+        p = Z.copy(order="K")
+        be.sgd_update(p, dA, 0.1)
+        results.append(p)
+        if layout != "mixed dtypes":
+            results.append(np.array([be.all_finite(Z)]))
+        if be is REF:
+            for actual, expected in zip(got, results):
+                if layout == "mixed dtypes":
+                    _assert_close(actual, expected, "float64", "mixed dtypes")
+                else:
+                    np.testing.assert_array_equal(actual, expected)
+        got = results
+
+
+def test_overlapping_but_different_buffers_fall_back_to_the_reference(nb_without_kernels, rng):
+    a = rng.standard_normal((1, 10))
+    expected = a[:, :8] * a[:, 2:]
+    nb_without_kernels.multiply(a[:, :8], a[:, 2:], a[:, 2:])  # out overlaps input a shifted by 2
+    np.testing.assert_array_equal(a[:, 2:], expected)
+
+
+def test_mismatched_bias_shape_raises_instead_of_reading_past_the_end(nb):
+    Z, b = np.ones((4, 3)), np.ones((2, 1))
+    with pytest.raises(ValueError):
+        nb.bias_activation_forward(Z, b, "relu", Z)
+
+
+# ---------------------------------------------------------------------------------------------- whole network
+NETWORKS = [
+    ([12, 9, 7, 1], "relu", None),
+    ([12, 9, 7, 1], "tanh", None),
+    ([12, 9, 7, 1], ["sigmoid", "leaky_relu"], None),
+    ([12, 5, 4], "relu", "softmax"),
+    ([12, 6, 1], "linear", None),
+]
+
+
+def _data(rng, dims, m=23):
+    X = rng.standard_normal((dims[0], m))
+    Y = (rng.random(m) > 0.5).astype(float) if dims[-1] == 1 else rng.integers(0, dims[-1], m)
+    return X, Y
+
+
+@pytest.mark.parametrize("path", ["serial", "parallel"])
+@pytest.mark.parametrize("dims, activations, output", NETWORKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_network_gradients_match_numpy_float64(rng, path, dims, activations, output, dtype):
+    X, Y = _data(rng, dims)
+    ref = dnn.Network(dims, activations, output, dtype="float64", backend="numpy")
+    net = dnn.Network(dims, activations, output, dtype=dtype, backend=_backend(path))
+    cost_ref, grads_ref = ref.backward(X, Y, l2=0.3)
+    cost, grads = net.backward(X, Y, l2=0.3)
+    assert relative_difference([cost], [cost_ref]) <= gradient_rtol(dtype)
+    for key, expected in grads_ref.items():
+        rd = relative_difference(grads[key], expected)
+        assert rd <= gradient_rtol(dtype), f"{key}: relative difference {rd:.3g}"
+
+
+def _history(backend, steps=15):
+    rng = np.random.default_rng(3)
+    dims = [30, 40, 20, 1]
+    X, Y = _data(rng, dims, m=50)
+    net = dnn.Network(dims, "relu", dtype="float32", backend=backend)
+    batch = net.batch(X, Y)
+    costs = [net.train_step(batch, lr=0.05) for _ in range(steps)]
+    return costs, net.get_parameters()
+
+
+def test_training_is_bit_identical_run_to_run_and_across_thread_counts():
+    costs, params = _history(_backend("parallel"))
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        costs_1, params_1 = _history(_backend("parallel"))
+    finally:
+        numba.set_num_threads(previous)
+    costs_again, params_again = _history(_backend("parallel"))
+    assert costs == costs_1 == costs_again
+    for key in params:
+        np.testing.assert_array_equal(params[key], params_1[key])
+        np.testing.assert_array_equal(params[key], params_again[key])
+
+
+_LIST_COMPILED = """
+import numba
+from dnn.backends.numba_backend import NumbaBackend
+from dnn.kernels import numba_activations, numba_checks, numba_output, numba_updates
+NumbaBackend().warmup()
+for module in (numba_activations, numba_output, numba_updates, numba_checks):
+    for name in dir(module):
+        kernel = getattr(module, name)
+        helper = name.startswith("_") or name in ("row_sum", "stable_sigmoid")  # compiled into the kernels
+        if isinstance(kernel, numba.core.registry.CPUDispatcher) and not helper:
+            print(name, "|".join(" ".join(map(str, sig)) for sig in kernel.signatures))
+"""
+
+
+def test_warmup_compiles_every_kernel_for_both_dtypes():
+    import subprocess
+    import sys
+
+    listing = subprocess.run([sys.executable, "-c", _LIST_COMPILED], check=True, capture_output=True, text=True).stdout
+    kernels = dict(line.split(" ", 1) for line in listing.splitlines())
+    assert {"bias_activation_forward", "activation_backward", "bias_grad", "sigmoid_output", "softmax_output",
+            "update", "count_non_finite"} <= set(kernels)
+    for name, signatures in kernels.items():
+        assert "float32" in signatures and "float64" in signatures, f"{name}: {signatures}"
