@@ -165,17 +165,18 @@ class Backend:
         """out ← scale · Σ_columns dZ.  dZ: (n, m); out: (n, 1)."""
         xp = self.xp
         xp.sum(dZ, axis=1, keepdims=True, out=out)
-        xp.multiply(out, scale, out=out)
+        if scale != 1.0:
+            xp.multiply(out, scale, out=out)
 
     # ------------------------------------------------------------------ output layer and cost
-    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None) -> None:
+    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None, dZ_scale: float = 1.0) -> None:
         """The last layer, its cost and its gradient in one call.
 
         Z ← Z + b in place (the logits are kept for the cost); A ← sigmoid(Z) or column-wise softmax(Z).
         When `cost` (a (1,) buffer) is given: cost[0] ← mean over examples of the cross-entropy of A against
-        Y, computed stably from the logits. When `dZ` is given: dZ ← A - Y, the gradient of that summed
-        cross-entropy with respect to Z (the 1/m is applied by the caller, as in the course).
-        Z, A, Y, dZ: (n_L, m); b: (n_L, 1).
+        Y, computed stably from the logits. When `dZ` is given: dZ ← dZ_scale · (A - Y), the gradient of
+        the summed cross-entropy with respect to Z, scaled (a caller passing 1/m gets the mean's gradient, so
+        that no later GEMM or reduction needs the 1/m). Z, A, Y, dZ: (n_L, m); b: (n_L, 1).
         """
         xp = self.xp
         xp.add(Z, b, out=Z)  # (n_L, m) logits
@@ -193,11 +194,16 @@ class Backend:
                 # y·(-log σ(z)) + (1-y)·(-log(1-σ(z))) = max(z,0) - z·y + log1p(exp(-|z|))
                 per_elem = xp.maximum(Z, 0) - Z * Y + xp.log1p(xp.exp(-xp.abs(Z)))
             else:
-                lse = xp.log(xp.exp(shifted).sum(axis=0, keepdims=True)) + Z.max(axis=0, keepdims=True)  # (1, m)
-                per_elem = Y * (lse - Z)
+                # lse - z = (max - z) + log1p(Σ_{k≠argmax} exp(z_k - max)): for a confident column the cost is
+                # tiny, and log of a sum that includes the top term's exact 1 would lose its digits.
+                others = xp.exp(shifted)  # (C, m)
+                others[xp.argmax(Z, axis=0), xp.arange(m)] = 0  # drop each column's top term (one, even on ties)
+                per_elem = Y * (-shifted + xp.log1p(others.sum(axis=0, keepdims=True)))  # (C, m)
             cost[0] = per_elem.sum() / m
         if dZ is not None:
             xp.subtract(A, Y, out=dZ)
+            if dZ_scale != 1.0:
+                xp.multiply(dZ, dZ_scale, out=dZ)
 
     def cost_from_probabilities(self, AL, Y, output: str) -> float:
         """The course's cross-entropy computed from probabilities AL (not logits), as a host float.

@@ -191,7 +191,7 @@ class NumbaBackend(Backend):
         self._act.bias_grad(dZ, out, float(scale), self._parallel(dZ))
 
     # ------------------------------------------------------------------ output layer and cost
-    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None) -> None:
+    def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None, dZ_scale: float = 1.0) -> None:
         check_output(output)
         given = [x for x in (Z, b, A, Y, dZ, cost) if x is not None]
         dtype = _kernel_dtype(*given)
@@ -201,7 +201,7 @@ class NumbaBackend(Backend):
             or not _output_shapes_fit(Z, b, A, Y, dZ, cost)
             or not _disjoint(given)  # Z is kept (the logits) and A, dZ, cost each need their own buffer
         ):
-            super().output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost)
+            super().output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost, dZ_scale=dZ_scale)
             return
         kernel = self._out.sigmoid_output if output == "sigmoid" else self._out.softmax_output
         z_like, no_cost = Z, self._placeholders[dtype][1]  # placeholders of the kernel's types, never touched
@@ -214,6 +214,7 @@ class NumbaBackend(Backend):
             no_cost if cost is None else cost,
             cost is not None,
             dZ is not None,
+            dtype.type(dZ_scale),
         )
 
     # ------------------------------------------------------------------ parameter updates (in place)

@@ -28,7 +28,8 @@ class _Workspace:
     """Buffers for one batch size m, allocated once and reused by every step on batches of that size.
 
     A[l] (n_l, m) holds layer l's output (its pre-activation first, overwritten in place by g);
-    ZL (n_L, m) keeps the output logits for the stable cost; D[l] (n_l, m) holds dA[l], then dZ[l] in place.
+    ZL (n_L, m) keeps the output logits for the stable cost; D[l] (n_l, m) holds (1/m)·dA[l], then
+    (1/m)·dZ[l] in place.
     """
 
     def __init__(self, backend, dims, m, dtype):
@@ -172,6 +173,7 @@ class Network:
             Y=batch.Y,
             dZ=ws.D[L] if (has_labels and with_grad) else None,
             cost=ws.cost if has_labels else None,
+            dZ_scale=1.0 / ws.m,  # D[L] = (1/m)·dZ[L]: the mean's 1/m, applied once here instead of per GEMM
         )
 
     def _mask(self, ws, l, dropout, rng, masks):
@@ -191,14 +193,16 @@ class Network:
 
     def _backward(self, batch: Batch, ws: _Workspace, l2: float = 0.0) -> None:
         """Fill self._dW, self._db from ws (after `_forward(..., with_grad=True)`)."""
+        # D[l] holds (1/m)·dA[l], then (1/m)·dZ[l]: the output layer wrote D[L] = (1/m)·(A[L] - Y), and the
+        # factor carries through every product below, so dW and db need no scaling pass of their own.
         be, L, m = self.backend, self.num_layers, ws.m
-        be.bias_grad(ws.D[L], out=self._db[L], scale=1.0 / m)  # db[L] = (1/m)·Σ dZ[L]: (n_L, 1)
+        be.bias_grad(ws.D[L], out=self._db[L], scale=1.0)  # db[L] = (1/m)·Σ dZ[L]: (n_L, 1)
         for l in range(L, 0, -1):
             if l < L:
                 # dZ[l] = dA[l] * g'(Z[l]) in place, with db[l] = (1/m)·Σ_columns dZ[l] in the same pass
-                be.activation_backward(ws.D[l], self.activations[l - 1], ws.D[l], A=ws.A[l], db=self._db[l], db_scale=1.0 / m)
+                be.activation_backward(ws.D[l], self.activations[l - 1], ws.D[l], A=ws.A[l], db=self._db[l])
             A_prev = self._layer_input(batch, ws, l)  # (n_{l-1}, m)
-            be.gemm(ws.D[l], A_prev, out=self._dW[l], trans_b=True, alpha=1.0 / m)  # dW = (1/m)·dZ·A_prevᵀ
+            be.gemm(ws.D[l], A_prev, out=self._dW[l], trans_b=True)  # dW = (1/m)·dZ·A_prevᵀ: (n_l, n_{l-1})
             if l2:
                 be.axpy(l2 / m, self._W[l], self._dW[l])  # + (λ/m)·W from the L2 penalty
             if l > 1:

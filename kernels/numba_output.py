@@ -17,8 +17,8 @@ SOFTMAX_BLOCK = 64
 
 
 @njit(cache=True)
-def sigmoid_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ):
-    """Z ← Z + b; A ← σ(Z); cost[0] ← mean cross-entropy (with_cost); dZ ← A - Y (with_dZ).
+def sigmoid_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
+    """Z ← Z + b; A ← σ(Z); cost[0] ← mean cross-entropy (with_cost); dZ ← dZ_scale·(A - Y) (with_dZ).
 
     Z, A, Y, dZ: (n, m); b: (n, 1); cost: (1,). Per element the cost is max(z,0) - z·y + log1p(exp(-|z|)),
     the stable form of -(y log σ(z) + (1-y) log(1-σ(z))); one exp serves σ and the cost.
@@ -40,15 +40,15 @@ def sigmoid_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ):
                 y = Y[i, j]
                 total += (z if z > zero else zero) - z * y + np.log1p(e)
             if with_dZ:
-                dZ[i, j] = a - Y[i, j]
+                dZ[i, j] = (a - Y[i, j]) * dZ_scale
         row_costs[i] = total
     if with_cost:
         cost[0] = row_costs.sum() / m
 
 
 @njit(cache=True)
-def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ):
-    """Z ← Z + b; A ← column-wise softmax(Z); cost[0] ← mean categorical cross-entropy; dZ ← A - Y.
+def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
+    """Z ← Z + b; A ← column-wise softmax(Z); cost[0] ← mean categorical cross-entropy; dZ ← dZ_scale·(A - Y).
 
     Z, A, Y, dZ: (n, m); b: (n, 1); cost: (1,). Columns in blocks of SOFTMAX_BLOCK; per column
     the cost is Σ_i y_i (lse - z_i) = Σ_i y_i (log1p(Σ_{k ≠ argmax} exp(z_k - max z)) + (max z - z_i)).
@@ -80,7 +80,7 @@ def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ):
                 if with_cost:
                     total += Y[i, j] * (log_s + (top - Z[i, j]))  # y·(lse - z), never adding to top first
                 if with_dZ:
-                    dZ[i, j] = a - Y[i, j]
+                    dZ[i, j] = (a - Y[i, j]) * dZ_scale
         block_costs[k] = total
     if with_cost:
         cost[0] = block_costs.sum() / m

@@ -199,8 +199,9 @@ def test_output_layer_matches_reference(nb, rng, dtype, shape, output, wanted):
 def _cross_entropy_oracle(Z, Y, output):
     """The mean cross-entropy from logits Z in extended precision.
 
-    Not Backend.output_layer: for a confident softmax column its float64 log(Σ exp(z - max)) + max - z
-    keeps only ~5 digits of a cost near 1e-5, where the kernel's log1p form keeps all of them.
+    Extended precision, straight from the definition: for a confident softmax column a float64
+    log(Σ exp(z - max)) + max - z keeps only ~5 digits of a cost near 1e-5, which is why the kernels (and
+    the reference) use the log1p form and are checked against this instead.
     """
     Z, Y = Z.astype(np.longdouble), Y.astype(np.longdouble)
     if output == "sigmoid":
