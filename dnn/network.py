@@ -50,6 +50,16 @@ class _Workspace:
         return self.masks[l], self.dropped[l]
 
 
+def _layout(parameters) -> list[tuple[str, int, tuple[int, ...]]]:
+    """[(name, offset, shape)] of W1, b1, W2, ... packed one after the other in a flat vector."""
+    layout, offset = [], 0
+    for l, (W, b) in enumerate(parameters, start=1):
+        for name, array in ((f"W{l}", W), (f"b{l}", b)):
+            layout.append((name, offset, tuple(array.shape)))
+            offset += array.size
+    return layout
+
+
 class Network:
     """A fully connected L-layer network: layer_dims = [n_x, n_1, ..., n_L].
 
@@ -78,12 +88,22 @@ class Network:
         self.init = init
         self.dtype = resolve_dtype(dtype)
         self.backend = get_backend(backend)
-        self._W, self._b = [None], [None]  # 1-based, like the course's W1..WL
-        for W, b in initial_parameters(self.layer_dims, init=init, seed=seed):
-            self._W.append(self.backend.asarray(W, dtype=self.dtype))
-            self._b.append(self.backend.asarray(b, dtype=self.dtype))
-        self._dW = [None] + [self.backend.zeros(W.shape, self.dtype) for W in self._W[1:]]
-        self._db = [None] + [self.backend.zeros(b.shape, self.dtype) for b in self._b[1:]]
+        initial = initial_parameters(self.layer_dims, init=init, seed=seed)
+        # Every parameter lives in one vector (W1, b1, W2, b2, ...) and every gradient in another, so that an
+        # update or a finiteness check is one pass in one call; the per-layer arrays are views into them.
+        self._layout = _layout(initial)
+        size = sum(int(np.prod(shape)) for _, _, shape in self._layout)
+        self._theta = self.backend.empty((size,), self.dtype)  # (P,)
+        self._grad = self.backend.zeros((size,), self.dtype)  # (P,)
+        views, grad_views = self.views_of(self._theta), self.views_of(self._grad)
+        self._W, self._b, self._dW, self._db = [None], [None], [None], [None]  # 1-based, like W1..WL
+        for l, (W, b) in enumerate(initial, start=1):
+            self.backend.copyto(views[f"W{l}"], self.backend.asarray(W, dtype=self.dtype))
+            self.backend.copyto(views[f"b{l}"], self.backend.asarray(b, dtype=self.dtype))
+            self._W.append(views[f"W{l}"])
+            self._b.append(views[f"b{l}"])
+            self._dW.append(grad_views[f"W{l}"])
+            self._db.append(grad_views[f"b{l}"])
         self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
 
     # ------------------------------------------------------------------ description and parameters
@@ -105,6 +125,14 @@ class Network:
         for l in range(1, self.num_layers + 1):
             params[f"W{l}"], params[f"b{l}"] = self._W[l], self._b[l]
         return params
+
+    def views_of(self, vector) -> dict:
+        """{'W1': view, 'b1': view, ...}: a (P,) vector laid out like the parameters, seen per parameter."""
+        return {name: vector[start : start + int(np.prod(shape))].reshape(shape) for name, start, shape in self._layout}
+
+    def flat_buffers(self):
+        """(parameters, gradients): two (P,) backend vectors of which every W[l], b[l] (and dW[l], db[l]) is a view."""
+        return self._theta, self._grad
 
     def get_parameters(self) -> dict:
         """A host (NumPy) copy of every parameter, keyed as the course keys them."""
@@ -277,7 +305,7 @@ class Network:
         """
         ws = self._run(batch, dropout=dropout, rng=rng, with_grad=True, l2=l2)
         cost = self._cost(ws, l2)
-        if not np.isfinite(cost) or not all(self.backend.all_finite(g) for g in self._dW[1:] + self._db[1:]):
+        if not np.isfinite(cost) or not self.backend.all_finite(self._grad):
             raise DivergenceError(
                 f"the cost became {cost} (non-finite values in the cost or the gradients); "
                 "the parameters are left as they were before this step; try a smaller learning rate"
@@ -295,8 +323,7 @@ class Network:
     def train_step(self, batch: Batch, lr: float = 0.0075, l2: float = 0.0) -> float:
         """One gradient-descent step on a prepared batch; returns the cost before the update."""
         cost = self.compute_gradients(batch, l2=l2)
-        for param, grad, _ in self.gradient_buffers():
-            self.backend.sgd_update(param, grad, lr)
+        self.backend.sgd_update(self._theta, self._grad, lr)  # every parameter in one pass
         return cost
 
     def step(self, X, Y, lr: float = 0.0075, l2: float = 0.0) -> float:

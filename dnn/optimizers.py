@@ -1,8 +1,8 @@
 """Optimizers: SGD, momentum and Adam, with their state on the network's backend.
 
 An optimizer updates every parameter of a `Network` in place from the gradients that
-`Network.compute_gradients` left in `Network.gradient_buffers()`, through the backend's fused
-`sgd_update` / `momentum_update` / `adam_update`. Its state (velocities, Adam's moments and step count)
+`Network.compute_gradients` left in its gradient vector (`Network.flat_buffers()`), in one call of the
+backend's fused `sgd_update` / `momentum_update` / `adam_update` over all parameters at once. Its state (velocities, Adam's moments and step count)
 is allocated on the backend on the first update and can be exported and imported as host arrays, which is
 how checkpoints carry it.
 """
@@ -24,7 +24,7 @@ class Optimizer:
     slots: tuple[str, ...] = ()
 
     def __init__(self):
-        self.state: dict[str, dict[str, object]] = {}  # slot -> parameter name ('W1', ...) -> backend array
+        self.state: dict[str, object] = {}  # slot -> (P,) backend vector laid out like Network.flat_buffers()
         self.step_count = 0
 
     def config(self) -> dict:
@@ -35,21 +35,21 @@ class Optimizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def _buffers(self, net, slot: str, name: str, like):
-        """The state buffer `slot` of parameter `name`, allocated as zeros on first use."""
-        per_param = self.state.setdefault(slot, {})
-        buf = per_param.get(name)
-        if buf is None or tuple(buf.shape) != tuple(like.shape):
-            buf = per_param[name] = net.backend.zeros(like.shape, net.dtype)
+    def _buffers(self, net, slot: str):
+        """The state vector `slot`, laid out like the network's flat parameters, allocated as zeros on first use."""
+        params, _ = net.flat_buffers()
+        buf = self.state.get(slot)
+        if buf is None or tuple(buf.shape) != tuple(params.shape):
+            buf = self.state[slot] = net.backend.zeros(params.shape, net.dtype)
         return buf
 
     def update(self, net, lr: float) -> None:
-        """Move every parameter of `net` against the gradient now in its gradient buffers."""
+        """Move every parameter of `net` against the gradient now in its gradient buffers (one fused pass)."""
         self.step_count += 1
-        for param, grad, name in net.gradient_buffers():
-            self._update_one(net, param, grad, name, lr)
+        params, grads = net.flat_buffers()
+        self._update_all(net, params, grads, lr)
 
-    def _update_one(self, net, param, grad, name: str, lr: float) -> None:
+    def _update_all(self, net, params, grads, lr: float) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state for checkpoints
@@ -57,10 +57,9 @@ class Optimizer:
         """The state as host arrays: {'step_count': (), 'velocity/W1': ..., ...}."""
         state = {"step_count": np.asarray(self.step_count, dtype=np.int64)}
         for slot in self.slots:
-            for _, _, name in net.gradient_buffers():
-                buf = self.state.get(slot, {}).get(name)
-                if buf is not None:
-                    state[f"{slot}/{name}"] = np.array(net.backend.to_numpy(buf))
+            if slot in self.state:
+                for name, view in net.views_of(self.state[slot]).items():
+                    state[f"{slot}/{name}"] = np.array(net.backend.to_numpy(view))
         return state
 
     def load_state_dict(self, net, state: dict) -> None:
@@ -68,19 +67,20 @@ class Optimizer:
         self.state = {}
         self.step_count = int(state.get("step_count", 0))
         for slot in self.slots:
-            for param, _, name in net.gradient_buffers():
-                key = f"{slot}/{name}"
-                if key not in state:
-                    if self.step_count:
-                        raise ModelFileError(f"{self.name} optimizer state has no {key!r} after {self.step_count} steps")
-                    continue
-                value = np.asarray(state[key])
-                if value.shape != tuple(param.shape):
+            present = {name: np.asarray(state[f"{slot}/{name}"]) for name in net.parameters if f"{slot}/{name}" in state}
+            for name, value in present.items():
+                if value.shape != tuple(net.parameters[name].shape):
                     raise ModelFileError(
-                        f"{self.name} optimizer state {key!r} has shape {value.shape}, the parameter has {tuple(param.shape)}"
+                        f"{self.name} optimizer state '{slot}/{name}' has shape {value.shape}, "
+                        f"the parameter has {tuple(net.parameters[name].shape)}"
                     )
-                self._buffers(net, slot, name, param)
-                net.backend.copyto(self.state[slot][name], net.backend.asarray(value, dtype=net.dtype))
+            missing = [f"{slot}/{name}" for name in net.parameters if name not in present]
+            if missing and (self.step_count or present):  # no state at all is fine only before the first step
+                raise ModelFileError(f"{self.name} optimizer state has no {missing[0]!r} after {self.step_count} steps")
+            if present:
+                views = net.views_of(self._buffers(net, slot))
+                for name, value in present.items():
+                    net.backend.copyto(views[name], net.backend.asarray(value, dtype=net.dtype))
 
 
 class SGD(Optimizer):
@@ -88,8 +88,8 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update_one(self, net, param, grad, name, lr):
-        net.backend.sgd_update(param, grad, lr)
+    def _update_all(self, net, params, grads, lr):
+        net.backend.sgd_update(params, grads, lr)
 
 
 class Momentum(Optimizer):
@@ -107,9 +107,8 @@ class Momentum(Optimizer):
     def config(self) -> dict:
         return {"beta": self.beta}
 
-    def _update_one(self, net, param, grad, name, lr):
-        velocity = self._buffers(net, "velocity", name, param)
-        net.backend.momentum_update(param, grad, velocity, lr, self.beta)
+    def _update_all(self, net, params, grads, lr):
+        net.backend.momentum_update(params, grads, self._buffers(net, "velocity"), lr, self.beta)
 
 
 class Adam(Optimizer):
@@ -131,11 +130,10 @@ class Adam(Optimizer):
     def config(self) -> dict:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def _update_one(self, net, param, grad, name, lr):
-        m = self._buffers(net, "m", name, param)
-        v = self._buffers(net, "v", name, param)
+    def _update_all(self, net, params, grads, lr):
+        m, v = self._buffers(net, "m"), self._buffers(net, "v")
         # t = step_count counts updates from 1, once per mini-batch, as in the course
-        net.backend.adam_update(param, grad, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count)
+        net.backend.adam_update(params, grads, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count)
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 

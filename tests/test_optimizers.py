@@ -79,7 +79,7 @@ def test_state_lives_on_the_backend_in_the_network_dtype(backend, rng):
     net, grads = _net_with_gradients(backend, "float32", rng)
     adam = Adam()
     _run(net, adam, grads[:1])
-    m = adam.state["m"]["W1"]
+    m = net.views_of(adam.state["m"])["W1"]
     assert type(m) is type(net.parameters["W1"]) and m.dtype == np.float32
 
 
