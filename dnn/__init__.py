@@ -5,7 +5,18 @@ The propagation code is written once against the array-backend interface in `dnn
 Importing dnn imports numpy only: numba and cupy are imported when their backend is first asked for.
 """
 
-from .backends import available_backends, get_backend, set_backend, use_backend
+import os as _os
+
+# In a source checkout backends/ and kernels/ sit beside dnn/ (pyproject's package-dir maps them into the
+# package when it is installed). Let `dnn.backends` and `dnn.kernels` resolve there too, so that code run
+# from the checkout (python -m dnn, pytest) imports the checkout's own modules, installed copy or not.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "backends")) and _os.path.isfile(
+    _os.path.join(_checkout, "backends", "__init__.py")
+):
+    __path__.append(_checkout)
+
+from .backends import available_backends, get_backend, set_backend, use_backend  # noqa: E402
 from .errors import (
     BackendUnavailableError,
     DataError,
