@@ -261,6 +261,18 @@ class Backend:
         v_hat = v / xp.asarray(c2, dtype=dt)
         param -= xp.asarray(lr, dtype=dt) * m_hat / (xp.sqrt(v_hat) + xp.asarray(eps, dtype=dt))
 
+    def sgd_step(self, X, Y, W, b, dW, db, A, ZL, D, cost, activations, theta, grad, lr: float):
+        """One whole SGD step of a sigmoid-output network in one call, where a backend can compile it.
+
+        Returns None when this backend does not take the step this way (the default: the network then runs
+        it operation by operation, through the methods above), else True when the step was taken and False
+        when the cost or a gradient was not finite (theta then left as it was).
+        Same buffers and math as `Network.train_step` without L2 or dropout: W, b, dW, db are tuples of the
+        layers' views into theta (P,) and grad (P,); A, D tuples of the (n_l, m) workspaces; ZL (n_L, m) the
+        logits; cost (1,); activations the hidden layers' names.
+        """
+        return None
+
     # ------------------------------------------------------------------ dropout
     def dropout_mask(self, rng, keep_prob: float, out) -> None:
         """out ← (u < keep_prob) / keep_prob with u uniform on [0, 1) from `rng` (inverted dropout's mask)."""

@@ -32,6 +32,17 @@ def _prefer_workqueue_threads() -> None:
         numba.config.THREADING_LAYER = "workqueue"
 
 
+def _compiled_step_module():
+    """kernels.numba_step, or None when numba cannot call BLAS (its np.dot needs scipy)."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except ImportError:
+        return None
+    from ..kernels import numba_step
+
+    return numba_step
+
+
 def _kernel_dtype(*arrays):
     """The arrays' common dtype when every array is a C-contiguous ndarray of float32 or float64, else None."""
     dtype = arrays[0].dtype
@@ -93,6 +104,11 @@ class NumbaBackend(Backend):
     #: calling thread alone, where a thread launch (~0.1 ms) would cost more than it saves (measured on 2 cores).
     parallel_min_elements = PARALLEL_MIN_ELEMENTS
 
+    #: Largest step run as one compiled call by `sgd_step`, in multiply-adds of its forward products
+    #: (Σ n_l·n_{l-1}·m). Beyond it the GEMMs dominate, and the compiled step's BLAS (scipy's, a second
+    #: OpenBLAS thread pool) was seen to slow the next calls of numpy's after a switch between the two.
+    fused_step_max_macs = 1 << 22
+
     def __init__(self):
         _prefer_workqueue_threads()
         from ..kernels import numba_activations, numba_checks, numba_output, numba_updates
@@ -103,6 +119,8 @@ class NumbaBackend(Backend):
         self._chk = numba_checks
         self._codes = numba_activations.ACTIVATION_CODES
         self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
+        self._step_codes: dict[tuple, numpy.ndarray] = {}
+        self._step = _compiled_step_module()
 
     def _parallel(self, a) -> bool:
         return a.size >= self.parallel_min_elements
@@ -261,6 +279,20 @@ class NumbaBackend(Backend):
             return
         c1, c2 = adam_bias_corrections(beta1, beta2, t)
         self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
+
+    def sgd_step(self, X, Y, W, b, dW, db, A, ZL, D, cost, activations, theta, grad, lr: float):
+        dtype = _kernel_dtype(X, Y, theta, grad)
+        if (
+            self._step is None
+            or dtype is None
+            or sum(w.size for w in W) * X.shape[1] > self.fused_step_max_macs
+            or any(name not in self._codes for name in activations)
+        ):
+            return None
+        codes = self._step_codes.get(tuple(activations))
+        if codes is None:
+            codes = self._step_codes[tuple(activations)] = numpy.array([self._codes[n] for n in activations] or [0], numpy.int64)
+        return bool(self._step.sgd_step(X, Y, W, b, dW, db, A, ZL, D, cost, codes, theta, grad, dtype.type(lr)))
 
     # ------------------------------------------------------------------ dropout
     def multiply(self, a, b, out) -> None:

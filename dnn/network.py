@@ -42,12 +42,20 @@ class _Workspace:
         self.dropped = {}  # l -> (n_l, m) output of hidden layer l after its dropout mask
         self.masks = {}  # l -> (n_l, m) mask with values 0 and 1/keep_prob
         self.active_masks = {}  # l -> the mask applied to hidden layer l in the current step
+        self.step_buffers = (tuple(self.A[1:]), self.ZL, tuple(self.D[1:]), self.cost)  # for Backend.sgd_step
 
     def dropout_buffers(self, backend, l, shape, dtype):
         if l not in self.masks:
             self.masks[l] = backend.empty(shape, dtype)
             self.dropped[l] = backend.empty(shape, dtype)
         return self.masks[l], self.dropped[l]
+
+
+def _divergence(cost: float) -> DivergenceError:
+    return DivergenceError(
+        f"the cost became {cost} (non-finite values in the cost or the gradients); "
+        "the parameters are left as they were before this step; try a smaller learning rate"
+    )
 
 
 def _layout(parameters) -> list[tuple[str, int, tuple[int, ...]]]:
@@ -104,6 +112,7 @@ class Network:
             self._b.append(views[f"b{l}"])
             self._dW.append(grad_views[f"W{l}"])
             self._db.append(grad_views[f"b{l}"])
+        self._layer_tuples = (tuple(self._W[1:]), tuple(self._b[1:]), tuple(self._dW[1:]), tuple(self._db[1:]))
         self._workspaces: OrderedDict[int, _Workspace] = OrderedDict()
 
     # ------------------------------------------------------------------ description and parameters
@@ -306,10 +315,7 @@ class Network:
         ws = self._run(batch, dropout=dropout, rng=rng, with_grad=True, l2=l2)
         cost = self._cost(ws, l2)
         if not np.isfinite(cost) or not self.backend.all_finite(self._grad):
-            raise DivergenceError(
-                f"the cost became {cost} (non-finite values in the cost or the gradients); "
-                "the parameters are left as they were before this step; try a smaller learning rate"
-            )
+            raise _divergence(cost)
         return cost
 
     def gradient_buffers(self):
@@ -322,6 +328,17 @@ class Network:
 
     def train_step(self, batch: Batch, lr: float = 0.0075, l2: float = 0.0) -> float:
         """One gradient-descent step on a prepared batch; returns the cost before the update."""
+        if not l2 and self.output == "sigmoid":
+            ws = self._workspace(batch.X.shape[1])
+            ws.active_masks = {}
+            # a backend that compiles whole steps takes it in one call (no Python between the operations)
+            taken = self.backend.sgd_step(batch.X, batch.Y, *self._layer_tuples, *ws.step_buffers, self.activations,
+                                          self._theta, self._grad, lr)
+            if taken is not None:
+                cost = self._cost(ws, 0.0)
+                if not taken:
+                    raise _divergence(cost)
+                return cost
         cost = self.compute_gradients(batch, l2=l2)
         self.backend.sgd_update(self._theta, self._grad, lr)  # every parameter in one pass
         return cost

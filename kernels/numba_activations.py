@@ -78,7 +78,7 @@ def _add_bias_row(z_row, bias):
 
 
 @njit(cache=True, inline="always")
-def _forward_row(i, Z, b, act, out, with_bias, inplace, slope):
+def forward_row(i, Z, b, act, out, with_bias, inplace, slope):
     bias = b[i, 0] if with_bias else Z.dtype.type(0)  # + 0 leaves every value as it is, -0.0 aside
     if inplace:
         _activate_row(Z[i], Z[i], act, slope, bias)
@@ -94,10 +94,10 @@ def bias_activation_forward(Z, b, act, out, with_bias, inplace, parallel):
     slope = Z.dtype.type(LEAKY_RELU_SLOPE)
     if parallel:
         for i in prange(Z.shape[0]):
-            _forward_row(i, Z, b, act, out, with_bias, inplace, slope)
+            forward_row(i, Z, b, act, out, with_bias, inplace, slope)
     else:
         for i in range(Z.shape[0]):
-            _forward_row(i, Z, b, act, out, with_bias, inplace, slope)
+            forward_row(i, Z, b, act, out, with_bias, inplace, slope)
 
 
 @njit(cache=True, inline="always")
@@ -125,7 +125,7 @@ def _derivative_row(dA_row, src_row, out_row, act, from_output, slope):
 
 
 @njit(cache=True, inline="always")
-def _backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope):
+def backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope):
     if inplace:
         _derivative_row(dA[i], src[i], dA[i], act, from_output, slope)
     else:
@@ -143,10 +143,10 @@ def activation_backward(dA, src, act, from_output, out, db, db_scale, with_db, i
     slope = dA.dtype.type(LEAKY_RELU_SLOPE)
     if parallel:
         for i in prange(dA.shape[0]):
-            _backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
+            backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
     else:
         for i in range(dA.shape[0]):
-            _backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
+            backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
 
 
 @njit(parallel=True, cache=True)

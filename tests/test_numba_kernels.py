@@ -417,7 +417,7 @@ NumbaBackend().warmup()
 for module in (numba_activations, numba_output, numba_updates, numba_checks):
     for name in dir(module):
         kernel = getattr(module, name)
-        helper = name.startswith("_") or name in ("row_sum", "stable_sigmoid")  # compiled into the kernels
+        helper = name.startswith("_") or name in ("row_sum", "stable_sigmoid", "forward_row", "backward_row")  # inlined
         if isinstance(kernel, numba.core.registry.CPUDispatcher) and not helper:
             print(name, "|".join(" ".join(map(str, sig)) for sig in kernel.signatures))
 """
