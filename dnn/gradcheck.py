@@ -20,7 +20,7 @@ class GradcheckResult(NamedTuple):
     nudged_columns: int  # examples moved off a ReLU kink before checking
 
 
-def _reference_copy(model, hidden_activation, output) -> Network:
+def float64_reference(model, hidden_activation: str = "relu", output: str = "sigmoid") -> Network:
     """A float64 NumPy network holding the same parameters as `model` (a Network or a course dict)."""
     if isinstance(model, Network):
         ref = Network(model.layer_dims, model.activations, model.output, init=model.init, dtype="float64", backend="numpy")
@@ -38,7 +38,7 @@ def _host(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else a
 
 
-def _pre_activations(net: Network, X, masks):
+def kinked_pre_activations(net: Network, X, masks=None):
     """{l: Z[l] (n_l, m)} for every hidden layer with a kink at 0, computed as the network computes it."""
     be, zs = net.backend, {}
     A = X
@@ -66,7 +66,7 @@ def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
     scale = max(float(np.std(X)), 1.0) * 1e-3
     for round_ in range(max_rounds):
         near_columns = np.zeros(X.shape[1], dtype=bool)
-        for l, Z in _pre_activations(net, X, masks).items():
+        for l, Z in kinked_pre_activations(net, X, masks).items():
             near = np.abs(Z) < margin  # (n_l, m)
             near_columns |= near.any(axis=0)
             units = near.any(axis=1)
@@ -94,7 +94,7 @@ def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks
     where that cannot help, the copy's biases of the units concerned.
     `dropout_masks` fixes one mask per hidden layer so the check covers dropout's backward pass.
     """
-    ref = _reference_copy(model, hidden_activation, output)
+    ref = float64_reference(model, hidden_activation, output)
     X = np.array(_host(X), dtype=np.float64)
     masks = None if dropout_masks is None else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
     X, nudged = _nudge_off_kinks(ref, ref.batch(X).X, masks, margin=1e3 * epsilon, rng=np.random.default_rng(seed))

@@ -183,7 +183,7 @@ class Network:
 
     # ------------------------------------------------------------------ propagation
     def _forward(self, batch: Batch, ws: _Workspace, dropout=None, rng=None, masks=None, with_grad=False) -> None:
-        """Fill ws.A (and, given labels, ws.cost and ws.D[L] = dZ_L).
+        """Fill ws.A (and, given labels, ws.cost and, with_grad, ws.D[L] = (1/m)·dZ_L).
 
         dropout: drop rate per hidden layer (list of L-1 floats or None); masks: fixed masks per hidden layer
         (list of arrays or None, values 0 and 1/keep_prob) used instead of drawing new ones.
@@ -249,7 +249,7 @@ class Network:
 
     def _run(self, batch: Batch, dropout=None, rng=None, masks=None, with_grad=False, l2=0.0) -> _Workspace:
         ws = self._workspace(batch.X.shape[1])
-        ws.active_masks = {}
+        ws.active_masks.clear()
         self._forward(batch, ws, dropout=dropout, rng=rng, masks=masks, with_grad=with_grad)
         if with_grad:
             self._backward(batch, ws, l2=l2)
@@ -330,7 +330,7 @@ class Network:
         """One gradient-descent step on a prepared batch; returns the cost before the update."""
         if not l2 and self.output == "sigmoid":
             ws = self._workspace(batch.X.shape[1])
-            ws.active_masks = {}
+            ws.active_masks.clear()
             # a backend that compiles whole steps takes it in one call (no Python between the operations)
             taken = self.backend.sgd_step(batch.X, batch.Y, *self._layer_tuples, *ws.step_buffers, self.activations,
                                           self._theta, self._grad, lr)

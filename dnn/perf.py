@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import get_backend
+from .gradcheck import float64_reference, kinked_pre_activations
 from .network import Network
 from .tolerances import gradient_rtol, relative_difference
 
@@ -109,15 +110,13 @@ def _off_relu_kinks(net: Network, X, seed: int, max_rounds: int = 20) -> np.ndar
     Exact zeros are left alone: a unit whose whole input layer is dead sees only its bias (0 at
     initialisation), which every dtype computes exactly.
     """
-    params = {key: value.astype(np.float64) for key, value in net.get_parameters().items()}
+    reference = float64_reference(net)
     rng = np.random.default_rng(seed)
     X = _rounded(X, net.dtype)
     for _ in range(max_rounds):
-        A, near = X, np.zeros(X.shape[1], dtype=bool)
-        for l in range(1, net.num_layers):
-            Z = params[f"W{l}"] @ A + params[f"b{l}"]  # (n_l, m)
+        near = np.zeros(X.shape[1], dtype=bool)
+        for Z in kinked_pre_activations(reference, X).values():
             near |= ((np.abs(Z) < KINK_MARGIN) & (Z != 0)).any(axis=0)  # (m,): examples near a kink
-            A = np.maximum(Z, 0)
         if not near.any():
             break
         X[:, near] = _rounded(X[:, near] + rng.standard_normal((X.shape[0], int(near.sum()))) * 1e-3, net.dtype)
@@ -140,9 +139,7 @@ def gradient_difference(net: Network, X, Y) -> float:
     The reference sees X rounded to `net`'s dtype first, so that only the arithmetic differs.
     """
     _, grads = net.backward(X, Y)
-    ref = Network(net.layer_dims, net.activations, net.output, dtype="float64", backend="numpy")
-    ref.set_parameters(net.get_parameters())  # converted to float64: the same values
-    _, ref_grads = ref.backward(_rounded(X, net.dtype), Y)
+    _, ref_grads = float64_reference(net).backward(_rounded(X, net.dtype), Y)  # the same parameter values
     return max(relative_difference(net.backend.to_numpy(grads[key]), ref_grads[key]) for key in ref_grads)
 
 
