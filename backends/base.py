@@ -45,6 +45,9 @@ class Backend:
 
     name: str = "base"
     xp: Any = None
+    #: True when `gemm` with beta = 1 costs no more than with beta = 0 (a BLAS call, not a product then a
+    #: sum): `Network.train_step` then updates each W inside the product that computes its gradient.
+    fuses_gemm_updates: bool = False
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -89,19 +92,32 @@ class Backend:
         return self.xp.random.default_rng(seed)
 
     # ------------------------------------------------------------------ linear algebra
-    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0) -> None:
-        """out = alpha · op(a) · op(b), where op transposes when its flag is set. `out` must not alias a or b."""
+    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
+        """out ← alpha · op(a) · op(b) + beta · out, where op transposes when its flag is set.
+
+        With beta = 0 the old contents of `out` are ignored (NaN included), as in BLAS. `out` must not alias a or b.
+        """
         xp = self.xp
-        xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
-        if alpha != 1.0:
-            xp.multiply(out, alpha, out=out)
+        if beta == 0.0:
+            xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+            if alpha != 1.0:
+                xp.multiply(out, alpha, out=out)
+            return
+        product = xp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+        if beta != 1.0:
+            xp.multiply(out, beta, out=out)
+        out += xp.asarray(alpha, dtype=out.dtype) * product
 
     # ------------------------------------------------------------------ forward
-    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
-        """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself."""
+    def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):
+        """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself.
+
+        Returns Σ|out| (see `abs_sum`) when `abs_sum` is set, else None.
+        """
         xp = self.xp
         xp.add(Z, b, out=Z)  # (n, m) + (n, 1) broadcast over examples
         self.activation_forward(Z, activation, out)
+        return self.abs_sum(out) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
         """out ← g(Z) elementwise.  `out` may be Z itself."""
@@ -127,12 +143,12 @@ class Backend:
         xp.copyto(out, xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
 
     # ------------------------------------------------------------------ backward
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0, abs_sum: bool = False):
         """out ← dA * g'(·), and, when `db` is given, db ← db_scale · Σ_columns out.
 
         g' is evaluated from the layer's output `A` when given (sigmoid' = A(1-A), tanh' = 1-A², relu' from
         the sign of A: no exp), else from its pre-activation `Z`. linear needs neither. `out` may be dA.
-        dA, A, Z, out: (n, m); db: (n, 1).
+        dA, A, Z, out: (n, m); db: (n, 1). Returns Σ|out| (see `abs_sum`) when `abs_sum` is set, else None.
         """
         xp = self.xp
         if activation not in ("linear",) and A is None and Z is None:
@@ -155,6 +171,7 @@ class Backend:
             check_activation(activation)
         if db is not None:
             self.bias_grad(out, db, db_scale)
+        return self.abs_sum(out) if abs_sum else None
 
     def _fresh_activation(self, Z, activation: str):
         A = self.xp.empty_like(Z)
@@ -224,6 +241,14 @@ class Backend:
         xp = self.xp
         xp.copyto(out, -(Y / AL) + (1 - Y) / (1 - AL))
 
+    def abs_sum(self, a) -> float:
+        """Σ|a| as a host float, accumulated in float64.
+
+        NaN or inf when `a` holds a NaN or an inf (the terms are never negative), otherwise finite unless a
+        float64 array's sum overflows; never below max|a|: a bound that proves products finite.
+        """
+        return float(self.xp.abs(a).sum(dtype="float64"))
+
     def sum_of_squares(self, a) -> float:
         """Σ a², as a host float (the L2 penalty)."""
         return float((a * a).sum())
@@ -261,15 +286,16 @@ class Backend:
         v_hat = v / xp.asarray(c2, dtype=dt)
         param -= xp.asarray(lr, dtype=dt) * m_hat / (xp.sqrt(v_hat) + xp.asarray(eps, dtype=dt))
 
-    def sgd_step(self, X, Y, W, b, dW, db, A, ZL, D, cost, activations, theta, grad, lr: float):
-        """One whole SGD step of a sigmoid-output network in one call, where a backend can compile it.
+    def sgd_step(self, X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, activations, output: str, theta, grad, lr: float):
+        """One whole SGD step (no L2, no dropout) in one call, where a backend can compile it.
 
         Returns None when this backend does not take the step this way (the default: the network then runs
         it operation by operation, through the methods above), else True when the step was taken and False
         when the cost or a gradient was not finite (theta then left as it was).
-        Same buffers and math as `Network.train_step` without L2 or dropout: W, b, dW, db are tuples of the
-        layers' views into theta (P,) and grad (P,); A, D tuples of the (n_l, m) workspaces; ZL (n_L, m) the
-        logits; cost (1,); activations the hidden layers' names.
+        Same buffers and math as `Network.train_step`: X (n_0, m) and Y (n_L, m) the batch, x_abs_sum its
+        Σ|X| or None; W, b, dW, db tuples of the layers' views into theta (P,) and grad (P,); A, D tuples of
+        the (n_l, m) workspaces; ZL (n_L, m) the logits; cost (1,); activations the hidden layers' names;
+        output "sigmoid" or "softmax".
         """
         return None
 
@@ -311,6 +337,17 @@ class Backend:
             return (A > 0.5).astype(A.dtype)
         check_output(output)
         return xp.argmax(A, axis=0)[None, :]
+
+
+def finite_product_limit(dtype) -> float:
+    """The largest Σ|A|·Σ|D| for which every entry (and partial sum) of D·Aᵀ in `dtype` is proven finite.
+
+    |Σ_k D_ik·A_jk| ≤ max|A|·Σ|D| ≤ Σ|A|·Σ|D| (see `Backend.abs_sum`); the margin of 2⁴ below the dtype's
+    largest value covers the rounding of the products and of their accumulation.
+    """
+    import numpy
+
+    return float(numpy.finfo(dtype).max) / 16
 
 
 def adam_bias_corrections(beta1: float, beta2: float, t: int) -> tuple[float, float]:

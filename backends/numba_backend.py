@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy
 
-from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output
+from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output, finite_product_limit
+from .blas import numpy_cblas_gemm
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
@@ -30,17 +31,6 @@ def _prefer_workqueue_threads() -> None:
 
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "workqueue"
-
-
-def _compiled_step_module():
-    """kernels.numba_step, or None when numba cannot call BLAS (its np.dot needs scipy)."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401
-    except ImportError:
-        return None
-    from ..kernels import numba_step
-
-    return numba_step
 
 
 def _kernel_dtype(*arrays):
@@ -82,6 +72,14 @@ def _output_shapes_fit(Z, b, A, Y, dZ, cost) -> bool:
     return b.shape == (Z.shape[0], 1) and (cost is None or cost.shape == (1,))
 
 
+def _gemm_shapes_fit(a, b, out, trans_a, trans_b) -> bool:
+    """op(a) (M, K), op(b) (K, N), out (M, N), no dimension 0 (BLAS needs leading dimensions ≥ 1)."""
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2 or 0 in a.shape or 0 in b.shape:
+        return False
+    (M, K), (K2, N) = (a.shape[::-1] if trans_a else a.shape), (b.shape[::-1] if trans_b else b.shape)
+    return K == K2 and out.shape == (M, N)
+
+
 def _column_of(n, b) -> bool:
     return b.shape == (n, 1)
 
@@ -104,23 +102,22 @@ class NumbaBackend(Backend):
     #: calling thread alone, where a thread launch (~0.1 ms) would cost more than it saves (measured on 2 cores).
     parallel_min_elements = PARALLEL_MIN_ELEMENTS
 
-    #: Largest step run as one compiled call by `sgd_step`, in multiply-adds of its forward products
-    #: (Σ n_l·n_{l-1}·m). Beyond it the GEMMs dominate, and the compiled step's BLAS (scipy's, a second
-    #: OpenBLAS thread pool) was seen to slow the next calls of numpy's after a switch between the two.
-    fused_step_max_macs = 1 << 22
-
     def __init__(self):
         _prefer_workqueue_threads()
-        from ..kernels import numba_activations, numba_checks, numba_output, numba_updates
+        from ..kernels import numba_activations, numba_blas, numba_checks, numba_output, numba_step, numba_updates
 
         self._act = numba_activations
         self._out = numba_output
         self._upd = numba_updates
         self._chk = numba_checks
+        self._blas = numba_blas
+        self._step = numba_step
         self._codes = numba_activations.ACTIVATION_CODES
         self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
         self._step_codes: dict[tuple, numpy.ndarray] = {}
-        self._step = _compiled_step_module()
+        #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no compiled step)
+        self.cblas = numpy_cblas_gemm()
+        self.fuses_gemm_updates = self.cblas is not None
 
     def _parallel(self, a) -> bool:
         return a.size >= self.parallel_min_elements
@@ -136,7 +133,8 @@ class NumbaBackend(Backend):
             self.bias_grad(Z, b, 0.5)
             for output in OUTPUTS:
                 self.output_layer(Z, b, output, out, Y=Y, dZ=dZ, cost=cost)
-            self.gemm(Z, out, numpy.zeros((2, 2), dtype), trans_b=True, alpha=0.5)
+            self.gemm(Z, out, numpy.zeros((2, 2), dtype), trans_b=True, alpha=0.5, beta=1.0)
+            self.abs_sum(Z)
             self.axpy(0.5, Z, out)
             self.sgd_update(Z, out, 0.1)
             self.momentum_update(Z, out, dZ, 0.1, 0.9)
@@ -145,13 +143,25 @@ class NumbaBackend(Backend):
             self.all_finite(Z)
 
     # ------------------------------------------------------------------ linear algebra
-    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0) -> None:
-        dtype = _kernel_dtype(out)
-        if alpha == 1.0 or dtype is None:
-            super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha)
+    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
+        # numpy's own BLAS with alpha and beta when every operand is a C-contiguous array of one dtype (a
+        # transposed view arrives as its C-contiguous base and a flag); anything else goes to numpy.matmul.
+        dtype = _kernel_dtype(a, b, out)
+        if (
+            self.cblas is None
+            or dtype is None
+            or not _gemm_shapes_fit(a, b, out, trans_a, trans_b)
+            or not (_disjoint((out, a)) and _disjoint((out, b)))  # BLAS reads a and b while writing out
+        ):
+            super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
             return
-        numpy.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
-        self._update(self._upd.SCALE, dtype, out, scalars=(alpha,))
+        address = self.cblas.address(dtype)
+        self._blas.gemm(address, self.cblas.ilp64, a, b, out, trans_a, trans_b, dtype.type(alpha), dtype.type(beta))
+
+    def abs_sum(self, a) -> float:
+        if _kernel_dtype(a) is None:
+            return super().abs_sum(a)
+        return float(self._chk.abs_sum(a, self._parallel(a)))
 
     # ------------------------------------------------------------------ forward
     def _forward_code(self, activation):
@@ -159,7 +169,7 @@ class NumbaBackend(Backend):
         # two passes; the backward pass needs no tanh (1 - A²) and stays in numba.
         return None if activation == "tanh" else self._codes.get(activation)
 
-    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
+    def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):
         code = self._forward_code(activation)
         if (
             code is None
@@ -168,9 +178,9 @@ class NumbaBackend(Backend):
             or not _column_of(Z.shape[0], b)
             or not _separate_or_same(out, Z, b)
         ):
-            super().bias_activation_forward(Z, b, activation, out)
-            return
-        self._act.bias_activation_forward(Z, b, code, out, True, out is Z, self._parallel(Z))
+            return super().bias_activation_forward(Z, b, activation, out, abs_sum=abs_sum)
+        total = self._act.bias_activation_forward(Z, b, code, out, True, out is Z, self._parallel(Z), abs_sum)
+        return float(total) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
         code = self._forward_code(activation)
@@ -178,10 +188,10 @@ class NumbaBackend(Backend):
         if code is None or dtype is None or out.shape != Z.shape or not _separate_or_same(out, Z):
             super().activation_forward(Z, activation, out)
             return
-        self._act.bias_activation_forward(Z, self._placeholders[dtype][0], code, out, False, out is Z, self._parallel(Z))
+        self._act.bias_activation_forward(Z, self._placeholders[dtype][0], code, out, False, out is Z, self._parallel(Z), False)
 
     # ------------------------------------------------------------------ backward
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0, abs_sum: bool = False):
         code = self._codes.get(activation)
         src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
@@ -195,12 +205,12 @@ class NumbaBackend(Backend):
             or (db is not None and not _column_of(dA.shape[0], db))
             or not _separate_or_same(out, *inputs)
         ):
-            super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
-            return
+            return super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale, abs_sum=abs_sum)
         db_buffer = self._placeholders[dtype][0] if db is None else db
-        self._act.activation_backward(
-            dA, src, code, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, self._parallel(dA)
+        total = self._act.activation_backward(
+            dA, src, code, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, self._parallel(dA), abs_sum
         )
+        return float(total) if abs_sum else None
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         if _kernel_dtype(dZ, out) is None or not _column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
@@ -280,19 +290,27 @@ class NumbaBackend(Backend):
         c1, c2 = adam_bias_corrections(beta1, beta2, t)
         self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
 
-    def sgd_step(self, X, Y, W, b, dW, db, A, ZL, D, cost, activations, theta, grad, lr: float):
+    def sgd_step(self, X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, activations, output: str, theta, grad, lr: float):
+        # One compiled call when every elementwise pass would run serially anyway (each layer's n_l·m below
+        # parallel_min_elements): it saves the Python between ~20 operations and loses no parallelism.
         dtype = _kernel_dtype(X, Y, theta, grad)
         if (
-            self._step is None
+            self.cblas is None
             or dtype is None
-            or sum(w.size for w in W) * X.shape[1] > self.fused_step_max_macs
+            or any(a.size >= self.parallel_min_elements for a in A)
             or any(name not in self._codes for name in activations)
         ):
             return None
         codes = self._step_codes.get(tuple(activations))
         if codes is None:
             codes = self._step_codes[tuple(activations)] = numpy.array([self._codes[n] for n in activations] or [0], numpy.int64)
-        return bool(self._step.sgd_step(X, Y, W, b, dW, db, A, ZL, D, cost, codes, theta, grad, dtype.type(lr)))
+        return bool(
+            self._step.sgd_step(
+                X, Y, -1.0 if x_abs_sum is None else float(x_abs_sum), W, b, dW, db, A, ZL, D, cost, codes,
+                output == "softmax", theta, grad, dtype.type(lr), finite_product_limit(dtype),
+                self.cblas.address(dtype), self.cblas.ilp64,
+            )
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ dropout
     def multiply(self, a, b, out) -> None:

@@ -1,9 +1,10 @@
 """`python -m dnn bench`: time one training step per case, backend and dtype, and print one table.
 
 For users who do not read pytest-benchmark's output (the full suites are in bench/). For each case and
-dtype, in this process: the GEMM floor of each array library (dnn.perf.GemmFloor), then for each backend a
-check of the whole network's gradients against NumPy float64 (a backend that disagrees is reported WRONG,
-is not timed, and makes the command exit with status 1), a warm-up, and the median of --repeat steps.
+dtype, in this process: a check of each array library's GEMM floor (dnn.perf.GemmFloor), then for each
+backend a check of the whole network's gradients against NumPy float64 (a backend that disagrees is
+reported WRONG, is not timed, and makes the command exit with status 1), a warm-up, and the medians of
+--repeat steps and --repeat floors timed in alternation (so that both see the same machine speed).
 NumPy is always measured: it is the baseline of the ratios.
 """
 
@@ -21,6 +22,7 @@ from .perf import (
     GemmFloor,
     environment_info,
     gradient_difference,
+    interleaved_median_seconds,
     median_seconds,
     prepare_step,
     step_function,
@@ -88,30 +90,33 @@ def _chosen_backends(names):
     return [get_backend(status.name) for status in statuses if status.available], skipped
 
 
-def _floor_seconds(backend, case, dtype, repeat):
-    """Median seconds of the case's GEMM floor on `backend`'s array library; None if its products are wrong."""
+def _checked_floor(backend, case, dtype):
+    """The case's GEMM floor on `backend`'s array library, warmed up; None if its products are wrong."""
     floor = GemmFloor(backend, case.layer_dims, case.m, dtype)
     if not floor.max_difference() <= gradient_rtol(dtype):
         return None
     warm_up(backend, floor)
-    return median_seconds(floor, repeat)
+    return floor
 
 
-def _measure(backend, case, dtype, repeat, floor_s, progress) -> dict:
+def _measure(backend, case, dtype, repeat, floor, progress) -> dict:
     progress(f"measuring {case.name} {dtype} on {backend.name}")
     bench = prepare_step(backend, case, dtype)
     difference = gradient_difference(bench.net, bench.X, bench.Y)
     row = {"backend": backend.name, "case": case.name, "layer_dims": list(case.layer_dims), "m": case.m,
            "dtype": dtype, "max_gradient_difference": difference, "tolerance": gradient_rtol(dtype),
            "agrees": difference <= gradient_rtol(dtype), "ms_per_step": None, "gflops": None,
-           "floor_ms": None if floor_s is None else floor_s * 1e3, "vs_floor": None, "vs_numpy": None}
+           "floor_ms": None, "vs_floor": None, "vs_numpy": None}
     if row["agrees"]:  # a wrong answer is not timed
         step = step_function(bench)
         warm_up(backend, step)
-        seconds = median_seconds(step, repeat)
+        if floor is None:
+            seconds = median_seconds(step, repeat)
+        else:  # the floor is timed alongside the step, round by round, so both see the same machine speed
+            seconds, floor_s = interleaved_median_seconds([step, floor], repeat)
+            row["floor_ms"], row["vs_floor"] = floor_s * 1e3, seconds / floor_s
         row["ms_per_step"] = seconds * 1e3
         row["gflops"] = step_gemm_flops(case.layer_dims, case.m) / seconds / 1e9
-        row["vs_floor"] = None if floor_s is None else seconds / floor_s
     return row
 
 
@@ -121,12 +126,12 @@ def measure(case_names, backend_names_, dtypes, repeat, progress=lambda message:
     rows = []
     for case in (CASES[name] for name in case_names):
         for dtype in dtypes:
-            floors = {}  # array library -> seconds of its GEMM floor
+            floors = {}  # array library -> its GemmFloor for this case (None: its products were wrong)
             group = []
             for backend in backends:
                 library = backend.xp.__name__
                 if library not in floors:
-                    floors[library] = _floor_seconds(backend, case, dtype, repeat)
+                    floors[library] = _checked_floor(backend, case, dtype)
                 group.append(_measure(backend, case, dtype, repeat, floors[library], progress))
             numpy_ms = group[0]["ms_per_step"]  # numpy comes first
             for row in group:
@@ -164,7 +169,8 @@ def format_table(rows, environment, repeat, skipped) -> str:
     lines += [
         "",
         "xNumPy: time / NumPy's time (below 1 is faster). xfloor: time / the GEMM floor, the time of only the",
-        "step's matrix products with the same array library's BLAS. GFLOP/s counts those products' FLOPs.",
+        "step's matrix products with the same array library's BLAS, timed in alternation with the step (floor ms).",
+        "GFLOP/s counts those products' FLOPs.",
         f"grad diff: largest relative difference of the gradients from NumPy float64 (allowed: {tolerances});",
         "WRONG: above that, so not timed. Timings on a shared machine are noisy: compare ratios within one run.",
     ]

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import get_backend
-from .backends.base import check_activation, check_output
+from .backends.base import check_activation, check_output, finite_product_limit
 from .errors import DivergenceError, ShapeError
 from .initializers import check_layer_dims, initial_parameters
 from .validation import as_matrix, check_input_rows, labels_as_matrix, resolve_dtype
@@ -18,10 +18,14 @@ _WORKSPACES_KEPT = 4
 
 
 class Batch(NamedTuple):
-    """Inputs already validated and placed on the network's backend in its dtype (see `Network.batch`)."""
+    """Inputs already validated and placed on the network's backend in its dtype (see `Network.batch`).
+
+    Its arrays must not be changed afterwards: the checks, and x_abs_sum, describe them as they were.
+    """
 
     X: object  # (n_x, m)
     Y: object  # (n_L, m) or None
+    x_abs_sum: float | None = None  # Σ|X| (Backend.abs_sum), or None when not known
 
 
 class _Workspace:
@@ -49,6 +53,15 @@ class _Workspace:
             self.masks[l] = backend.empty(shape, dtype)
             self.dropped[l] = backend.empty(shape, dtype)
         return self.masks[l], self.dropped[l]
+
+
+def products_provably_finite(input_sums, delta_sums, dtype) -> bool:
+    """True when every dW[l] = D[l]·A[l-1]ᵀ is proven finite from Σ|A[l-1]| and Σ|D[l]| (l = 1..L).
+
+    A NaN or inf sum (its matrix holds a NaN or an inf) fails the test, as does a product too large to prove.
+    """
+    limit = finite_product_limit(dtype)
+    return all(a * d <= limit for a, d in zip(input_sums, delta_sums))
 
 
 def _divergence(cost: float) -> DivergenceError:
@@ -167,9 +180,10 @@ class Network:
         """
         X = as_matrix(self.backend, X, self.dtype, "X")
         check_input_rows(X, self.layer_dims[0])
-        if Y is not None:
-            Y = labels_as_matrix(self.backend, Y, self.output, self.layer_dims[-1], X.shape[1], self.dtype)
-        return Batch(X, Y)
+        if Y is None:
+            return Batch(X, None)
+        Y = labels_as_matrix(self.backend, Y, self.output, self.layer_dims[-1], X.shape[1], self.dtype)
+        return Batch(X, Y, self.backend.abs_sum(X))  # a labelled batch may be trained on: see train_step
 
     def _workspace(self, m: int) -> _Workspace:
         ws = self._workspaces.get(m)
@@ -182,17 +196,22 @@ class Network:
         return ws
 
     # ------------------------------------------------------------------ propagation
-    def _forward(self, batch: Batch, ws: _Workspace, dropout=None, rng=None, masks=None, with_grad=False) -> None:
+    def _forward(self, batch: Batch, ws: _Workspace, dropout=None, rng=None, masks=None, with_grad=False, abs_sums=False):
         """Fill ws.A (and, given labels, ws.cost and, with_grad, ws.D[L] = (1/m)·dZ_L).
 
         dropout: drop rate per hidden layer (list of L-1 floats or None); masks: fixed masks per hidden layer
         (list of arrays or None, values 0 and 1/keep_prob) used instead of drawing new ones.
+        abs_sums (without dropout): return [Σ|A[0]|, ..., Σ|A[L-1]|], A[0] = X, the inputs of the L products.
         """
         be, L = self.backend, self.num_layers
         A_in = batch.X  # (n_0, m)
+        sums = [batch.x_abs_sum if batch.x_abs_sum is not None else be.abs_sum(batch.X)] if abs_sums else None
         for l in range(1, L):
             be.gemm(self._W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]: (n_l, n_{l-1})·(n_{l-1}, m)
-            be.bias_activation_forward(ws.A[l], self._b[l], self.activations[l - 1], out=ws.A[l])  # A[l] = g(Z + b)
+            # A[l] = g(Z + b)
+            total = be.bias_activation_forward(ws.A[l], self._b[l], self.activations[l - 1], out=ws.A[l], abs_sum=abs_sums)
+            if abs_sums:
+                sums.append(total)
             A_in = ws.A[l]
             mask = self._mask(ws, l, dropout, rng, masks)
             if mask is not None:
@@ -212,6 +231,7 @@ class Network:
             cost=ws.cost if has_labels else None,
             dZ_scale=1.0 / ws.m,  # D[L] = (1/m)·dZ[L]: the mean's 1/m, applied once here instead of per GEMM
         )
+        return sums
 
     def _mask(self, ws, l, dropout, rng, masks):
         if masks is not None and masks[l - 1] is not None:
@@ -230,22 +250,36 @@ class Network:
 
     def _backward(self, batch: Batch, ws: _Workspace, l2: float = 0.0) -> None:
         """Fill self._dW, self._db from ws (after `_forward(..., with_grad=True)`)."""
+        self._deltas(ws)
+        self._weight_gradients(batch, ws, l2)
+
+    def _deltas(self, ws: _Workspace, abs_sums: bool = False):
+        """Fill ws.D[l] = (1/m)·dZ[l] and self._db for every layer; abs_sums: return [Σ|D[1]|, ..., Σ|D[L]|]."""
         # D[l] holds (1/m)·dA[l], then (1/m)·dZ[l]: the output layer wrote D[L] = (1/m)·(A[L] - Y), and the
         # factor carries through every product below, so dW and db need no scaling pass of their own.
-        be, L, m = self.backend, self.num_layers, ws.m
+        be, L = self.backend, self.num_layers
         be.bias_grad(ws.D[L], out=self._db[L], scale=1.0)  # db[L] = (1/m)·Σ dZ[L]: (n_L, 1)
-        for l in range(L, 0, -1):
-            if l < L:
-                # dZ[l] = dA[l] * g'(Z[l]) in place, with db[l] = (1/m)·Σ_columns dZ[l] in the same pass
-                be.activation_backward(ws.D[l], self.activations[l - 1], ws.D[l], A=ws.A[l], db=self._db[l])
+        sums = [None] * L
+        if abs_sums:
+            sums[L - 1] = be.abs_sum(ws.D[L])
+        for l in range(L, 1, -1):
+            be.gemm(self._W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
+            if (l - 1) in ws.active_masks:
+                be.multiply(ws.D[l - 1], ws.active_masks[l - 1], out=ws.D[l - 1])  # through the dropout mask
+            # dZ[l-1] = dA[l-1] * g'(Z[l-1]) in place, with db[l-1] = (1/m)·Σ_columns dZ[l-1] in the same pass
+            sums[l - 2] = be.activation_backward(
+                ws.D[l - 1], self.activations[l - 2], ws.D[l - 1], A=ws.A[l - 1], db=self._db[l - 1], abs_sum=abs_sums
+            )
+        return sums if abs_sums else None
+
+    def _weight_gradients(self, batch: Batch, ws: _Workspace, l2: float) -> None:
+        """self._dW[l] = (1/m)·dZ[l]·A[l-1]ᵀ (+ (λ/m)·W[l]) from the deltas in ws.D."""
+        be = self.backend
+        for l in range(1, self.num_layers + 1):
             A_prev = self._layer_input(batch, ws, l)  # (n_{l-1}, m)
             be.gemm(ws.D[l], A_prev, out=self._dW[l], trans_b=True)  # dW = (1/m)·dZ·A_prevᵀ: (n_l, n_{l-1})
             if l2:
-                be.axpy(l2 / m, self._W[l], self._dW[l])  # + (λ/m)·W from the L2 penalty
-            if l > 1:
-                be.gemm(self._W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
-                if (l - 1) in ws.active_masks:
-                    be.multiply(ws.D[l - 1], ws.active_masks[l - 1], out=ws.D[l - 1])  # through the dropout mask
+                be.axpy(l2 / ws.m, self._W[l], self._dW[l])  # + (λ/m)·W from the L2 penalty
 
     def _run(self, batch: Batch, dropout=None, rng=None, masks=None, with_grad=False, l2=0.0) -> _Workspace:
         ws = self._workspace(batch.X.shape[1])
@@ -327,20 +361,55 @@ class Network:
         return pairs
 
     def train_step(self, batch: Batch, lr: float = 0.0075, l2: float = 0.0) -> float:
-        """One gradient-descent step on a prepared batch; returns the cost before the update."""
-        if not l2 and self.output == "sigmoid":
-            ws = self._workspace(batch.X.shape[1])
-            ws.active_masks.clear()
+        """One gradient-descent step on a prepared batch; returns the cost before the update.
+
+        W[l] ← W[l] - lr·dW[l] and b[l] ← b[l] - lr·db[l] for every layer. Raises DivergenceError, with the
+        parameters left as they were, when the cost or a gradient is not finite. Where the backend fuses
+        updates into its products, the gradients themselves are never stored (`compute_gradients` stores them).
+        """
+        ws = self._workspace(batch.X.shape[1])
+        ws.active_masks.clear()
+        if not l2:
             # a backend that compiles whole steps takes it in one call (no Python between the operations)
-            taken = self.backend.sgd_step(batch.X, batch.Y, *self._layer_tuples, *ws.step_buffers, self.activations,
-                                          self._theta, self._grad, lr)
+            taken = self.backend.sgd_step(batch.X, batch.Y, batch.x_abs_sum, *self._layer_tuples, *ws.step_buffers,
+                                          self.activations, self.output, self._theta, self._grad, lr)
             if taken is not None:
                 cost = self._cost(ws, 0.0)
                 if not taken:
                     raise _divergence(cost)
                 return cost
+        if self.backend.fuses_gemm_updates:
+            return self._step_inside_products(batch, ws, lr, l2)
         cost = self.compute_gradients(batch, l2=l2)
         self.backend.sgd_update(self._theta, self._grad, lr)  # every parameter in one pass
+        return cost
+
+    def _step_inside_products(self, batch: Batch, ws: _Workspace, lr: float, l2: float) -> float:
+        """`train_step` with each W updated by the product that computes its gradient: no update pass, no check pass.
+
+        W[l] ← (1 - lr·λ/m)·W[l] - lr·(1/m)·dZ[l]·A[l-1]ᵀ is one GEMM with alpha = -lr, beta = 1 - lr·λ/m.
+        Its gradient is never stored, so its finiteness is proven beforehand from Σ|dZ[l]| and Σ|A[l-1]|,
+        which the forward and backward kernels return from passes they make anyway.
+        """
+        be, L = self.backend, self.num_layers
+        input_sums = self._forward(batch, ws, with_grad=True, abs_sums=True)  # Σ|A[l-1]|, l = 1..L
+        delta_sums = self._deltas(ws, abs_sums=True)  # Σ|(1/m)·dZ[l]|, l = 1..L
+        cost = self._cost(ws, l2)  # with the penalty of the W about to be updated
+        if not np.isfinite(cost):
+            raise _divergence(cost)
+        if not products_provably_finite(input_sums, delta_sums, self.dtype):
+            # a gradient may not be finite: store and check it before anything is updated
+            self._weight_gradients(batch, ws, l2)
+            if not be.all_finite(self._grad):
+                raise _divergence(cost)
+            be.sgd_update(self._theta, self._grad, lr)
+            return cost
+        decay = 1.0 - lr * l2 / ws.m  # the L2 penalty's share of the update: W ← W - lr·(λ/m)·W
+        for l in range(1, L + 1):
+            A_prev = self._layer_input(batch, ws, l)  # (n_{l-1}, m)
+            # W[l] ← decay·W[l] - lr·(1/m)·dZ[l]·A_prevᵀ: (n_l, m)·(m, n_{l-1})
+            be.gemm(ws.D[l], A_prev, out=self._W[l], trans_b=True, alpha=-lr, beta=decay)
+            be.sgd_update(self._b[l], self._db[l], lr)  # b[l] ← b[l] - lr·db[l]: (n_l, 1)
         return cost
 
     def step(self, X, Y, lr: float = 0.0075, l2: float = 0.0) -> float:

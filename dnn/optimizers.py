@@ -49,6 +49,15 @@ class Optimizer:
         params, grads = net.flat_buffers()
         self._update_all(net, params, grads, lr)
 
+    def step(self, net, batch, lr: float, l2: float = 0.0, dropout=None, rng=None) -> float:
+        """Compute the gradients on `batch` (see `Network.compute_gradients`) and update; returns the cost.
+
+        Raises DivergenceError, with nothing updated, when the cost or a gradient is not finite.
+        """
+        cost = net.compute_gradients(batch, l2=l2, dropout=dropout, rng=rng)
+        self.update(net, lr)
+        return cost
+
     def _update_all(self, net, params, grads, lr: float) -> None:
         raise NotImplementedError
 
@@ -90,6 +99,13 @@ class SGD(Optimizer):
 
     def _update_all(self, net, params, grads, lr):
         net.backend.sgd_update(params, grads, lr)
+
+    def step(self, net, batch, lr: float, l2: float = 0.0, dropout=None, rng=None) -> float:
+        if dropout:
+            return super().step(net, batch, lr, l2=l2, dropout=dropout, rng=rng)
+        cost = net.train_step(batch, lr=lr, l2=l2)  # a backend may fuse the update into the step's products
+        self.step_count += 1
+        return cost
 
 
 class Momentum(Optimizer):

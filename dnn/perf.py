@@ -246,6 +246,21 @@ def median_seconds(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_median_seconds(functions, repeat: int) -> list[float]:
+    """Median wall time of each function over `repeat` rounds, each round calling every function once in turn.
+
+    Timed side by side, the functions see the same drift of the machine's speed (up to 1.5x over minutes
+    here), so the ratio of two medians means something even when the milliseconds do not.
+    """
+    times = [[] for _ in functions]
+    for _ in range(repeat):
+        for fn, spent in zip(functions, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
 # ---------------------------------------------------------------------------------------------- the machine
 def blas_libraries() -> list[dict]:
     """The BLAS libraries loaded in this process as threadpoolctl reports them, numpy's first, each with a

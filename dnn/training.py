@@ -93,14 +93,13 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
         total, correct = 0.0, 0.0
         for k, batch in enumerate(batches.epoch(order), start=1):
             try:
-                cost = net.compute_gradients(batch, l2=l2, dropout=rates, rng=mask_rng)
+                cost = optimizer.step(net, batch, epoch_lr, l2=l2, dropout=rates, rng=mask_rng)
             except DivergenceError as exc:
                 raise DivergenceError(
                     f"training diverged in epoch {epoch + 1} (mini-batch {k}) at learning rate {epoch_lr:g}: {exc}; "
                     "the parameters hold the last finite step"
                 ) from exc
             correct += net.last_accuracy(batch) * batch.X.shape[1]  # scored by this step's own forward pass
-            optimizer.update(net, epoch_lr)
             total += cost * batch.X.shape[1]  # the batch's mean cost times its size
         logs = _record(history, net, val, total / m, correct / m, epoch_lr)
         done = epoch + 1

@@ -36,6 +36,19 @@ def row_sum(row):
     return total
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def row_abs_sum(row):
+    """Σ|row| in float64: NaN when the row holds a NaN, inf when it holds an inf (the terms are never negative).
+
+    An upper bound on max|row| that is finite exactly when the row is (float32 rows cannot overflow it);
+    `Network.train_step` uses it to prove a weight gradient finite without a pass over the gradient.
+    """
+    total = 0.0
+    for j in range(row.shape[0]):
+        total += np.abs(row[j])
+    return total
+
+
 @njit(cache=True)
 def stable_sigmoid(z, one):
     """1/(1+e^-z) without overflow, in the dtype of z and `one` (1 of that dtype): exp(-|z|) ≤ 1 on both branches."""
@@ -78,7 +91,8 @@ def _add_bias_row(z_row, bias):
 
 
 @njit(cache=True, inline="always")
-def forward_row(i, Z, b, act, out, with_bias, inplace, slope):
+def forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs):
+    """Row i of the forward pass; returns Σ|out[i]| when with_abs (the row is still in cache), else 0."""
     bias = b[i, 0] if with_bias else Z.dtype.type(0)  # + 0 leaves every value as it is, -0.0 aside
     if inplace:
         _activate_row(Z[i], Z[i], act, slope, bias)
@@ -86,18 +100,24 @@ def forward_row(i, Z, b, act, out, with_bias, inplace, slope):
         _activate_row(Z[i], out[i], act, slope, bias)
         if with_bias:
             _add_bias_row(Z[i], bias)  # Z ← Z + b as well: the row is still in cache
+    return row_abs_sum(out[i]) if with_abs else 0.0
 
 
 @njit(parallel=True, cache=True)
-def bias_activation_forward(Z, b, act, out, with_bias, inplace, parallel):
-    """Z ← Z + b (when with_bias), out ← g(Z); rows in parallel when `parallel`.  Z, out: (n, m); b: (n, 1)."""
+def bias_activation_forward(Z, b, act, out, with_bias, inplace, parallel, with_abs):
+    """Z ← Z + b (when with_bias), out ← g(Z); rows in parallel when `parallel`.  Z, out: (n, m); b: (n, 1).
+
+    Returns Σ|out| in float64 when with_abs, else 0.
+    """
     slope = Z.dtype.type(LEAKY_RELU_SLOPE)
+    total = 0.0
     if parallel:
         for i in prange(Z.shape[0]):
-            forward_row(i, Z, b, act, out, with_bias, inplace, slope)
+            total += forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs)
     else:
         for i in range(Z.shape[0]):
-            forward_row(i, Z, b, act, out, with_bias, inplace, slope)
+            total += forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs)
+    return total
 
 
 @njit(cache=True, inline="always")
@@ -125,28 +145,32 @@ def _derivative_row(dA_row, src_row, out_row, act, from_output, slope):
 
 
 @njit(cache=True, inline="always")
-def backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope):
+def backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs):
+    """Row i of the backward pass; returns Σ|out[i]| when with_abs, else 0."""
     if inplace:
         _derivative_row(dA[i], src[i], dA[i], act, from_output, slope)
     else:
         _derivative_row(dA[i], src[i], out[i], act, from_output, slope)
     if with_db:
         db[i, 0] = row_sum(out[i]) * db_scale  # the row just written, still in cache
+    return row_abs_sum(out[i]) if with_abs else 0.0
 
 
 @njit(parallel=True, cache=True)
-def activation_backward(dA, src, act, from_output, out, db, db_scale, with_db, inplace, parallel):
+def activation_backward(dA, src, act, from_output, out, db, db_scale, with_db, inplace, parallel, with_abs):
     """out ← dA * g'(src) and, when with_db, db ← db_scale · Σ_columns out; rows in parallel when `parallel`.
 
-    dA, src, out: (n, m); db: (n, 1).
+    dA, src, out: (n, m); db: (n, 1). Returns Σ|out| in float64 when with_abs, else 0.
     """
     slope = dA.dtype.type(LEAKY_RELU_SLOPE)
+    total = 0.0
     if parallel:
         for i in prange(dA.shape[0]):
-            backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
+            total += backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs)
     else:
         for i in range(dA.shape[0]):
-            backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope)
+            total += backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs)
+    return total
 
 
 @njit(parallel=True, cache=True)

@@ -1,4 +1,4 @@
-"""One Numba kernel for the in-place elementwise passes: SGD/axpy, momentum, Adam, a product, a scaling.
+"""One Numba kernel for the in-place elementwise passes: SGD/axpy, momentum, Adam, a product.
 
 The operation is an integer code (like the activations), so one compiled kernel per dtype serves them all.
 Elements are processed in chunks in parallel when the caller passes `parallel=True` (large arrays only: a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-AXPY, MOMENTUM, ADAM, MULTIPLY, SCALE = range(5)
+AXPY, MOMENTUM, ADAM, MULTIPLY = range(4)
 #: Elements per parallel task.
 CHUNK = 1 << 14
 
@@ -37,12 +37,9 @@ def _update_range(op, y, x, m1, m2, s, lo, hi):
             m1[k] = mk
             m2[k] = vk
             y[k] -= s[0] * (mk / s[5]) / (np.sqrt(vk / s[6]) + s[7])
-    elif op == MULTIPLY:  # y ← x * m1 (y may be x or m1: element k is read before it is written)
+    else:  # MULTIPLY: y ← x * m1 (y may be x or m1: element k is read before it is written)
         for k in range(lo, hi):
             y[k] = x[k] * m1[k]
-    else:  # SCALE: y ← s0·y
-        for k in range(lo, hi):
-            y[k] *= s[0]
 
 
 @njit(parallel=True, cache=True)

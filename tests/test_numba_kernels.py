@@ -412,12 +412,12 @@ def test_training_is_bit_identical_run_to_run_and_across_thread_counts():
 _LIST_COMPILED = """
 import numba
 from dnn.backends.numba_backend import NumbaBackend
-from dnn.kernels import numba_activations, numba_checks, numba_output, numba_updates
+from dnn.kernels import numba_activations, numba_blas, numba_checks, numba_output, numba_updates
 NumbaBackend().warmup()
-for module in (numba_activations, numba_output, numba_updates, numba_checks):
+for module in (numba_activations, numba_output, numba_updates, numba_checks, numba_blas):
     for name in dir(module):
         kernel = getattr(module, name)
-        helper = name.startswith("_") or name in ("row_sum", "stable_sigmoid", "forward_row", "backward_row")  # inlined
+        helper = name.startswith("_") or name in ("row_sum", "row_abs_sum", "stable_sigmoid", "forward_row", "backward_row")  # called by kernels
         if isinstance(kernel, numba.core.registry.CPUDispatcher) and not helper:
             print(name, "|".join(" ".join(map(str, sig)) for sig in kernel.signatures))
 """
@@ -430,6 +430,6 @@ def test_warmup_compiles_every_kernel_for_both_dtypes():
     listing = subprocess.run([sys.executable, "-c", _LIST_COMPILED], check=True, capture_output=True, text=True).stdout
     kernels = dict(line.split(" ", 1) for line in listing.splitlines())
     assert {"bias_activation_forward", "activation_backward", "bias_grad", "sigmoid_output", "softmax_output",
-            "update", "count_non_finite"} <= set(kernels)
+            "update", "count_non_finite", "abs_sum", "gemm"} <= set(kernels)
     for name, signatures in kernels.items():
         assert "float32" in signatures and "float64" in signatures, f"{name}: {signatures}"
