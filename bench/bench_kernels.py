@@ -5,8 +5,10 @@ Before timing, each kernel's written buffers (poisoned with NaN first) are compa
 """
 
 import numpy as np
+import pytest
 
 from cases import KERNEL_CASES, kernel_difference
+from machine import parallel_copy
 
 from dnn.backends import get_backend
 from dnn.backends.numpy_backend import NumpyBackend
@@ -51,6 +53,21 @@ def test_copy_of_same_bytes(benchmark, record_environment, bench_backend, kernel
     warm_up(backend, copy)
     record_environment(backend, dtype, kernel="copy", shape=[count], bytes_moved=2 * count * np.dtype(dtype).itemsize)
     benchmark(copy)
+
+
+def test_parallel_copy_of_same_bytes(benchmark, record_environment, kernel_config):
+    """The other reference line for the numba kernels: a copy of the same bytes on all of numba's threads."""
+    pytest.importorskip("numba")
+    kernel, dtype, shape = kernel_config
+    count = kernel.arrays_touched * shape[0] * shape[1] // 2  # elements read = elements written
+    src = np.random.default_rng(0).standard_normal(count).astype(dtype)
+    dst = np.zeros(count, dtype)
+    copy = parallel_copy()
+    copy(dst, src)
+    assert np.array_equal(dst, src), "the parallel copy did not copy"
+    warm_up(get_backend("numba"), lambda: copy(dst, src))
+    record_environment(get_backend("numba"), dtype, kernel="parallel copy", shape=[count], bytes_moved=2 * src.nbytes)
+    benchmark(copy, dst, src)
 
 
 class _LeavesLastColumnUnwritten(NumpyBackend):

@@ -72,16 +72,23 @@ _ACTIVATION_OUTPUT = {  # a layer's output A for random pre-activations z, as th
 }
 
 
-def _backward(activation: str) -> KernelCase:
+def _backward(activation: str, inplace: bool = False) -> KernelCase:
+    """dZ = dA * g'(A) with db; `inplace` writes dZ over dA, as `Network` does (no separate output buffer)."""
+
     def make(rng, n, m):
         A = _ACTIVATION_OUTPUT[activation](rng.standard_normal((n, m)))
-        return {"dA": rng.standard_normal((n, m)), "A": A, "out": _poison((n, m)), "db": _poison((n, 1))}
+        arrays = {"dA": rng.standard_normal((n, m)), "A": A, "db": _poison((n, 1))}
+        if not inplace:
+            arrays["out"] = _poison((n, m))
+        return arrays
 
     def call(be, a):
         m = a["dA"].shape[1]  # dZ = dA * g'(A); db = (1/m)·Σ_columns dZ
-        be.activation_backward(a["dA"], activation, a["out"], A=a["A"], db=a["db"], db_scale=1.0 / m)
+        out = a["dA"] if inplace else a["out"]  # in place, a repeated call sees dZ as dA: the same mask again for relu
+        be.activation_backward(a["dA"], activation, out, A=a["A"], db=a["db"], db_scale=1.0 / m)
 
-    return KernelCase(f"backward-{activation}", 3, make, call, ("out", "db"))
+    name = f"backward-{activation}" + ("-inplace" if inplace else "")
+    return KernelCase(name, 3, make, call, ("dA" if inplace else "out", "db"))
 
 
 def _output_layer(output: str, units: int) -> KernelCase:
@@ -135,6 +142,7 @@ def _adam() -> KernelCase:
 KERNEL_CASES = (
     [_forward(name) for name in ("relu", "sigmoid", "tanh")]
     + [_backward(name) for name in ("relu", "sigmoid", "tanh")]
+    + [_backward("relu", inplace=True)]  # the backward pass as the network runs it
     # an output layer has few units: one sigmoid unit, ten softmax classes (a float32 softmax over thousands of
     # classes sums thousands of terms per column, beyond what the one-pass kernel tolerance covers)
     + [_output_layer("sigmoid", 1), _output_layer("softmax", 10)]

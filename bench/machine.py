@@ -43,6 +43,24 @@ def copy_bandwidth(backend, nbytes: int, repeat: int = 5, timer=median_seconds) 
     return 2.0 * src.nbytes / timer(copy, repeat)
 
 
+def parallel_copy():
+    """A numba function copying a C-contiguous array into another in chunks on all of numba's threads.
+
+    The reference a parallel kernel's bandwidth is compared with (numpy's copyto runs on one thread).
+    Compiled on first call; needs numba.
+    """
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=True)
+    def copy(dst, src):
+        d, s = dst.reshape(dst.size), src.reshape(src.size)
+        chunk = 1 << 16
+        for c in prange((s.size + chunk - 1) // chunk):
+            d[c * chunk : (c + 1) * chunk] = s[c * chunk : (c + 1) * chunk]
+
+    return copy
+
+
 def machine_summary(backend, full: bool) -> dict:
     """environment_info plus the measured GEMM GFLOP/s per dtype and copy GB/s (small sizes unless `full`)."""
     n, nbytes = (2048, 256 * 2**20) if full else (256, 4 * 2**20)

@@ -146,7 +146,7 @@ def test_gpu_check_without_a_gpu_says_why_and_exits_cleanly():
 def test_gpu_check_runs_its_checks_and_table_on_the_cpu_backend():
     done = run_gpu_check("--backend", "numpy", "--cases", "D", "--sizes", "small", "--repeat", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "kernels: 11 operations x 2 dtypes x 4 shapes, 0 failed" in done.stdout
+    assert "kernels: 12 operations x 2 dtypes x 4 shapes, 0 failed" in done.stdout
     assert ", 0 failed" in done.stdout.split("gradients vs NumPy float64:")[1].splitlines()[0]
     assert any(line.split()[:1] == ["D"] for line in done.stdout.splitlines())
     assert "not implemented yet" in done.stdout
