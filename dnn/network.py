@@ -183,7 +183,8 @@ class Network:
         if Y is None:
             return Batch(X, None)
         Y = labels_as_matrix(self.backend, Y, self.output, self.layer_dims[-1], X.shape[1], self.dtype)
-        return Batch(X, Y, self.backend.abs_sum(X))  # a labelled batch may be trained on: see train_step
+        # a labelled batch may be trained on, and a backend that updates inside its products needs Σ|X| for that
+        return Batch(X, Y, self.backend.abs_sum(X) if self.backend.fuses_gemm_updates else None)
 
     def _workspace(self, m: int) -> _Workspace:
         ws = self._workspaces.get(m)
