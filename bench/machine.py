@@ -6,6 +6,8 @@ The BLAS (threadpoolctl), thread counts and TF32 state come from dnn.perf.enviro
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from dnn.perf import environment_info, median_seconds
@@ -43,11 +45,12 @@ def copy_bandwidth(backend, nbytes: int, repeat: int = 5, timer=median_seconds) 
     return 2.0 * src.nbytes / timer(copy, repeat)
 
 
+@functools.cache
 def parallel_copy():
     """A numba function copying a C-contiguous array into another in chunks on all of numba's threads.
 
     The reference a parallel kernel's bandwidth is compared with (numpy's copyto runs on one thread).
-    Compiled on first call; needs numba.
+    Built once per process and compiled on its first call; needs numba.
     """
     from numba import njit, prange
 
