@@ -98,12 +98,13 @@ class Backend:
         With beta = 0 the old contents of `out` are ignored (NaN included), as in BLAS. `out` must not alias a or b.
         """
         xp = self.xp
+        op_a, op_b = (a.T if trans_a else a), (b.T if trans_b else b)
         if beta == 0.0:
-            xp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+            xp.matmul(op_a, op_b, out=out)
             if alpha != 1.0:
                 xp.multiply(out, alpha, out=out)
             return
-        product = xp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+        product = xp.matmul(op_a, op_b)
         if beta != 1.0:
             xp.multiply(out, beta, out=out)
         out += xp.asarray(alpha, dtype=out.dtype) * product

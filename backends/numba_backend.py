@@ -117,7 +117,10 @@ class NumbaBackend(Backend):
         self._step_codes: dict[tuple, numpy.ndarray] = {}
         #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no compiled step)
         self.cblas = numpy_cblas_gemm()
-        self.fuses_gemm_updates = self.cblas is not None
+
+    @property
+    def fuses_gemm_updates(self) -> bool:
+        return self.cblas is not None
 
     def _parallel(self, a) -> bool:
         return a.size >= self.parallel_min_elements

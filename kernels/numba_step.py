@@ -26,15 +26,6 @@ from .numba_output import sigmoid_output, softmax_output
 
 
 @njit(cache=True)
-def _abs_sum(a):
-    """Σ|a| of a 2-D array in float64, row by row."""
-    total = 0.0
-    for i in range(a.shape[0]):
-        total += row_abs_sum(a[i])
-    return total
-
-
-@njit(cache=True)
 def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta, grad, lr, limit, blas, ilp64):
     """One gradient-descent step on (X, Y); True when it was taken, False when it was not finite.
 
@@ -54,7 +45,7 @@ def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta
     slope = X.dtype.type(LEAKY_RELU_SLOPE)
     input_sums = np.empty(L)  # Σ|A[l-1]|, l = 1..L
     delta_sums = np.empty(L)  # Σ|D[l]|, l = 1..L
-    input_sums[0] = x_abs_sum if x_abs_sum >= 0 else _abs_sum(X)
+    input_sums[0] = x_abs_sum if x_abs_sum >= 0 else row_abs_sum(X.reshape(X.size))
     # forward: A[l] = g(W[l]·A[l-1] + b[l]) in place in A[l]; the last product goes to ZL
     for l in range(L):
         A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
@@ -72,7 +63,7 @@ def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta
         sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
     for i in range(D[L - 1].shape[0]):
         db[L - 1][i, 0] = row_sum(D[L - 1][i])  # db[L] = Σ D[L]: (n_L, 1)
-    delta_sums[L - 1] = _abs_sum(D[L - 1])
+    delta_sums[L - 1] = row_abs_sum(D[L - 1].reshape(D[L - 1].size))
     # backward: D[l-1] = W[l]ᵀ·D[l], then D[l-1] ← D[l-1] * g'(A[l-1]) in place with db[l-1] in the same pass
     for l in range(L - 1, 0, -1):
         gemm(blas, ilp64, W[l], D[l], D[l - 1], True, False, one, zero)  # (n_{l-1}, n_l)·(n_l, m)
