@@ -29,6 +29,7 @@ class Dataset(NamedTuple):
     Y: np.ndarray | None
     classes: tuple | None = None  # class names, when the source has them
     label_name: str | None = None  # the CSV column the labels came from
+    feature_names: tuple | None = None  # the name of each row of X, when the source names them (a CSV header)
 
     @property
     def n_classes(self) -> int:
@@ -145,7 +146,8 @@ def load_csv(path: str, label_column: str | None = None, labels: bool = True) ->
     values = _parse_numbers(rows[1:], header, path)  # (m, columns)
     X = _numeric(values[:, [j for j in range(len(header)) if j != label_index]].T, path, "X")  # (n_x, m)
     Y = _labels(values[:, label_index], X.shape[1], path) if labels else None
-    return Dataset(X, Y, None, header[label_index] if label_index is not None else None)
+    names = tuple(name for j, name in enumerate(header) if j != label_index)
+    return Dataset(X, Y, None, header[label_index] if label_index is not None else None, names)
 
 
 # ---------------------------------------------------------------------------------------------- splits and scaling
