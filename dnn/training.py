@@ -19,6 +19,10 @@ from . import checkpoint as checkpoint_file
 from .errors import DivergenceError
 from .network import Batch, Network
 from .optimizers import Optimizer, make_optimizer
+from .validation import check_count as _count
+from .validation import check_dropout_rates as _dropout_rates
+from .validation import check_non_negative as _non_negative
+from .validation import check_positive as _positive
 
 
 @dataclass
@@ -190,38 +194,3 @@ def _resume(net: Network, optimizer: Optimizer, path, settings: dict, seed: int)
     net.set_parameters(saved.network.get_parameters())
     optimizer.load_state_dict(net, saved.optimizer.state_dict(saved.network))
     return History(**saved.training["history"]), int(saved.training["epoch"])
-
-
-# ---------------------------------------------------------------------------------------------- argument checks
-def _count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _non_negative(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _dropout_rates(dropout, hidden: int) -> list | None:
-    """One drop rate per hidden layer, or None when nothing is dropped."""
-    if dropout is None:
-        return None
-    rates = [dropout] * hidden if isinstance(dropout, numbers.Real) else list(dropout)
-    if isinstance(dropout, numbers.Real) and hidden == 0 and dropout:
-        raise ValueError("dropout applies to hidden layers, and this network has none")
-    if len(rates) != hidden:
-        raise ValueError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}: {rates!r}")
-    for rate in rates:
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"dropout rates must be in [0, 1) (the fraction of units dropped), got {rate!r}")
-    rates = [float(rate) for rate in rates]
-    return rates if any(rates) else None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .errors import DTypeError, LabelError, NonFiniteError, ShapeError
@@ -103,3 +106,41 @@ def _one_hot(backend, Y, n_out: int, dtype, name: str):
     one_hot = np.zeros((n_out, labels.size), dtype=dtype)  # (C, m)
     one_hot[labels.astype(np.intp), np.arange(labels.size)] = 1
     return backend.asarray(one_hot)
+
+
+# ---------------------------------------------------------------------------------------------- hyperparameters
+def check_count(value, name: str, minimum: int) -> int:
+    """`value` as an int when it is an integer (not a bool) >= minimum, else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_positive(value, name: str) -> float:
+    """`value` as a float when it is a finite real number > 0 (a learning rate), else ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_non_negative(value, name: str) -> float:
+    """`value` as a float when it is a finite real number >= 0 (an L2 strength, a decay), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def check_dropout_rates(dropout, hidden: int) -> list | None:
+    """One drop rate per hidden layer, or None when nothing is dropped."""
+    if dropout is None:
+        return None
+    rates = [dropout] * hidden if isinstance(dropout, numbers.Real) else list(dropout)
+    if isinstance(dropout, numbers.Real) and hidden == 0 and dropout:
+        raise ValueError("dropout applies to hidden layers, and this network has none")
+    if len(rates) != hidden:
+        raise ValueError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}: {rates!r}")
+    for rate in rates:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rates must be in [0, 1) (the fraction of units dropped), got {rate!r}")
+    rates = [float(rate) for rate in rates]
+    return rates if any(rates) else None
