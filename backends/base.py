@@ -9,8 +9,9 @@ Conventions shared by every method:
 - Results are written into caller-owned buffers (``out=`` and friends) so that a warmed-up training step
   allocates nothing on a backend that overrides these methods with fused kernels. Buffers may alias the
   inputs wherever a docstring says so (in-place use is how the network saves memory traffic).
-- Scalars that a step produces (the cost) are written into a (1,) buffer on the backend instead of being
-  returned, so a device backend never has to synchronise inside a step.
+- Scalars that a step produces (the cost, the correct count, the non-finite flag) are written into buffers
+  on the backend (a (1,) cost, the step state below) instead of being returned, so a device backend never
+  has to synchronise inside a step: the host reads the step state when it logs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
 OUTPUTS = ("sigmoid", "softmax")
 #: Slope of leaky_relu for negative inputs.
 LEAKY_RELU_SLOPE = 0.01
+
+#: The step state: one float64 vector of STATE_SIZE on the backend. Slots 0-2 describe the step in progress
+#: (a gradient reducer sums them across workers), 4-7 the steps taken since the host last read the state.
+STATE_SIZE = 8
+(STEP_COST,  # Σ over the step's examples of their cost, plus (λ/2)·Σ‖W‖² with L2: the mean cost × m
+ STEP_CORRECT,  # examples the step's forward pass classified correctly (before its update)
+ STEP_EXAMPLES,  # the step's example count m
+ NONFINITE,  # 1 once a cost or gradient was not finite; sticky: no update runs until the host resets it
+ TOTAL_COST, TOTAL_CORRECT, TOTAL_EXAMPLES,  # sums of slots 0-2 over the finite steps
+ FINITE_STEPS) = range(STATE_SIZE)  # fmt: skip
 
 
 def check_activation(name: str) -> None:
@@ -45,9 +56,6 @@ class Backend:
 
     name: str = "base"
     xp: Any = None
-    #: True when `gemm` with beta = 1 costs no more than with beta = 0 (a BLAS call, not a product then a
-    #: sum): `Network.train_step` then updates each W inside the product that computes its gradient.
-    fuses_gemm_updates: bool = False
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -80,6 +88,19 @@ class Backend:
         """dst[...] = src (same shape; dtypes may differ)."""
         self.xp.copyto(dst, src, casting="same_kind")
 
+    def contiguous(self, a):
+        """`a` itself when it is a C-contiguous, aligned, writeable array, else a copy that is.
+
+        Results must not depend on how a caller's array is laid out: kernels and BLAS take other paths (and
+        round differently) on strided or misaligned memory, so inputs are made contiguous where they enter.
+        """
+        flags = a.flags
+        if flags.c_contiguous and getattr(flags, "aligned", True) and getattr(flags, "writeable", True):
+            return a
+        out = self.xp.empty(a.shape, dtype=a.dtype)
+        self.xp.copyto(out, a)
+        return out
+
     def take_columns(self, a, index, out) -> None:
         """out = a[:, index]: gathers the examples of a mini-batch into a reused buffer."""
         self.xp.take(a, index, axis=1, out=out)
@@ -110,15 +131,11 @@ class Backend:
         out += xp.asarray(alpha, dtype=out.dtype) * product
 
     # ------------------------------------------------------------------ forward
-    def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):
-        """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself.
-
-        Returns Σ|out| (see `abs_sum`) when `abs_sum` is set, else None.
-        """
+    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
+        """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself."""
         xp = self.xp
         xp.add(Z, b, out=Z)  # (n, m) + (n, 1) broadcast over examples
         self.activation_forward(Z, activation, out)
-        return self.abs_sum(out) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
         """out ← g(Z) elementwise.  `out` may be Z itself."""
@@ -144,12 +161,12 @@ class Backend:
         xp.copyto(out, xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
 
     # ------------------------------------------------------------------ backward
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0, abs_sum: bool = False):
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
         """out ← dA * g'(·), and, when `db` is given, db ← db_scale · Σ_columns out.
 
         g' is evaluated from the layer's output `A` when given (sigmoid' = A(1-A), tanh' = 1-A², relu' from
         the sign of A: no exp), else from its pre-activation `Z`. linear needs neither. `out` may be dA.
-        dA, A, Z, out: (n, m); db: (n, 1). Returns Σ|out| (see `abs_sum`) when `abs_sum` is set, else None.
+        dA, A, Z, out: (n, m); db: (n, 1).
         """
         xp = self.xp
         if activation not in ("linear",) and A is None and Z is None:
@@ -172,7 +189,6 @@ class Backend:
             check_activation(activation)
         if db is not None:
             self.bias_grad(out, db, db_scale)
-        return self.abs_sum(out) if abs_sum else None
 
     def _fresh_activation(self, Z, activation: str):
         A = self.xp.empty_like(Z)
@@ -242,14 +258,6 @@ class Backend:
         xp = self.xp
         xp.copyto(out, -(Y / AL) + (1 - Y) / (1 - AL))
 
-    def abs_sum(self, a) -> float:
-        """Σ|a| as a host float, accumulated in float64.
-
-        NaN or inf when `a` holds a NaN or an inf (the terms are never negative), otherwise finite unless a
-        float64 array's sum overflows; never below max|a|: a bound that proves products finite.
-        """
-        return float(self.xp.abs(a).sum(dtype="float64"))
-
     def sum_of_squares(self, a) -> float:
         """Σ a², as a host float (the L2 penalty)."""
         return float((a * a).sum())
@@ -260,22 +268,32 @@ class Backend:
         xp = self.xp
         y += xp.asarray(alpha, dtype=y.dtype) * x
 
-    def sgd_update(self, param, grad, lr: float) -> None:
-        """param ← param - lr · grad."""
+    def sgd_update(self, param, grad, lr: float, state=None) -> None:
+        """param ← param - lr · grad; nothing when the step `state` (if given) has its NONFINITE flag set."""
+        if self._update_blocked(state):
+            return
         param -= self.xp.asarray(lr, dtype=param.dtype) * grad
 
-    def momentum_update(self, param, grad, velocity, lr: float, beta: float) -> None:
-        """velocity ← β·velocity + (1-β)·grad; param ← param - lr · velocity (the course's momentum)."""
+    def momentum_update(self, param, grad, velocity, lr: float, beta: float, state=None) -> None:
+        """velocity ← β·velocity + (1-β)·grad; param ← param - lr · velocity (the course's momentum).
+
+        Nothing moves when the step `state` (if given) has its NONFINITE flag set.
+        """
+        if self._update_blocked(state):
+            return
         xp = self.xp
         velocity *= xp.asarray(beta, dtype=velocity.dtype)
         velocity += xp.asarray(1 - beta, dtype=velocity.dtype) * grad
         param -= xp.asarray(lr, dtype=param.dtype) * velocity
 
-    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int) -> None:
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None) -> None:
         """Adam with bias correction at step t ≥ 1 (the course's form: eps added to sqrt of the corrected v).
 
         m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;  param ← param - lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
+        Nothing moves when the step `state` (if given) has its NONFINITE flag set.
         """
+        if self._update_blocked(state):
+            return
         xp = self.xp
         dt = param.dtype
         m *= xp.asarray(beta1, dtype=dt)
@@ -287,16 +305,67 @@ class Backend:
         v_hat = v / xp.asarray(c2, dtype=dt)
         param -= xp.asarray(lr, dtype=dt) * m_hat / (xp.sqrt(v_hat) + xp.asarray(eps, dtype=dt))
 
-    def sgd_step(self, X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, activations, output: str, theta, grad, lr: float):
-        """One whole SGD step (no L2, no dropout) in one call, where a backend can compile it.
+    def _update_blocked(self, state) -> bool:
+        # the host reads the flag here; a device backend overrides the updates to read it on the device
+        return state is not None and bool(state[NONFINITE])
 
-        Returns None when this backend does not take the step this way (the default: the network then runs
-        it operation by operation, through the methods above), else True when the step was taken and False
-        when the cost or a gradient was not finite (theta then left as it was).
-        Same buffers and math as `Network.train_step`: X (n_0, m) and Y (n_L, m) the batch, x_abs_sum its
-        Σ|X| or None; W, b, dW, db tuples of the layers' views into theta (P,) and grad (P,); A, D tuples of
-        the (n_l, m) workspaces; ZL (n_L, m) the logits; cost (1,); activations the hidden layers' names;
-        output "sigmoid" or "softmax".
+    # ------------------------------------------------------------------ the step state (see STATE_SIZE)
+    def new_step_state(self):
+        """A zeroed (STATE_SIZE,) float64 step state on the backend."""
+        return self.zeros((STATE_SIZE,), "float64")
+
+    def begin_step(self, state) -> None:
+        """Zero the slots of the step in progress (STEP_COST, STEP_CORRECT, STEP_EXAMPLES)."""
+        state[STEP_COST : STEP_EXAMPLES + 1] = 0
+
+    def record_step(self, state, cost, A, Y, output: str) -> None:
+        """Add the (1,) mean `cost` × m to STEP_COST, count the correct predictions of A against Y, set m.
+
+        A, Y: (n_L, m) output probabilities and labels. A sigmoid output with several units counts the
+        fraction of its units predicted correctly per example, as `Network.evaluate`'s accuracy does.
+        """
+        xp, m = self.xp, A.shape[1]
+        hits = self.predict_classes(A, output) == (Y if output == "sigmoid" else xp.argmax(Y, axis=0)[None, :])
+        state[STEP_COST] += cost[0].astype(state.dtype) * m  # in float64: cost·m is exact
+        state[STEP_CORRECT] = hits.sum() / hits.shape[0]
+        state[STEP_EXAMPLES] = m
+
+    def add_l2_cost(self, state, weights, l2: float) -> None:
+        """STEP_COST += (λ/2)·Σ‖W‖² over `weights`, so that STEP_COST / m carries the penalty (λ/2m)·Σ‖W‖²."""
+        state[STEP_COST] += l2 / 2 * sum(self.sum_of_squares(W) for W in weights)
+
+    def scale_gradient(self, grad, state) -> None:
+        """grad ← grad / STEP_EXAMPLES: a summed gradient (after a reduction across workers) made a mean."""
+        grad *= self.xp.asarray(1.0 / float(state[STEP_EXAMPLES]), dtype=grad.dtype)
+
+    def guard_step(self, state, grad=None) -> None:
+        """Set NONFINITE (it stays set) when STEP_COST, or any element of `grad` when given, is not finite."""
+        if not self.xp.isfinite(state[STEP_COST]) or (grad is not None and not self.all_finite(grad)):
+            state[NONFINITE] = 1
+
+    def commit_step(self, state) -> None:
+        """Unless NONFINITE is set: add the step's slots into the totals and count the step."""
+        if not state[NONFINITE]:
+            state[TOTAL_COST : TOTAL_EXAMPLES + 1] += state[STEP_COST : STEP_EXAMPLES + 1]
+            state[FINITE_STEPS] += 1
+
+    def read_step_state(self, state):
+        """A host float64 copy of the step state, then the state zeroed (flag included): one read, one sync."""
+        import numpy
+
+        host = numpy.array(self.to_numpy(state), dtype=numpy.float64)
+        state[...] = 0
+        return host
+
+    # ------------------------------------------------------------------ whole steps
+    def compile_step(self, plan):
+        """A callable `run(batch, lr)` that takes a whole training step as `plan.strategy` describes, or None.
+
+        `plan` is a `dnn.step.StepPlan`: the network's architecture, batch size, optimizer, L2, dropout, whether
+        a gradient reducer runs, its parameter vectors and views, the workspace and the step state. The callable
+        does what the phases of `dnn.step.TrainStep` do between `begin_step` and `commit_step`: forward, the
+        cost into the workspace, backward and, unless NONFINITE is set or it finds a non-finite cost or
+        gradient (then it sets NONFINITE and moves nothing), the update. The default takes no step this way.
         """
         return None
 
@@ -338,17 +407,6 @@ class Backend:
             return (A > 0.5).astype(A.dtype)
         check_output(output)
         return xp.argmax(A, axis=0)[None, :]
-
-
-def finite_product_limit(dtype) -> float:
-    """The largest Σ|A|·Σ|D| for which every entry (and partial sum) of D·Aᵀ in `dtype` is proven finite.
-
-    |Σ_k D_ik·A_jk| ≤ max|A|·Σ|D| ≤ Σ|A|·Σ|D| (see `Backend.abs_sum`); the margin of 2⁴ below the dtype's
-    largest value covers the rounding of the products and of their accumulation.
-    """
-    import numpy
-
-    return float(numpy.finfo(dtype).max) / 16
 
 
 def adam_bias_corrections(beta1: float, beta2: float, t: int) -> tuple[float, float]:

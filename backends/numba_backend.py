@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy
 
-from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output, finite_product_limit
+from . import numba_steps
+from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output
 from .blas import numpy_cblas_gemm
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -114,13 +115,12 @@ class NumbaBackend(Backend):
         self._step = numba_step
         self._codes = numba_activations.ACTIVATION_CODES
         self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
-        self._step_codes: dict[tuple, numpy.ndarray] = {}
-        #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no compiled step)
+        #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no whole-step strategy)
         self.cblas = numpy_cblas_gemm()
 
-    @property
-    def fuses_gemm_updates(self) -> bool:
-        return self.cblas is not None
+    def _activation_code(self, activation: str) -> int:
+        """The integer code the kernels know `activation` by."""
+        return self._codes[activation]
 
     def _parallel(self, a) -> bool:
         return a.size >= self.parallel_min_elements
@@ -137,7 +137,7 @@ class NumbaBackend(Backend):
             for output in OUTPUTS:
                 self.output_layer(Z, b, output, out, Y=Y, dZ=dZ, cost=cost)
             self.gemm(Z, out, numpy.zeros((2, 2), dtype), trans_b=True, alpha=0.5, beta=1.0)
-            self.abs_sum(Z)
+            self._abs_sum(Z)
             self.axpy(0.5, Z, out)
             self.sgd_update(Z, out, 0.1)
             self.momentum_update(Z, out, dZ, 0.1, 0.9)
@@ -161,9 +161,11 @@ class NumbaBackend(Backend):
         address = self.cblas.address(dtype)
         self._blas.gemm(address, self.cblas.ilp64, a, b, out, trans_a, trans_b, dtype.type(alpha), dtype.type(beta))
 
-    def abs_sum(self, a) -> float:
+    def _abs_sum(self, a) -> float:
+        """Σ|a| as a host float, accumulated in float64: NaN or inf when `a` holds one (the terms are never
+        negative), never below max|a|; the whole-step strategies prove products finite with it."""
         if _kernel_dtype(a) is None:
-            return super().abs_sum(a)
+            return float(numpy.abs(a).sum(dtype="float64"))
         return float(self._chk.abs_sum(a, self._parallel(a)))
 
     # ------------------------------------------------------------------ forward
@@ -172,7 +174,11 @@ class NumbaBackend(Backend):
         # two passes; the backward pass needs no tanh (1 - A²) and stays in numba.
         return None if activation == "tanh" else self._codes.get(activation)
 
-    def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):
+    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
+        self._bias_activation_forward(Z, b, activation, out, False)
+
+    def _bias_activation_forward(self, Z, b, activation: str, out, abs_sum: bool):
+        """`bias_activation_forward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
         code = self._forward_code(activation)
         if (
             code is None
@@ -181,7 +187,8 @@ class NumbaBackend(Backend):
             or not _column_of(Z.shape[0], b)
             or not _separate_or_same(out, Z, b)
         ):
-            return super().bias_activation_forward(Z, b, activation, out, abs_sum=abs_sum)
+            super().bias_activation_forward(Z, b, activation, out)
+            return self._abs_sum(out) if abs_sum else None
         total = self._act.bias_activation_forward(Z, b, code, out, True, out is Z, self._parallel(Z), abs_sum)
         return float(total) if abs_sum else None
 
@@ -194,7 +201,11 @@ class NumbaBackend(Backend):
         self._act.bias_activation_forward(Z, self._placeholders[dtype][0], code, out, False, out is Z, self._parallel(Z), False)
 
     # ------------------------------------------------------------------ backward
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0, abs_sum: bool = False):
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
+        self._activation_backward(dA, activation, out, A, db, False, Z=Z, db_scale=db_scale)
+
+    def _activation_backward(self, dA, activation: str, out, A, db, abs_sum: bool, Z=None, db_scale: float = 1.0):
+        """`activation_backward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
         code = self._codes.get(activation)
         src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
@@ -208,7 +219,8 @@ class NumbaBackend(Backend):
             or (db is not None and not _column_of(dA.shape[0], db))
             or not _separate_or_same(out, *inputs)
         ):
-            return super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale, abs_sum=abs_sum)
+            super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
+            return self._abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
         total = self._act.activation_backward(
             dA, src, code, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, self._parallel(dA), abs_sum
@@ -271,49 +283,41 @@ class NumbaBackend(Backend):
             return
         self._update(self._upd.AXPY, dtype, y, x, scalars=(alpha,))
 
-    def sgd_update(self, param, grad, lr: float) -> None:
+    def sgd_update(self, param, grad, lr: float, state=None) -> None:
         dtype = self._elementwise_dtype(param, grad)
-        if dtype is None:
-            super().sgd_update(param, grad, lr)
+        if dtype is None or self._update_blocked(state):
+            super().sgd_update(param, grad, lr, state)
             return
         self._update(self._upd.AXPY, dtype, param, grad, scalars=(-dtype.type(lr),))  # exactly param - lr·grad
 
-    def momentum_update(self, param, grad, velocity, lr: float, beta: float) -> None:
+    def momentum_update(self, param, grad, velocity, lr: float, beta: float, state=None) -> None:
         dtype = self._elementwise_dtype(param, grad, velocity)
-        if dtype is None or not _separate_or_same(velocity, grad):
-            super().momentum_update(param, grad, velocity, lr, beta)
+        if dtype is None or not _separate_or_same(velocity, grad) or self._update_blocked(state):
+            super().momentum_update(param, grad, velocity, lr, beta, state)
             return
         self._update(self._upd.MOMENTUM, dtype, param, grad, velocity, scalars=(lr, beta, 1 - beta))
 
-    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int) -> None:
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None) -> None:
         dtype = self._elementwise_dtype(param, grad, m, v)
-        if dtype is None or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad)):
-            super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, t)
+        if dtype is None or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad)) or self._update_blocked(state):
+            super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, t, state)
             return
         c1, c2 = adam_bias_corrections(beta1, beta2, t)
         self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
 
-    def sgd_step(self, X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, activations, output: str, theta, grad, lr: float):
-        # One compiled call when every elementwise pass would run serially anyway (each layer's n_l·m below
-        # parallel_min_elements): it saves the Python between ~20 operations and loses no parallelism.
-        dtype = _kernel_dtype(X, Y, theta, grad)
-        if (
-            self.cblas is None
-            or dtype is None
-            or any(a.size >= self.parallel_min_elements for a in A)
-            or any(name not in self._codes for name in activations)
-        ):
-            return None
-        codes = self._step_codes.get(tuple(activations))
-        if codes is None:
-            codes = self._step_codes[tuple(activations)] = numpy.array([self._codes[n] for n in activations] or [0], numpy.int64)
-        return bool(
-            self._step.sgd_step(
-                X, Y, -1.0 if x_abs_sum is None else float(x_abs_sum), W, b, dW, db, A, ZL, D, cost, codes,
-                output == "softmax", theta, grad, dtype.type(lr), finite_product_limit(dtype),
-                self.cblas.address(dtype), self.cblas.ilp64,
-            )
-        )  # fmt: skip
+    # ------------------------------------------------------------------ the step state and whole steps
+    def record_step(self, state, cost, A, Y, output: str) -> None:
+        check_output(output)
+        if _kernel_dtype(A, Y, cost) is None or A.shape != Y.shape or state.dtype != numpy.float64:
+            super().record_step(state, cost, A, Y, output)
+            return
+        self._step.record_step(state, cost, A, Y, output == "softmax")
+
+    def commit_step(self, state) -> None:
+        self._step.commit_step(state)
+
+    def compile_step(self, plan):
+        return numba_steps.compile_step(self, plan)
 
     # ------------------------------------------------------------------ dropout
     def multiply(self, a, b, out) -> None:

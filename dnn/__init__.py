@@ -29,7 +29,9 @@ from .errors import (
     ShapeError,
 )
 from .gradcheck import GradcheckResult, gradcheck
-from .network import Batch, Network
+from .network import Network
+from .propagation import Batch
+from .step import TrainStep
 from .optimizers import SGD, Adam, Momentum, Optimizer
 from .training import History, fit
 
@@ -41,6 +43,7 @@ __all__ = [
     "Momentum",
     "Optimizer",
     "SGD",
+    "TrainStep",
     "fit",
     "BackendUnavailableError",
     "Batch",

@@ -14,13 +14,15 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from .errors import ModelFileError
-from .network import Network
 from .optimizers import Optimizer, make_optimizer
+
+if TYPE_CHECKING:  # the network module imports this one, not the other way round
+    from .network import Network
 
 FORMAT = "dnn-network"
 FORMAT_VERSION = 1
@@ -29,14 +31,14 @@ FORMAT_VERSION = 1
 class Checkpoint(NamedTuple):
     """What a model file holds: the network, its optimizer (or None), training state and extras."""
 
-    network: Network
+    network: "Network"
     optimizer: Optimizer | None
     training: dict | None  # the state `dnn.training.fit` needs to resume; None for a plain saved model
     extras: dict  # name -> host array or JSON value, as given to `save`
 
 
 # ---------------------------------------------------------------------------------------------- save
-def save(net: Network, path, optimizer: Optimizer | None = None, training: dict | None = None, extras: dict | None = None) -> None:
+def save(net: "Network", path, optimizer: Optimizer | None = None, training: dict | None = None, extras: dict | None = None) -> None:
     """Write `net` (and optionally its optimizer's state, training state and extras) to `path` atomically.
 
     extras: name -> NumPy array (stored as an array) or JSON-serialisable value (stored in the metadata).
@@ -95,12 +97,15 @@ def _umask() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- load
-def load(path, backend=None) -> Network:
-    """The Network saved at `path`, on `backend` (the current one when None). Raises ModelFileError."""
-    return load_checkpoint(path, backend=backend).network
+def load(path, backend=None, *, network_class) -> "Network":
+    """The network saved at `path` as a `network_class` (`dnn.Network`), on `backend` (None: the current one).
+
+    Raises ModelFileError.
+    """
+    return load_checkpoint(path, backend=backend, network_class=network_class).network
 
 
-def load_checkpoint(path, backend=None) -> Checkpoint:
+def load_checkpoint(path, backend=None, *, network_class) -> Checkpoint:
     """Everything saved at `path`: network, optimizer with its state, training state and extras.
 
     Raises ModelFileError naming the problem when the file is missing, truncated, corrupted, of another
@@ -110,7 +115,7 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
     arrays = _read_arrays(path)
     meta = _read_meta(path, arrays)
     try:
-        net = Network(meta["layer_dims"], meta["activations"], meta["output"], init=meta["init"], dtype=meta["dtype"], backend=backend)
+        net = network_class(meta["layer_dims"], meta["activations"], meta["output"], init=meta["init"], dtype=meta["dtype"], backend=backend)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: the architecture it describes is invalid: {exc}") from exc
     net.set_parameters(_parameters(path, arrays, net))
@@ -145,7 +150,7 @@ def _read_meta(path: str, arrays: dict) -> dict:
     return meta
 
 
-def _parameters(path: str, arrays: dict, net: Network) -> dict:
+def _parameters(path: str, arrays: dict, net: "Network") -> dict:
     params = {}
     for param, _, name in net.gradient_buffers():
         key = f"param/{name}"
@@ -162,7 +167,7 @@ def _parameters(path: str, arrays: dict, net: Network) -> dict:
     return params
 
 
-def _optimizer(path: str, arrays: dict, meta: dict, net: Network) -> Optimizer | None:
+def _optimizer(path: str, arrays: dict, meta: dict, net: "Network") -> Optimizer | None:
     spec = meta.get("optimizer")
     if spec is None:
         return None

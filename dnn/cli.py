@@ -234,7 +234,7 @@ def _predict(args) -> int:
 
 def _model_and_data(args, labels: bool):
     """(checkpoint, X, Y, description) with the data prepared as the model's training data was."""
-    saved = checkpoint.load_checkpoint(args.model, backend=args.backend)
+    saved = checkpoint.load_checkpoint(args.model, backend=args.backend, network_class=Network)
     cli = saved.extras.get("cli") or {}
     label_column = args.label_column or cli.get("label_column")
     loaded = data.load(args.data, label_column=label_column, labels=labels)

@@ -44,8 +44,8 @@ def kinked_pre_activations(net: Network, X, masks=None):
     A = X
     for l in range(1, net.num_layers):
         Z = be.empty((net.layer_dims[l], A.shape[1]), net.dtype)
-        be.gemm(net._W[l], A, out=Z)  # W[l]·A[l-1]
-        be.bias_activation_forward(Z, net._b[l], "linear", out=Z)  # + b[l]
+        be.gemm(net.params.W[l], A, out=Z)  # W[l]·A[l-1]
+        be.bias_activation_forward(Z, net.params.b[l], "linear", out=Z)  # + b[l]
         if net.activations[l - 1] in _KINKED:
             zs[l] = Z
         A = be.empty(Z.shape, net.dtype)
@@ -71,7 +71,7 @@ def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
             near_columns |= near.any(axis=0)
             units = near.any(axis=1)
             if round_ >= max_rounds // 4 and units.any():
-                net._b[l][units] += rng.standard_normal((int(units.sum()), 1)) * scale
+                net.params.b[l][units] += rng.standard_normal((int(units.sum()), 1)) * scale
         if not near_columns.any():
             return X, int(moved.sum())
         X[:, near_columns] += rng.standard_normal((X.shape[0], int(near_columns.sum()))) * scale

@@ -1,10 +1,10 @@
 """Optimizers: SGD, momentum and Adam, with their state on the network's backend.
 
-An optimizer updates every parameter of a `Network` in place from the gradients that
-`Network.compute_gradients` left in its gradient vector (`Network.flat_buffers()`), in one call of the
-backend's fused `sgd_update` / `momentum_update` / `adam_update` over all parameters at once. Its state (velocities, Adam's moments and step count)
-is allocated on the backend on the first update and can be exported and imported as host arrays, which is
-how checkpoints carry it.
+An optimizer updates every parameter of a `Network` in place from the gradients in its gradient vector
+(`Network.flat_buffers()`), in one call of the backend's fused `sgd_update` / `momentum_update` /
+`adam_update` over all parameters at once; the training step (`dnn.step.TrainStep`) calls it in its update
+phase. Its state (velocities, Adam's moments and step count) is allocated on the backend on the first update
+and can be exported and imported as host arrays, which is how checkpoints carry it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ModelFileError
+from .validation import check_positive
 
 
 class Optimizer:
@@ -43,22 +44,16 @@ class Optimizer:
             buf = self.state[slot] = net.backend.zeros(params.shape, net.dtype)
         return buf
 
-    def update(self, net, lr: float) -> None:
-        """Move every parameter of `net` against the gradient now in its gradient buffers (one fused pass)."""
+    def update(self, net, lr: float, state=None) -> None:
+        """Move every parameter of `net` against the gradient now in its gradient buffers (one fused pass).
+
+        With a step `state` (see `dnn.step`), nothing moves when its non-finite flag is set.
+        """
         self.step_count += 1
         params, grads = net.flat_buffers()
-        self._update_all(net, params, grads, lr)
+        self._update_all(net, params, grads, check_positive(lr, "lr"), state)
 
-    def step(self, net, batch, lr: float, l2: float = 0.0, dropout=None, rng=None) -> float:
-        """Compute the gradients on `batch` (see `Network.compute_gradients`) and update; returns the cost.
-
-        Raises DivergenceError, with nothing updated, when the cost or a gradient is not finite.
-        """
-        cost = net.compute_gradients(batch, l2=l2, dropout=dropout, rng=rng)
-        self.update(net, lr)
-        return cost
-
-    def _update_all(self, net, params, grads, lr: float) -> None:
+    def _update_all(self, net, params, grads, lr: float, state) -> None:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state for checkpoints
@@ -97,15 +92,8 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def _update_all(self, net, params, grads, lr):
-        net.backend.sgd_update(params, grads, lr)
-
-    def step(self, net, batch, lr: float, l2: float = 0.0, dropout=None, rng=None) -> float:
-        if dropout:
-            return super().step(net, batch, lr, l2=l2, dropout=dropout, rng=rng)
-        cost = net.train_step(batch, lr=lr, l2=l2)  # a backend may fuse the update into the step's products
-        self.step_count += 1
-        return cost
+    def _update_all(self, net, params, grads, lr, state):
+        net.backend.sgd_update(params, grads, lr, state=state)
 
 
 class Momentum(Optimizer):
@@ -123,8 +111,8 @@ class Momentum(Optimizer):
     def config(self) -> dict:
         return {"beta": self.beta}
 
-    def _update_all(self, net, params, grads, lr):
-        net.backend.momentum_update(params, grads, self._buffers(net, "velocity"), lr, self.beta)
+    def _update_all(self, net, params, grads, lr, state):
+        net.backend.momentum_update(params, grads, self._buffers(net, "velocity"), lr, self.beta, state=state)
 
 
 class Adam(Optimizer):
@@ -146,10 +134,10 @@ class Adam(Optimizer):
     def config(self) -> dict:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def _update_all(self, net, params, grads, lr):
+    def _update_all(self, net, params, grads, lr, state):
         m, v = self._buffers(net, "m"), self._buffers(net, "v")
         # t = step_count counts updates from 1, once per mini-batch, as in the course
-        net.backend.adam_update(params, grads, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count)
+        net.backend.adam_update(params, grads, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count, state=state)
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 

@@ -17,12 +17,10 @@ import numpy as np
 
 from . import checkpoint as checkpoint_file
 from .errors import DivergenceError
-from .network import Batch, Network
 from .optimizers import Optimizer, make_optimizer
-from .validation import check_count as _count
-from .validation import check_dropout_rates as _dropout_rates
-from .validation import check_non_negative as _non_negative
-from .validation import check_positive as _positive
+from .propagation import Batch
+from .step import StepState, TrainStep
+from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
 
 @dataclass
@@ -44,7 +42,7 @@ class History:
         return asdict(self)
 
 
-def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
+def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
         l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
         callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
@@ -61,25 +59,28 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
     checkpoint there is loaded first and training continues from it, ending exactly where an uninterrupted
     run with the same settings ends.
 
-    Raises DivergenceError naming the epoch when the cost becomes non-finite; the parameters then hold the
-    values of the last finite step.
+    Raises DivergenceError naming the epoch and mini-batch when the cost or a gradient becomes non-finite; the
+    parameters then hold the values of the last finite step. Each epoch's steps run without reading anything
+    back from the backend; the cost, accuracy and divergence flag are read once, at the end of the epoch.
     """
-    epochs = _count(epochs, "epochs", minimum=0)
+    epochs = check_count(epochs, "epochs", minimum=0)
     optimizer = make_optimizer(optimizer)
-    lr = optimizer.default_lr if lr is None else _positive(lr, "lr")
-    l2 = _non_negative(l2, "l2")
-    rates = _dropout_rates(dropout, net.num_layers - 1)
+    lr = optimizer.default_lr if lr is None else check_positive(lr, "lr")
+    l2 = check_non_negative(l2, "l2")
+    rates = check_dropout_rates(dropout, net.num_layers - 1)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0])
-    seed = _count(seed, "seed", minimum=0)
+    seed = check_count(seed, "seed", minimum=0)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
-    checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
+    if lr_decay is not None and not callable(lr_decay):
+        check_non_negative(lr_decay, "lr_decay")
 
     data = net.batch(X, Y)
     val = net.batch(*validation) if validation is not None else None
     m = data.X.shape[1]
-    size = m if batch_size is None else min(_count(batch_size, "batch_size", minimum=1), m)
+    size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
     settings = {
         "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
         "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
@@ -89,23 +90,27 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
         history, start = _resume(net, optimizer, checkpoint, settings, seed)
 
     batches = _MiniBatches(net, data, size)
+    state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
+    steps: dict[int, TrainStep] = {}  # batch size -> its step; the last short batch of an epoch gets its own
     for epoch in range(start, epochs):
         epoch_lr = _epoch_lr(lr, lr_decay, epoch)
         # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
         order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
         mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
-        total, correct = 0.0, 0.0
-        for k, batch in enumerate(batches.epoch(order), start=1):
-            try:
-                cost = optimizer.step(net, batch, epoch_lr, l2=l2, dropout=rates, rng=mask_rng)
-            except DivergenceError as exc:
-                raise DivergenceError(
-                    f"training diverged in epoch {epoch + 1} (mini-batch {k}) at learning rate {epoch_lr:g}: {exc}; "
-                    "the parameters hold the last finite step"
-                ) from exc
-            correct += net.last_accuracy(batch) * batch.X.shape[1]  # scored by this step's own forward pass
-            total += cost * batch.X.shape[1]  # the batch's mean cost times its size
-        logs = _record(history, net, val, total / m, correct / m, epoch_lr)
+        for batch in batches.epoch(order):
+            m_b = batch.X.shape[1]
+            if m_b not in steps:
+                steps[m_b] = TrainStep(net, m_b, optimizer, l2=l2, dropout=rates, state=state)
+            steps[m_b](batch, epoch_lr, rng=mask_rng)
+        try:
+            totals = state.read()  # the epoch's one read of the backend
+        except DivergenceError as exc:
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1} (mini-batch {exc.step}) at learning rate {epoch_lr:g}: "
+                f"{exc}; the parameters hold the last finite step"
+            ) from exc
+        # each mini-batch scored by its own step's forward pass (before its update), weighted by its size
+        logs = _record(history, net, val, totals.cost_sum / m, totals.correct / m, epoch_lr)
         done = epoch + 1
         stop = any(callback(net, done, logs) for callback in callbacks)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs or stop):
@@ -118,7 +123,7 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
 class _MiniBatches:
     """Gathers mini-batches from the placed data set into buffers reused every epoch (one per batch size)."""
 
-    def __init__(self, net: Network, data: Batch, size: int):
+    def __init__(self, net, data: Batch, size: int):
         self.backend, self.data, self.size = net.backend, data, size
         self.m = data.X.shape[1]
         self.dtype = net.dtype
@@ -129,13 +134,14 @@ class _MiniBatches:
         if order is None and self.size == self.m:
             yield self.data  # full batch, no shuffling: the data itself, no gather
             return
-        if order is None:
-            order = np.arange(self.m)
+        # the epoch's column order, placed on the backend once: each batch gathers through a slice of it
+        order = self.backend.asarray(np.arange(self.m) if order is None else order)  # (m,)
         for start in range(0, self.m, self.size):
-            index = self.backend.asarray(order[start : start + self.size])  # (m_b,) column indices
+            index = order[start : start + self.size]  # (m_b,) column indices
             out = self._buffers(index.shape[0])
             self.backend.take_columns(self.data.X, index, out=out.X)  # (n_x, m_b)
             self.backend.take_columns(self.data.Y, index, out=out.Y)  # (n_L, m_b)
+            out._x_bound = self.data._x_bound  # a bound on the whole set's |X| bounds every batch gathered from it
             yield out
 
     def _buffers(self, m_b: int) -> Batch:
@@ -145,7 +151,7 @@ class _MiniBatches:
         return self.buffers[m_b]
 
 
-def _record(history: History, net: Network, val: Batch | None, cost: float, accuracy: float, lr: float) -> dict:
+def _record(history: History, net, val: Batch | None, cost: float, accuracy: float, lr: float) -> dict:
     history.cost.append(cost)
     history.accuracy.append(accuracy)
     history.lr.append(lr)
@@ -167,8 +173,8 @@ def _epoch_lr(lr: float, lr_decay, epoch: int) -> float:
     if lr_decay is None:
         return lr
     if callable(lr_decay):
-        return _positive(lr_decay(lr, epoch), f"lr_decay({lr}, {epoch})")
-    return lr / (1.0 + _non_negative(lr_decay, "lr_decay") * epoch)  # the course's 1/(1 + decay·epoch)
+        return check_positive(lr_decay(lr, epoch), f"lr_decay({lr}, {epoch})")
+    return lr / (1.0 + lr_decay * epoch)  # the course's 1/(1 + decay·epoch)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
@@ -177,9 +183,9 @@ def _save(net, optimizer, path, history, settings, seed, epochs_done) -> None:
     checkpoint_file.save(net, path, optimizer=optimizer, training=state)
 
 
-def _resume(net: Network, optimizer: Optimizer, path, settings: dict, seed: int) -> tuple[History, int]:
+def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int) -> tuple[History, int]:
     """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch)."""
-    saved = checkpoint_file.load_checkpoint(path, backend=net.backend)
+    saved = checkpoint_file.load_checkpoint(path, backend=net.backend, network_class=type(net))
     if saved.training is None:
         raise ValueError(f"cannot resume from {path}: it is a saved model without training state")
     mine = (net.layer_dims, net.activations, net.output, net.dtype.name)

@@ -1,17 +1,19 @@
-"""One whole SGD training step (forward, cost, backward, update) in one compiled call.
+"""Compiled pieces of a training step: SGD with W updated inside its gradient's GEMM, the step state, a whole step.
 
-For small networks a step through `Network.train_step` is dominated by Python: ~20 backend calls, each
-checking its arrays and unboxing them into a kernel. `sgd_step` does the same step with the same
-buffers inside one `@njit` function: the matrix products call numpy's own CBLAS GEMM (`numba_blas`, the
-library and thread pool numpy uses), the elementwise passes are the serial row helpers of
-`numba_activations` and the output kernels of `numba_output`, so every value is computed as the numba
-backend computes it. The row helpers are inlined rather than the parallel kernels called: calling a
-`parallel=True` kernel from here made a cold compile ~3x slower.
+`update_inside_products` is the one place where the update inside the products, its finiteness proof and its
+fallback are written: W[l] ← decay·W[l] - lr·D[l]·A[l-1]ᵀ is one GEMM (alpha = -lr, beta = decay = 1 - lr·λ/m),
+so the gradient is never stored, once Σ|A[l-1]|·Σ|D[l]| below `limit` proves every entry of it finite
+(|Σ_k D_ik·A_jk| ≤ max|A|·Σ|D| ≤ Σ|A|·Σ|D|; a NaN or inf makes a sum non-finite). When the bound cannot prove
+it, the gradients are stored, checked and applied, and nothing moves if one is not finite. Both whole-step
+strategies of the numba backend (`backends/numba_steps.py`) end with it.
 
-As in `Network._step_inside_products`, each W is updated by the GEMM that computes its gradient
-(alpha = -lr, beta = 1) once Σ|A[l-1]|·Σ|D[l]| proves every gradient finite; otherwise the gradients are
-stored, checked and applied. Per-layer arrays arrive as tuples of same-typed 2-D arrays (numba unboxes a
-homogeneous tuple cheaply; a reflected list would cost far more per call).
+`sgd_step` is a whole SGD step (forward, cost, backward, update, step state) in one call, for networks small
+enough that ~20 backend calls would cost more in Python than in arithmetic. Its elementwise passes are the
+serial row helpers of `numba_activations` and the output kernels of `numba_output`, so every value is computed
+as the numba backend computes it; the row helpers are inlined rather than the parallel kernels called (calling
+a `parallel=True` kernel from here made a cold compile ~3x slower). Per-layer arrays arrive as tuples of
+same-typed 2-D arrays (numba unboxes a homogeneous tuple cheaply; a reflected list would cost far more).
+The step-state slots are those of `backends/base.py` (STEP_COST ... FINITE_STEPS).
 """
 
 from __future__ import annotations
@@ -26,26 +28,109 @@ from .numba_output import sigmoid_output, softmax_output
 
 
 @njit(cache=True)
-def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta, grad, lr, limit, blas, ilp64):
-    """One gradient-descent step on (X, Y); True when it was taken, False when it was not finite.
+def update_inside_products(X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, decay, l2_m, limit, blas, ilp64):
+    """One SGD update from the deltas D[l] = (1/m)·dZ[l]; True when taken, False when a gradient was not finite.
 
-    X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X|, or a negative number to compute it here. W, b, dW, db:
-    tuples of the L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat vectors theta (P,) and grad (P,).
-    A, D: tuples of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean
-    cross-entropy. acts (L-1,): the hidden layers' activation codes (`numba_activations.ACTIVATION_CODES`);
-    softmax: the output layer (else sigmoid). lr: the learning rate in theta's dtype. limit:
-    `finite_product_limit(dtype)`. blas, ilp64: numpy's cblas_?gemm for the dtype (`numba_blas.gemm`).
-
-    D[l] holds (1/m)·dA[l], then (1/m)·dZ[l], so dW and db need no scaling. When the cost or a gradient is
-    not finite, returns False and leaves theta as it was.
+    X (n_0, m) and A (tuple of L (n_l, m)): the layer inputs are X, A[0], ..., A[L-2]. W, b, dW, db: tuples of
+    the layers' views into theta (P,) and grad (P,); db already holds the bias gradients. input_sums[l] bounds
+    Σ|input of layer l|, delta_sums[l] = Σ|D[l]| (float64). lr, decay = 1 - lr·λ/m, l2_m = λ/m: the dtype's
+    scalars. limit: `finite_product_limit(dtype)`. blas, ilp64: numpy's cblas_?gemm (`numba_blas.gemm`).
     """
+    L = len(W)
+    one, zero = X.dtype.type(1), X.dtype.type(0)
+    step = -lr  # p + (-lr)·g is exactly p - lr·g, as `sgd_update` computes it
+    bounded = True
+    for l in range(L):
+        if not input_sums[l] * delta_sums[l] <= limit:  # NaN fails too
+            bounded = False
+    if bounded:
+        for l in range(L):
+            A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
+            gemm(blas, ilp64, D[l], A_prev, W[l], False, True, step, decay)  # W ← decay·W - lr·D·A_prevᵀ
+            for i in range(b[l].shape[0]):
+                b[l][i, 0] += step * db[l][i, 0]
+        return True
+    for l in range(L):  # a gradient may not be finite: store and check them before anything is updated
+        A_prev = X if l == 0 else A[l - 1]
+        gemm(blas, ilp64, D[l], A_prev, dW[l], False, True, one, zero)  # dW[l] = D[l]·A[l-1]ᵀ
+        if l2_m != zero:
+            w, dw = W[l].reshape(W[l].size), dW[l].reshape(dW[l].size)
+            for k in range(dw.size):
+                dw[k] += l2_m * w[k]  # + (λ/m)·W, as `axpy` adds it
+    for k in range(grad.size):  # no fastmath here: it would let LLVM fold isfinite to True
+        if not np.isfinite(grad[k]):
+            return False
+    for k in range(theta.size):
+        theta[k] += step * grad[k]
+    return True
+
+
+@njit(cache=True)
+def correct_predictions(A, Y, softmax):
+    """Examples of A (n_L, m) classified as Y says: argmax per column for softmax; for sigmoid (A > 0.5) == Y
+    counted per unit, divided by n_L (a one-unit output counts examples)."""
+    n, m = A.shape
+    if softmax:
+        hits = 0.0
+        for j in range(m):
+            best_a, best_y = 0, 0
+            for i in range(1, n):  # the first maximum, as numpy.argmax takes it
+                if A[i, j] > A[best_a, j]:
+                    best_a = i
+                if Y[i, j] > Y[best_y, j]:
+                    best_y = i
+            hits += 1.0 if best_a == best_y else 0.0
+        return hits
+    hits = 0.0
+    half = A.dtype.type(0.5)
+    for i in range(n):
+        for j in range(m):
+            hits += 1.0 if (A[i, j] > half) == (Y[i, j] == 1) else 0.0
+    return hits / n
+
+
+@njit(cache=True)
+def record_step(state, cost, A, Y, softmax):
+    """STEP_COST += cost·m (float64), STEP_CORRECT = correct predictions of A against Y, STEP_EXAMPLES = m."""
+    m = A.shape[1]
+    state[0] += np.float64(cost[0]) * m
+    state[1] = correct_predictions(A, Y, softmax)
+    state[2] = m
+
+
+@njit(cache=True)
+def commit_step(state):
+    """Unless NONFINITE is set: totals += the step's slots, one more finite step."""
+    if state[3] == 0:
+        state[4] += state[0]
+        state[5] += state[1]
+        state[6] += state[2]
+        state[7] += 1
+
+
+@njit(cache=True)
+def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta, grad, lr, limit, blas, ilp64, state):
+    """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.
+
+    X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X| (any upper bound on max|X|). W, b, dW, db: tuples of the
+    L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat vectors theta (P,) and grad (P,). A, D: tuples
+    of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean cross-entropy.
+    acts (L-1,): the hidden layers' activation codes (`numba_activations.ACTIVATION_CODES`); softmax: the
+    output layer (else sigmoid). lr: the learning rate in theta's dtype; limit, blas, ilp64: see
+    `update_inside_products`. state: the (8,) float64 step state. D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
+    """
+    state[0] = 0.0
+    state[1] = 0.0
+    state[2] = 0.0
+    if state[3] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
+        return
     L = len(W)
     m = X.shape[1]
     one, zero = X.dtype.type(1), X.dtype.type(0)
     slope = X.dtype.type(LEAKY_RELU_SLOPE)
     input_sums = np.empty(L)  # Σ|A[l-1]|, l = 1..L
     delta_sums = np.empty(L)  # Σ|D[l]|, l = 1..L
-    input_sums[0] = x_abs_sum if x_abs_sum >= 0 else row_abs_sum(X.reshape(X.size))
+    input_sums[0] = x_abs_sum
     # forward: A[l] = g(W[l]·A[l-1] + b[l]) in place in A[l]; the last product goes to ZL
     for l in range(L):
         A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
@@ -61,6 +146,7 @@ def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta
         softmax_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
     else:
         sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
+    record_step(state, cost, A[L - 1], Y, softmax)
     for i in range(D[L - 1].shape[0]):
         db[L - 1][i, 0] = row_sum(D[L - 1][i])  # db[L] = Σ D[L]: (n_L, 1)
     delta_sums[L - 1] = row_abs_sum(D[L - 1].reshape(D[L - 1].size))
@@ -71,26 +157,9 @@ def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta
         for i in range(D[l - 1].shape[0]):
             total += backward_row(i, D[l - 1], A[l - 1], acts[l - 1], True, D[l - 1], db[l - 1], 1.0, True, True, slope, True)
         delta_sums[l - 1] = total
-    if not np.isfinite(cost[0]):
-        return False
-    step = -lr  # theta + (-lr)·grad is exactly theta - lr·grad, as `sgd_update` computes it
-    bounded = True
-    for l in range(L):
-        if not input_sums[l] * delta_sums[l] <= limit:  # NaN fails too
-            bounded = False
-    if bounded:
-        for l in range(L):
-            A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
-            gemm(blas, ilp64, D[l], A_prev, W[l], False, True, step, one)  # W[l] ← W[l] - lr·D[l]·A[l-1]ᵀ
-            for i in range(b[l].shape[0]):
-                b[l][i, 0] += step * db[l][i, 0]
-        return True
-    for l in range(L):  # a gradient may not be finite: store and check them before anything is updated
-        A_prev = X if l == 0 else A[l - 1]
-        gemm(blas, ilp64, D[l], A_prev, dW[l], False, True, one, zero)  # dW[l] = D[l]·A[l-1]ᵀ
-    for k in range(grad.size):  # no fastmath here: it would let LLVM fold isfinite to True
-        if not np.isfinite(grad[k]):
-            return False
-    for k in range(theta.size):
-        theta[k] += step * grad[k]
-    return True
+    if not np.isfinite(state[0]) or not update_inside_products(
+        X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, one, zero, limit, blas, ilp64
+    ):
+        state[3] = 1
+        return
+    commit_step(state)

@@ -35,7 +35,7 @@ def test_optimizer_state_training_state_and_extras_round_trip(backend, tmp_path)
     net, adam, _ = _trained(backend, "float64")
     mean = np.arange(4.0).reshape(4, 1)
     checkpoint.save(net, tmp_path / "m.npz", optimizer=adam, training={"epoch": 3}, extras={"input_mean": mean, "note": "hi"})
-    saved = checkpoint.load_checkpoint(tmp_path / "m.npz", backend=backend)
+    saved = checkpoint.load_checkpoint(tmp_path / "m.npz", backend=backend, network_class=dnn.Network)
     assert saved.training == {"epoch": 3}
     assert saved.extras["note"] == "hi"
     np.testing.assert_array_equal(saved.extras["input_mean"], mean)

@@ -1,9 +1,10 @@
-"""Every backend's GEMM with alpha and beta, and Σ|a|, the bound a training step proves its gradients finite with.
+"""Every backend's GEMM with alpha and beta, and the numba backend's Σ|a|, the bound its whole steps prove
+gradients finite with.
 
 `gemm(a, b, out, alpha=, beta=)` is BLAS's out ← alpha·op(a)·op(b) + beta·out: beta = 0 ignores what
 `out` held (NaN included); beta = 1 adds to it (how a step updates W inside its gradient's product).
-`abs_sum` is Σ|a| in float64: never below max|a|, NaN or inf exactly when `a` holds a NaN or an inf.
-The forward and backward passes return it for their output when asked, from the pass itself.
+Σ|a| is taken in float64: never below max|a|, NaN or inf exactly when `a` holds a NaN or an inf. The numba
+forward and backward passes return it for their output when asked, from the pass itself.
 """
 
 import numpy as np
@@ -18,6 +19,14 @@ SHAPES = [(1, 1), (5, 1), (1, 9), (33, 17), (600, 700)]
 
 def _on(backend, a):
     return backend.asarray(a)
+
+
+@pytest.fixture
+def nb():
+    pytest.importorskip("numba")
+    from dnn.backends import get_backend
+
+    return get_backend("numba")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -37,9 +46,9 @@ def test_gemm_is_alpha_times_the_product_plus_beta_times_out(backend, rng, dtype
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_abs_sum_is_the_sum_of_magnitudes_in_float64(backend, rng, dtype, shape):
+def test_abs_sum_is_the_sum_of_magnitudes_in_float64(nb, rng, dtype, shape):
     a = (rng.standard_normal(shape) * 3).astype(dtype)
-    total = backend.abs_sum(_on(backend, a))
+    total = nb._abs_sum(a)
     assert isinstance(total, float)
     assert relative_difference([total], [np.abs(a.astype(np.float64)).sum()]) <= gradient_rtol("float64")  # a float64 sum, like a gradient
     assert total >= np.abs(a).max()
@@ -48,29 +57,28 @@ def test_abs_sum_is_the_sum_of_magnitudes_in_float64(backend, rng, dtype, shape)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bad,expected", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "inf")])
 @pytest.mark.parametrize("shape", [(1, 1), (33, 17), (600, 700)])
-def test_abs_sum_is_not_finite_exactly_when_the_array_is_not(backend, rng, dtype, bad, expected, shape):
+def test_abs_sum_is_not_finite_exactly_when_the_array_is_not(nb, rng, dtype, bad, expected, shape):
     a = rng.standard_normal(shape).astype(dtype)
     for index in [(0, 0), (shape[0] - 1, shape[1] - 1), (shape[0] // 2, shape[1] // 3)]:
         poisoned = a.copy()
         poisoned[index] = bad
-        total = backend.abs_sum(_on(backend, poisoned))
+        total = nb._abs_sum(poisoned)
         assert (np.isnan(total) if expected == "nan" else total == np.inf), f"{bad} at {index} gave {total}"
 
 
-def test_abs_sum_of_huge_float32_values_does_not_overflow(backend):
+def test_abs_sum_of_huge_float32_values_does_not_overflow(nb):
     a = np.full((4, 5), np.finfo(np.float32).max, np.float32)
-    assert backend.abs_sum(_on(backend, a)) == pytest.approx(20 * float(np.finfo(np.float32).max))
+    assert nb._abs_sum(a) == pytest.approx(20 * float(np.finfo(np.float32).max))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (600, 700)])
-def test_forward_and_backward_return_the_abs_sum_of_what_they_wrote(backend, rng, dtype, activation, shape):
+def test_forward_and_backward_return_the_abs_sum_of_what_they_wrote(nb, rng, dtype, activation, shape):
     Z, b, dA = (rng.standard_normal(s).astype(dtype) for s in (shape, (shape[0], 1), shape))
-    A, db = _on(backend, np.empty(shape, dtype)), _on(backend, np.empty((shape[0], 1), dtype))
-    forward = backend.bias_activation_forward(_on(backend, Z), _on(backend, b), activation, A, abs_sum=True)
-    out = _on(backend, np.empty(shape, dtype))
-    backward = backend.activation_backward(_on(backend, dA), activation, out, A=A, db=db, db_scale=0.5, abs_sum=True)
+    A, db, out = np.empty(shape, dtype), np.empty((shape[0], 1), dtype), np.empty(shape, dtype)
+    forward = nb._bias_activation_forward(Z, b, activation, A, True)
+    backward = nb._activation_backward(dA, activation, out, A, db, True, db_scale=0.5)
     for total, written in ((forward, A), (backward, out)):
-        assert relative_difference([total], [backend.abs_sum(written)]) <= gradient_rtol("float64")  # a float64 sum, like a gradient
-    assert backend.bias_activation_forward(_on(backend, Z), _on(backend, b), activation, A) is None
+        assert relative_difference([total], [nb._abs_sum(written)]) <= gradient_rtol("float64")  # a float64 sum, like a gradient
+    assert nb._bias_activation_forward(Z, b, activation, A, False) is None

@@ -1,0 +1,124 @@
+"""The numba backend's whole training steps (`Backend.compile_step`): SGD with each W updated inside its GEMM.
+
+Two strategies, both ending in `kernels.numba_step.update_inside_products` (the update, its finiteness proof
+and its fallback, written once):
+- "compiled": the whole step in one compiled call (`kernels.numba_step.sgd_step`), for networks whose every
+  elementwise pass would run on one thread anyway (each layer's n_l·m below the parallel size) and that need
+  no L2: it saves the Python between ~20 operations and loses no parallelism.
+- "fused-update": the layers' passes through the backend's own (parallel) kernels, which return Σ|A| and Σ|D|
+  from the passes they make anyway, then the update inside the products.
+Both need numpy's own CBLAS (alpha and beta on numpy's BLAS), plain SGD, no dropout and no gradient reducer
+(the gradient must exist for a reducer; the update inside the products never stores it).
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from .base import check_output
+
+#: Strategies this module builds.
+STRATEGIES = ("compiled", "fused-update")
+
+
+def finite_product_limit(dtype) -> float:
+    """The largest Σ|A|·Σ|D| for which every entry (and partial sum) of D·Aᵀ in `dtype` is proven finite.
+
+    |Σ_k D_ik·A_jk| ≤ max|A|·Σ|D| ≤ Σ|A|·Σ|D|; the margin of 2⁴ below the dtype's largest value covers the
+    rounding of the products and of their accumulation.
+    """
+    return float(numpy.finfo(dtype).max) / 16
+
+
+def compile_step(backend, plan):
+    """A callable for `plan` (see `Backend.compile_step`), or None when this backend cannot take it that way."""
+    check_output(plan.output)
+    if (
+        plan.strategy not in STRATEGIES
+        or backend.cblas is None
+        or numpy.dtype(plan.dtype) not in (numpy.float32, numpy.float64)
+        or plan.optimizer != "sgd"
+        or plan.dropout
+        or plan.reduces
+    ):
+        return None
+    if plan.strategy == "fused-update":
+        return FusedUpdateStep(backend, plan)
+    small = all(n * plan.m < backend.parallel_min_elements for n in plan.layer_dims[1:])
+    if plan.l2 or not small:
+        return None
+    return CompiledStep(backend, plan)
+
+
+def _input_bound(backend, batch) -> float:
+    """Σ|X| of the batch, taken once and kept with it (its arrays do not change; see `Batch`)."""
+    if batch._x_bound is None:
+        batch._x_bound = backend._abs_sum(batch.X)
+    return batch._x_bound
+
+
+class CompiledStep:
+    """Strategy "compiled": `kernels.numba_step.sgd_step` on the network's own buffers."""
+
+    def __init__(self, backend, plan):
+        p, ws, dtype = plan.params, plan.workspace, numpy.dtype(plan.dtype)
+        self.backend, self.dtype, self.state = backend, dtype, plan.state
+        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.dW[1:]), tuple(p.db[1:]))
+        self.buffers = (tuple(ws.A[1:]), ws.ZL, tuple(ws.D[1:]), ws.cost)
+        self.codes = numpy.array([backend._activation_code(a) for a in plan.activations] or [0], numpy.int64)
+        self.softmax = plan.output == "softmax"
+        self.theta, self.grad = p.theta, p.grad
+        self.blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
+        self.kernel = backend._step.sgd_step
+
+    def __call__(self, batch, lr) -> None:
+        self.kernel(batch.X, batch.Y, _input_bound(self.backend, batch), *self.layers, *self.buffers, self.codes,
+                    self.softmax, self.theta, self.grad, self.dtype.type(lr), *self.blas, self.state)  # fmt: skip
+
+
+class FusedUpdateStep:
+    """Strategy "fused-update": the backend's kernels layer by layer, then the update inside the products."""
+
+    def __init__(self, backend, plan):
+        self.backend, self.plan = backend, plan
+        self.dtype = numpy.dtype(plan.dtype)
+        p = plan.params
+        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.dW[1:]), tuple(p.db[1:]))
+        self.blas = (finite_product_limit(self.dtype), backend.cblas.address(self.dtype), backend.cblas.ilp64)
+        self.input_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|A[l-1]|, l = 1..L
+        self.delta_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|D[l]|, l = 1..L
+
+    def __call__(self, batch, lr) -> None:
+        be, plan, state = self.backend, self.plan, self.plan.state
+        ws, p, L, m = plan.workspace, plan.params, len(plan.layer_dims) - 1, plan.m
+        be.begin_step(state)
+        if plan.l2:
+            be.add_l2_cost(state, p.W[1:], plan.l2)  # with the W about to be updated
+            be.guard_step(state)
+        if state[3]:
+            return  # NONFINITE: nothing moves until the host has seen it
+        self.input_sums[0] = _input_bound(be, batch)
+        A_in = batch.X
+        for l in range(1, L):
+            be.gemm(p.W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]
+            self.input_sums[l] = be._bias_activation_forward(ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True)
+            A_in = ws.A[l]
+        be.gemm(p.W[L], A_in, out=ws.ZL)
+        be.output_layer(ws.ZL, p.b[L], plan.output, ws.A[L], Y=batch.Y, dZ=ws.D[L], cost=ws.cost, dZ_scale=1.0 / m)
+        be.record_step(state, ws.cost, ws.A[L], batch.Y, plan.output)
+        be.bias_grad(ws.D[L], out=p.db[L], scale=1.0)  # db[L] = Σ D[L]
+        self.delta_sums[L - 1] = be._abs_sum(ws.D[L])
+        for l in range(L, 1, -1):
+            be.gemm(p.W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·D[l]
+            self.delta_sums[l - 2] = be._activation_backward(
+                ws.D[l - 1], plan.activations[l - 2], ws.D[l - 1], ws.A[l - 1], p.db[l - 1], True
+            )
+        be.guard_step(state)
+        dt = self.dtype.type
+        if state[3] or not be._step.update_inside_products(
+            batch.X, tuple(ws.A[1:]), tuple(ws.D[1:]), *self.layers, p.theta, p.grad, self.input_sums,
+            self.delta_sums, dt(lr), dt(1.0 - lr * plan.l2 / m), dt(plan.l2 / m), *self.blas,
+        ):  # fmt: skip
+            state[3] = 1
+            return
+        be.commit_step(state)
