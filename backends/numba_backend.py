@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy
 
 from . import numba_steps
-from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_output
+from .base import ACTIVATIONS, OUTPUTS, STATE_SIZE, Backend, adam_bias_corrections, check_output
 from .blas import numpy_cblas_gemm
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -308,12 +308,22 @@ class NumbaBackend(Backend):
     # ------------------------------------------------------------------ the step state and whole steps
     def record_step(self, state, cost, A, Y, output: str) -> None:
         check_output(output)
-        if _kernel_dtype(A, Y, cost) is None or A.shape != Y.shape or state.dtype != numpy.float64:
+        if (
+            _kernel_dtype(A, Y, cost) is None
+            or A.shape != Y.shape
+            or cost.shape != (1,)
+            or type(state) is not numpy.ndarray
+            or state.shape != (STATE_SIZE,)
+            or state.dtype != numpy.float64
+        ):
             super().record_step(state, cost, A, Y, output)
             return
         self._step.record_step(state, cost, A, Y, output == "softmax")
 
     def commit_step(self, state) -> None:
+        if type(state) is not numpy.ndarray or state.shape != (STATE_SIZE,) or state.dtype != numpy.float64:
+            super().commit_step(state)
+            return
         self._step.commit_step(state)
 
     def compile_step(self, plan):
