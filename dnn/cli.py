@@ -194,11 +194,25 @@ def _checked_train_options(args) -> tuple[list[int], list | None]:
     for option in ("--save", "--checkpoint"):
         if getattr(args, option[2:]):
             check_output_path(getattr(args, option[2:]), option)
-    if args.save and args.checkpoint and os.path.abspath(args.save) == os.path.abspath(args.checkpoint):
+    if args.save and args.checkpoint and _same_file(args.save, args.checkpoint):
         raise ValueError(f"--save and --checkpoint name the same file {args.save}; the saved model would replace the training state")
     if args.plot:
         check_plot_path(args.plot, "--plot")
+    _check_outputs_spare_inputs({"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
+                                {"--data": args.data, "--test": args.test})
     return hidden, rates
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_outputs_spare_inputs(outputs: dict, inputs: dict) -> None:
+    """An output option naming an input file would destroy it: refuse before anything is read or written."""
+    for output, target in outputs.items():
+        for source_option, source in inputs.items():
+            if target and source and _same_file(target, source):
+                raise ValueError(f"{output} {target} is also the {source_option} file; writing it would overwrite that input")
 
 
 def _check_label_column(label_column, *sources) -> None:
@@ -266,6 +280,7 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     if args.out:
         check_output_path(args.out, "--out")
+        _check_outputs_spare_inputs({"--out": args.out}, {"MODEL": args.model, "--data": args.data})
     saved, X, _, _ = _model_and_data(args, labels=False)
     net = saved.network
     proba = net.predict_proba(X)  # (n_L, m)

@@ -217,12 +217,19 @@ def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path)
         (["--resume"], "--resume needs --checkpoint PATH"),
         (["--checkpoint", "run.npz", "--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
         (["--checkpoint", "run.npz", "--save", "./run.npz"], "--save and --checkpoint name the same file"),
+        (["--data", "d.csv", "--save", "d.csv"], "--save d.csv is also the --data file; writing it would overwrite that input"),
+        (["--test", "t.npz", "--checkpoint", "./t.npz"], "--checkpoint ./t.npz is also the --test file"),
     ],
 )
 def test_a_bad_train_option_is_one_line_before_training(capsys, no_training, argv, message):
     status, out, err = _cli(capsys, "train", *argv)
     assert status == 1 and out == ""
     assert _one_error_line(err, message), err
+
+
+def test_predict_out_must_not_overwrite_the_model(capsys):
+    status, _, err = _cli(capsys, "predict", "m.npz", "--data", "iris", "--out", "m.npz")
+    assert status == 1 and _one_error_line(err, "--out m.npz is also the MODEL file")
 
 
 def test_label_column_does_not_apply_to_a_model_evaluated_on_a_built_in_set(capsys):
