@@ -3,11 +3,11 @@
 The file holds only arrays (read back with ``allow_pickle=False``, so loading a model never runs code):
 ``meta`` is a JSON string (format name and version, architecture, activations, output, dtype, the feature
 names the network was trained on, optimizer name and hyperparameters, training state for resuming, small
-extras), ``param/W1``, ``param/b1``, ... the
-parameters, ``optimizer/<slot>/<name>`` the optimizer's state and ``extra/<name>`` any array extras (the
-command line keeps its input standardisation there). A save writes a temporary file in the target's
-directory and renames it into place, so a crash mid-save leaves the previous file intact; a network or
-optimizer state holding NaN or infinity is refused before anything is written, since it could not be loaded.
+extras), ``param/W1``, ``param/b1``, ... the parameters, ``optimizer/<slot>/<name>`` the optimizer's state
+and ``extra/<name>`` any array extras (the command line keeps its input standardisation there). A save
+writes a temporary file in the target's directory and renames it into place, so a crash mid-save leaves the
+previous file intact; a network or optimizer state holding NaN or infinity is refused before anything is
+written, since it could not be loaded.
 """
 
 from __future__ import annotations
@@ -133,6 +133,8 @@ def load_checkpoint(path, backend=None) -> Checkpoint:
         raise ModelFileError(f"{path}: the architecture it describes is invalid: {exc}") from exc
     net.set_parameters(params)
     optimizer = _optimizer(path, arrays, meta, net)
+    if not isinstance(meta.get("training"), (dict, type(None))) or not isinstance(meta.get("extras"), (dict, type(None))):
+        raise ModelFileError(f"{path}: its training state or extras are not what dnn writes (JSON objects)")
     extras = dict(meta.get("extras") or {})
     extras.update({key[len("extra/"):]: value for key, value in arrays.items() if key.startswith("extra/")})
     return Checkpoint(net, optimizer, meta.get("training"), extras, _feature_names(path, meta, net))

@@ -36,10 +36,10 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a malformed command line in one line instead of usage text."""
 
     def error(self, message):
-        self.exit(2, f"error: {one_line(message)} (see '{self.prog} --help')\n")
+        self.exit(2, f"error: {_one_line(message)} (see '{self.prog} --help')\n")
 
 
-def one_line(message: str) -> str:
+def _one_line(message: str) -> str:
     """`message` with its line breaks (including those a user's argument may carry) turned into spaces."""
     return " ".join(message.splitlines())
 
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "backends": _backends}[args.command](args)
     except (DnnError, ValueError, OSError, MemoryError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
         message = f"not enough memory: {exc}" if isinstance(exc, MemoryError) else str(exc)
-        print(f"error: {one_line(message)}", file=sys.stderr)
+        print(f"error: {_one_line(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

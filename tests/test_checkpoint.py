@@ -99,6 +99,7 @@ def _rewrite(path, meta=None, arrays=None, remove=()):
         (dict(arrays={"meta": np.asarray("{not json")}), "metadata is corrupted"),
         (dict(meta={"layer_dims": [4, 10**9, 3]}), r"no parameter|W1 has shape"),  # refused before allocating 10^9 units
         (dict(meta={"feature_names": ["a", "b"]}), "feature names are not 4 strings"),
+        (dict(meta={"training": [1, 2]}), "training state or extras are not what dnn writes"),
         (dict(arrays={"optimizer/m/W1": np.full((5, 4), np.inf, np.float32)}), "optimizer state m/W1 is not finite"),
     ],
 )
