@@ -36,13 +36,13 @@ DEFAULT_CASES = "A,B,D"
 DEFAULT_REPEAT = 15
 
 
-def _name_list(text: str, valid, what: str, option: str) -> list[str]:
+def _name_list(text: str, valid, what: str) -> list[str]:
     """Comma-separated names matched case-insensitively against `valid`; unknown names and empty items are an error."""
     from .cli import comma_list  # the command line's list syntax; cli imports this module only for `bench`
 
     by_lower = {name.lower(): name for name in valid}
     try:
-        names = comma_list(text, option)
+        names = comma_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     unknown = [name for name in names if name.lower() not in by_lower]
@@ -53,15 +53,15 @@ def _name_list(text: str, valid, what: str, option: str) -> list[str]:
 
 
 def _cases(text):
-    return _name_list(text, list(CASES), "case", "--cases")
+    return _name_list(text, list(CASES), "case")
 
 
 def _backends(text):
-    return _name_list(text, backend_names(), "backend", "--backends")
+    return _name_list(text, backend_names(), "backend")
 
 
 def _dtypes(text):
-    return _name_list(text, FLOAT_DTYPES, "dtype", "--dtype")
+    return _name_list(text, FLOAT_DTYPES, "dtype")
 
 
 def _positive_int(text):

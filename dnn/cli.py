@@ -360,13 +360,16 @@ def _columns_by_name(X, names, expected, source: str, trained_on: str):
     return X[[names.index(name) for name in expected]]  # (n_x, m) in the model's feature order
 
 
-def comma_list(text: str, option: str) -> list[str]:
-    """The comma-separated items of `text`, stripped; an empty item ('10,,5', '10,') is an error; '' is no items."""
+def comma_list(text: str, option: str | None = None) -> list[str]:
+    """The comma-separated items of `text`, stripped; an empty item ('10,,5', '10,') is an error; '' is no items.
+
+    The error names `option` when given (argparse names it itself for a `type=` function).
+    """
     if not text.strip():
         return []
     items = [part.strip() for part in text.split(",")]
     if not all(items):
-        raise ValueError(f"{option}: {text!r} has an empty item; separate the values with single commas, like 20,7,5")
+        raise ValueError(f"{option + ': ' if option else ''}{text!r} has an empty item; separate the values with single commas")
     return items
 
 

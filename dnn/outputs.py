@@ -51,7 +51,7 @@ def check_plot_path(path: str, option: str) -> str:
     formats = Figure().canvas.get_supported_filetypes()
     if extension not in formats:
         shown = f"format {extension!r}" if extension else "no extension"
-        raise ValueError(f"{option} {path}: {shown}; matplotlib writes {', '.join(sorted(formats))} (for example cost.png)")
+        raise ValueError(f"{option} {path}: {shown}; matplotlib writes {', '.join(sorted(formats))} (name the file with one of these extensions)")
     return extension
 
 

@@ -87,7 +87,7 @@ def test_a_bad_option_value_is_a_one_line_error(capsys, option, value, message):
 @pytest.mark.parametrize("option, value", [("--cases", "D,,B"), ("--backends", "numpy,"), ("--dtype", ",float32")])
 def test_a_list_with_an_empty_item_is_an_error(capsys, option, value):
     status, _, err = bench(capsys, option, value)
-    assert status == 2 and f"{option}: {value!r} has an empty item" in err
+    assert status == 2 and f"argument {option}: {value!r} has an empty item" in err
 
 
 @pytest.mark.parametrize(
