@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 
 from .backends import available_backends, backend_names, get_backend
 from .perf import (
@@ -29,6 +27,7 @@ from .perf import (
     step_gemm_flops,
     warm_up,
 )
+from .outputs import check_plot_path, save_figure
 from .tolerances import GRADIENT_RTOL, gradient_rtol
 from .validation import FLOAT_DTYPES
 
@@ -38,9 +37,14 @@ DEFAULT_REPEAT = 15
 
 
 def _name_list(text: str, valid, what: str) -> list[str]:
-    """Comma-separated names matched case-insensitively against `valid`; unknown names are an error."""
+    """Comma-separated names matched case-insensitively against `valid`; unknown names and empty items are an error."""
+    from .cli import comma_list  # the command line's list syntax; cli imports this module only for `bench`
+
     by_lower = {name.lower(): name for name in valid}
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        names = comma_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     unknown = [name for name in names if name.lower() not in by_lower]
     if unknown or not names:
         shown = ", ".join(repr(name) for name in unknown) or "none given"
@@ -78,7 +82,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=_positive_int, default=DEFAULT_REPEAT,
                         help=f"timed steps per measurement; the median is reported (default: {DEFAULT_REPEAT})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--plot", metavar="FILE.png", help="also draw ms per step as a bar chart into this PNG")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw ms per step as a bar chart into this image (png, svg, pdf, ...)")
 
 
 def _chosen_backends(names):
@@ -198,20 +202,15 @@ def write_plot(rows, path, title: str) -> None:
     ax.set_ylabel("ms per training step (log scale)")
     ax.set_title(title, fontsize=9)
     fig.legend(loc="outside lower center", ncols=len(backends) + 1, fontsize=8)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=directory)  # written whole, then renamed
-    os.close(handle)
-    try:
-        fig.savefig(temporary, format="png", dpi=120)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    fig.set_dpi(120)
+    save_figure(fig, path)  # in the format its extension names, written whole then renamed
 
 
 def run(args) -> int:
     """Run `python -m dnn bench` with parsed `args`; 0 when every backend agreed with NumPy, else 1."""
     # argparse converts string defaults with `type`, so every list option is a list of valid names here.
+    if args.plot:
+        check_plot_path(args.plot, "--plot")  # before measuring: a plot that cannot be written is known now
     rows, skipped = measure(args.cases, args.backends, args.dtype, args.repeat,
                             progress=lambda message: print(message, file=sys.stderr, flush=True))
     environment = environment_info()

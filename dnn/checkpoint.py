@@ -1,31 +1,38 @@
 """Saving and loading a Network as one `.npz` file, atomically written and validated on load.
 
 The file holds only arrays (read back with ``allow_pickle=False``, so loading a model never runs code):
-``meta`` is a JSON string (format name and version, architecture, activations, output, dtype, optimizer
-name and hyperparameters, training state for resuming, small extras), ``param/W1``, ``param/b1``, ... the
-parameters, ``optimizer/<slot>/<name>`` the optimizer's state and ``extra/<name>`` any array extras (the
-command line keeps its input standardisation there). A save writes a temporary file in the target's
-directory and renames it into place, so a crash mid-save leaves the previous file intact.
+``meta`` is a JSON string (format name and version, architecture, activations, output, dtype, the feature
+names the network was trained on, optimizer name and hyperparameters, training state for resuming, small
+extras), ``param/W1``, ``param/b1``, ... the parameters, ``optimizer/<slot>/<name>`` the optimizer's state
+and ``extra/<name>`` any array extras (the command line keeps its input standardisation there). A save
+writes a temporary file in the target's directory and renames it into place, so a crash mid-save leaves the
+previous file intact; a network or optimizer state holding NaN or infinity is refused before anything is
+written, since it could not be loaded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .errors import ModelFileError
+from .errors import ModelFileError, NonFiniteError
+from .initializers import check_layer_dims
 from .optimizers import Optimizer, make_optimizer
+from .outputs import replaced_atomically
+from .validation import resolve_dtype
 
 if TYPE_CHECKING:  # the network module imports this one, not the other way round
     from .network import Network
 
 FORMAT = "dnn-network"
-FORMAT_VERSION = 1
+#: Version 2 added ``feature_names``; version 1 files load with feature_names None.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+#: Every .npz is a zip archive, and a zip archive starts with a local file header.
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class Checkpoint(NamedTuple):
@@ -35,16 +42,25 @@ class Checkpoint(NamedTuple):
     optimizer: Optimizer | None
     training: dict | None  # the state `dnn.training.fit` needs to resume; None for a plain saved model
     extras: dict  # name -> host array or JSON value, as given to `save`
+    feature_names: tuple | None = None  # the name of each input row the network was trained on, if known
 
 
 # ---------------------------------------------------------------------------------------------- save
-def save(net: "Network", path, optimizer: Optimizer | None = None, training: dict | None = None, extras: dict | None = None) -> None:
+def save(net: "Network", path, optimizer: Optimizer | None = None, training: dict | None = None, extras: dict | None = None,
+         feature_names=None) -> None:
     """Write `net` (and optionally its optimizer's state, training state and extras) to `path` atomically.
 
     extras: name -> NumPy array (stored as an array) or JSON-serialisable value (stored in the metadata).
-    Raises ModelFileError when the file cannot be written; the previous file at `path`, if any, is kept.
+    feature_names: one name per input unit (layer_dims[0]), in the order of X's rows, or None.
+    Raises NonFiniteError when a parameter or the optimizer's state holds NaN or infinity, and
+    ModelFileError when the file cannot be written; either way the previous file at `path`, if any, is kept.
     """
+    path = os.fspath(path)
     arrays = {f"param/{name}": value for name, value in net.get_parameters().items()}
+    if feature_names is not None:
+        feature_names = [str(name) for name in feature_names]
+        if len(feature_names) != net.layer_dims[0]:
+            raise ValueError(f"feature_names has {len(feature_names)} names, the network has {net.layer_dims[0]} inputs")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -53,6 +69,7 @@ def save(net: "Network", path, optimizer: Optimizer | None = None, training: dic
         "output": net.output,
         "init": net.init,
         "dtype": net.dtype.name,
+        "feature_names": feature_names,
         "optimizer": None,
         "training": training,
         "extras": {},
@@ -65,35 +82,29 @@ def save(net: "Network", path, optimizer: Optimizer | None = None, training: dic
             arrays[f"extra/{name}"] = value
         else:
             meta["extras"][name] = value
+    _require_finite(path, arrays)
     arrays["meta"] = np.asarray(json.dumps(meta))
-    _write_atomically(os.fspath(path), arrays)
+    _write_atomically(path, arrays)
+
+
+def _require_finite(path: str, arrays: dict) -> None:
+    """Refuse to write parameters or optimizer state holding NaN or inf: `load` would refuse the file."""
+    for key, value in arrays.items():
+        if key.startswith(("param/", "optimizer/")) and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            count = int((~np.isfinite(value)).sum())
+            raise NonFiniteError(f"refusing to save {path}: {key} holds {count} non-finite value(s) (NaN or inf); "
+                                 "the previous file, if any, is unchanged")
 
 
 def _write_atomically(path: str, arrays: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise ModelFileError(f"cannot write model file {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise ModelFileError(f"cannot write model file {path}: {exc}; the previous file is unchanged") from exc
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        with replaced_atomically(path, ".tmp") as temporary:
+            with open(temporary, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as exc:  # named by the user's path and the reason, not by the temporary file's name
+        raise ModelFileError(f"cannot write model file {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -115,19 +126,38 @@ def load_checkpoint(path, backend=None, *, network_class) -> Checkpoint:
     arrays = _read_arrays(path)
     meta = _read_meta(path, arrays)
     try:
-        net = network_class(meta["layer_dims"], meta["activations"], meta["output"], init=meta["init"], dtype=meta["dtype"], backend=backend)
+        dims, dtype = check_layer_dims(meta["layer_dims"]), resolve_dtype(meta["dtype"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: the architecture it describes is invalid: {exc}") from exc
-    net.set_parameters(_parameters(path, arrays, net))
+    # the parameters are checked against the architecture before the network is built, so that an
+    # architecture the file does not hold the parameters of is never allocated
+    params = _parameters(path, arrays, dims, dtype)
+    try:
+        net = network_class(dims, meta["activations"], meta["output"], init=meta["init"], dtype=dtype, backend=backend)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: the architecture it describes is invalid: {exc}") from exc
+    net.set_parameters(params)
     optimizer = _optimizer(path, arrays, meta, net)
+    if not isinstance(meta.get("training"), (dict, type(None))) or not isinstance(meta.get("extras"), (dict, type(None))):
+        raise ModelFileError(f"{path}: its training state or extras are not what dnn writes (JSON objects)")
     extras = dict(meta.get("extras") or {})
     extras.update({key[len("extra/"):]: value for key, value in arrays.items() if key.startswith("extra/")})
-    return Checkpoint(net, optimizer, meta.get("training"), extras)
+    return Checkpoint(net, optimizer, meta.get("training"), extras, _feature_names(path, meta, net))
 
 
 def _read_arrays(path: str) -> dict:
     if not os.path.exists(path):
         raise ModelFileError(f"model file {path} does not exist")
+    if os.path.isdir(path):
+        raise ModelFileError(f"model file {path} is a directory")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(ZIP_MAGIC))
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    if magic != ZIP_MAGIC:
+        raise ModelFileError(f"{path} is not a dnn model file: a model file is an .npz (zip) archive written by "
+                             "`train --save` or Network.save, and this file is not one")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}  # read every member now, so a bad CRC shows up here
@@ -145,25 +175,36 @@ def _read_meta(path: str, arrays: dict) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a dnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has model format version {version!r}; this version of dnn reads version {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        readable = ", ".join(str(v) for v in READABLE_VERSIONS)
+        raise ModelFileError(f"{path} has model format version {version!r}; this version of dnn reads versions {readable}")
     return meta
 
 
-def _parameters(path: str, arrays: dict, net: "Network") -> dict:
+def _feature_names(path: str, meta: dict, net: "Network") -> tuple | None:
+    names = meta.get("feature_names")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names) or len(names) != net.layer_dims[0]:
+        raise ModelFileError(f"{path}: its feature names are not {net.layer_dims[0]} strings, one per input unit")
+    return tuple(names)
+
+
+def _parameters(path: str, arrays: dict, dims: list, dtype) -> dict:
     params = {}
-    for param, _, name in net.gradient_buffers():
-        key = f"param/{name}"
-        if key not in arrays:
-            raise ModelFileError(f"{path} has no parameter {name} although its architecture {net.layer_dims} needs it")
-        value = arrays[key]
-        if value.shape != tuple(param.shape):
-            raise ModelFileError(f"{path}: parameter {name} has shape {value.shape}, the architecture {net.layer_dims} needs {tuple(param.shape)}")
-        if value.dtype != net.dtype:
-            raise ModelFileError(f"{path}: parameter {name} has dtype {value.dtype}, the file says {net.dtype.name}")
-        if not np.all(np.isfinite(value)):
-            raise ModelFileError(f"{path}: parameter {name} holds non-finite values")
-        params[name] = value
+    for l in range(1, len(dims)):
+        for name, shape in ((f"W{l}", (dims[l], dims[l - 1])), (f"b{l}", (dims[l], 1))):
+            key = f"param/{name}"
+            if key not in arrays:
+                raise ModelFileError(f"{path} has no parameter {name} although its architecture {dims} needs it")
+            value = arrays[key]
+            if value.shape != shape:
+                raise ModelFileError(f"{path}: parameter {name} has shape {value.shape}, the architecture {dims} needs {shape}")
+            if value.dtype != dtype:
+                raise ModelFileError(f"{path}: parameter {name} has dtype {value.dtype}, the file says {dtype.name}")
+            if not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{path}: parameter {name} holds non-finite values")
+            params[name] = value
     return params
 
 
@@ -176,5 +217,9 @@ def _optimizer(path: str, arrays: dict, meta: dict, net: "Network") -> Optimizer
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: its optimizer description {spec!r} is invalid: {exc}") from exc
     prefix = "optimizer/"
-    optimizer.load_state_dict(net, {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)})
+    state = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+    for name, value in state.items():
+        if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)):
+            raise ModelFileError(f"{path}: optimizer state {name} is not finite numbers")
+    optimizer.load_state_dict(net, state)
     return optimizer

@@ -1,7 +1,8 @@
 """`python -m dnn train | evaluate | predict | backends | bench`: the command line.
 
 A user's mistake (a missing file, a bad option value, a model that does not fit the data) prints one line,
-``error: ...``, on stderr and exits with status 1 (2 for a malformed command line); no traceback.
+``error: ...``, on stderr and exits with status 1 (2 for a malformed command line); no traceback. Every
+option and output path is checked before data is loaded and before training or benchmarking starts.
 """
 
 from __future__ import annotations
@@ -13,22 +14,34 @@ import sys
 import numpy as np
 
 from . import checkpoint, data
-from .backends import available_backends
-from .errors import DnnError
+from .backends import available_backends, get_backend
+from .backends.base import check_activation
+from .errors import DataError, DnnError
 from .network import Network
 from .optimizers import OPTIMIZERS, make_optimizer
+from .outputs import check_output_path, check_plot_path, save_figure, write_text
 from .training import fit
+from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
 #: Held-out fraction and split seed when `train` gets no --test file (fixed, so evaluate can find the split).
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
+#: Epochs between checkpoints when --checkpoint is given without --checkpoint-every.
+CHECKPOINT_EVERY = 10
+#: Extensions of data files, which belong after --data, not in the MODEL position.
+DATA_EXTENSIONS = (".csv", ".h5", ".hdf5")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a malformed command line in one line instead of usage text."""
 
     def error(self, message):
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _one_line(message: str) -> str:
+    """`message` with its line breaks (including those a user's argument may carry) turned into spaces."""
+    return " ".join(message.splitlines())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network (default: breast_cancer, standardised, fixed-seed split)")
     _data_options(train, default="breast_cancer")
     train.add_argument("--test", metavar="PATH", help="a separate test file (default: hold out 20%% of --data, fixed seed)")
-    train.add_argument("--layers", default="20,7,5", help="hidden layer sizes, comma separated (default: 20,7,5)")
+    train.add_argument("--layers", default="20,7,5", help="hidden layer sizes, comma separated; '' for none (default: 20,7,5)")
     train.add_argument("--activation", default="relu", help="hidden activation: relu, leaky_relu, sigmoid, tanh, linear")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--batch-size", type=int, default=64, help="examples per mini-batch; 0 for the full batch (default: 64)")
@@ -52,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-standardize", dest="standardize", action="store_false", help="keep features as loaded")
     train.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
     train.add_argument("--checkpoint", metavar="PATH", help="save training state here every --checkpoint-every epochs")
-    train.add_argument("--checkpoint-every", type=int, default=10)
+    train.add_argument("--checkpoint-every", type=int, default=None, help=f"epochs between checkpoints (default: {CHECKPOINT_EVERY})")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
     train.add_argument("--plot", metavar="PNG", help="write the cost curve (train and test) to this image")
     train.add_argument("--quiet", action="store_true", help="print only the final accuracies")
@@ -74,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_options(parser, default=None) -> None:
     parser.add_argument("--data", default=default, required=default is None,
                         help=f"{', '.join(data.BUILTIN)}, or a .h5, .npz or .csv file" + (f" (default: {default})" if default else ""))
-    parser.add_argument("--label-column", metavar="NAME", help="the label column of a CSV file (default: the last)")
+    parser.add_argument("--label-column", metavar="NAME", help="the label column of a CSV file (default: the last); CSV only")
     parser.add_argument("--backend", default=None, help="numpy, numba or cupy (default: DNN_BACKEND, else numpy)")
 
 
@@ -82,40 +95,42 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["bench"]:
-            return _bench(argv[1:])
+        bench = argv[:1] == ["bench"]
+        if bench:
+            from . import benchmark  # written separately; imported only for this command
+
+            parser, argv = _Parser(prog="python -m dnn bench", description="Run the benchmarks."), argv[1:]
+            benchmark.configure_parser(parser)
+        else:
+            parser = build_parser()
         try:
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, or a malformed command line already reported in one line
             return exc.code
+        if bench:
+            return benchmark.run(args)
         if args.command is None:
-            build_parser().print_help()
+            parser.print_help()
             return 2
         return {"train": _train, "evaluate": _evaluate, "predict": _predict, "backends": _backends}[args.command](args)
-    except (DnnError, ValueError, OSError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
-        print(f"error: {exc}", file=sys.stderr)
+    except (DnnError, ValueError, OSError, MemoryError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
+        message = f"not enough memory: {exc}" if isinstance(exc, MemoryError) else str(exc)
+        print(f"error: {_one_line(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
 
 
-def _bench(argv) -> int:
-    from . import benchmark  # written separately; imported only for this command
-
-    parser = _Parser(prog="python -m dnn bench", description="Run the benchmarks.")
-    benchmark.configure_parser(parser)
-    return benchmark.run(parser.parse_args(argv))
-
-
 # ---------------------------------------------------------------------------------------------- train
 def _train(args) -> int:
-    hidden = _int_list(args.layers, "--layers")
+    hidden, rates = _checked_train_options(args)
     train = data.load(args.data, label_column=args.label_column)
     if args.test:
         test = data.load(args.test, label_column=args.label_column)
         split = None
-        X_train, Y_train, X_test, Y_test = train.X, train.Y, test.X, test.Y
+        X_test = _columns_by_name(test.X, test.feature_names, train.feature_names, args.test, f"the training data {args.data}")
+        X_train, Y_train, Y_test = train.X, train.Y, test.Y
     else:
         split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION}
         X_train, Y_train, X_test, Y_test = data.train_test_split(train.X, train.Y, TEST_FRACTION, SPLIT_SEED)
@@ -135,9 +150,9 @@ def _train(args) -> int:
     try:
         history = fit(
             net, X_train, Y_train, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
-            l2=args.l2, dropout=_dropout(args.dropout), lr_decay=args.lr_decay, seed=args.seed,
+            l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed,
             validation=(X_test, Y_test), callbacks=[progress], checkpoint=args.checkpoint,
-            checkpoint_every=args.checkpoint_every, resume=args.resume,
+            checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, resume=args.resume,
         )
     finally:
         progress.close()
@@ -147,7 +162,7 @@ def _train(args) -> int:
     if args.save:
         extras["cli"] = {"data": _source_id(args.data), "split": split, "label_column": train.label_name,
                          "standardize": args.standardize, "classes": list(train.classes) if train.classes else None}
-        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras)
+        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=train.feature_names)
         if not args.quiet:
             print(f"saved the model to {args.save}")
     if args.plot:
@@ -155,6 +170,60 @@ def _train(args) -> int:
         if not args.quiet:
             print(f"wrote the cost curve to {args.plot}")
     return 0
+
+
+def _checked_train_options(args) -> tuple[list[int], list | None]:
+    """Check every option of `train` before anything is loaded; returns (hidden layer sizes, dropout rates)."""
+    hidden = _int_list(args.layers, "--layers")
+    check_activation(args.activation)
+    get_backend(args.backend)  # an unknown or unavailable backend is named before the data is loaded
+    check_count(args.epochs, "--epochs", 0)
+    check_count(args.batch_size, "--batch-size", 0)
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
+    for option, value, check in (("--lr", args.lr, check_positive), ("--lr-decay", args.lr_decay, check_non_negative),
+                                 ("--l2", args.l2, check_non_negative)):
+        if value is not None:
+            check(value, option)
+    rates = check_dropout_rates(_dropout(args.dropout), len(hidden))
+    if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
+        raise ValueError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint PATH")
+    if args.checkpoint_every is not None:
+        check_count(args.checkpoint_every, "--checkpoint-every", 1)
+    _check_label_column(args.label_column, args.data, args.test)
+    for option in ("--save", "--checkpoint"):
+        if getattr(args, option[2:]):
+            check_output_path(getattr(args, option[2:]), option)
+    if args.save and args.checkpoint and _same_file(args.save, args.checkpoint):
+        raise ValueError(f"--save and --checkpoint name the same file {args.save}; the saved model would replace the training state")
+    if args.plot:
+        check_plot_path(args.plot, "--plot")
+    _check_outputs_spare_inputs({"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
+                                {"--data": args.data, "--test": args.test})
+    return hidden, rates
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_outputs_spare_inputs(outputs: dict, inputs: dict) -> None:
+    """An output option naming an input file would destroy it: refuse before anything is read or written."""
+    for output, target in outputs.items():
+        for source_option, source in inputs.items():
+            if target and source and _same_file(target, source):
+                raise ValueError(f"{output} {target} is also the {source_option} file; writing it would overwrite that input")
+
+
+def _check_label_column(label_column, *sources) -> None:
+    """--label-column names a CSV column, so at least one source must be a CSV file."""
+    if label_column is not None and not any(source and _is_csv(source) for source in sources):
+        shown = " and ".join(source for source in sources if source)
+        raise ValueError(f"--label-column applies to CSV files only, and {shown} is not one")
+
+
+def _is_csv(source: str) -> bool:
+    return os.path.splitext(source)[1].lower() == ".csv"
 
 
 class _Progress:
@@ -187,21 +256,17 @@ class _Progress:
 
 
 def _plot(history, path: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot, so no GUI backend is involved
 
-    matplotlib.use("Agg")  # files only, no display needed
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.add_subplot()
     epochs = range(1, len(history) + 1)
     ax.plot(epochs, history.cost, label="train")
     if history.val_cost:
         ax.plot(epochs, history.val_cost, label="test")
     ax.set(xlabel="epoch", ylabel="cost", title="cost per epoch")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- evaluate, predict
@@ -213,6 +278,9 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    if args.out:
+        check_output_path(args.out, "--out")
+        _check_outputs_spare_inputs({"--out": args.out}, {"MODEL": args.model, "--data": args.data})
     saved, X, _, _ = _model_and_data(args, labels=False)
     net = saved.network
     proba = net.predict_proba(X)  # (n_L, m)
@@ -224,8 +292,7 @@ def _predict(args) -> int:
         lines.append(f"{k},{p:.6g}" + (f",{names[k]}" if names else ""))
     text = "\n".join(lines) + "\n"
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        write_text(args.out, text)
         print(f"wrote {classes.size} predictions to {args.out}")
     else:
         sys.stdout.write(text)
@@ -233,12 +300,20 @@ def _predict(args) -> int:
 
 
 def _model_and_data(args, labels: bool):
-    """(checkpoint, X, Y, description) with the data prepared as the model's training data was."""
+    """(checkpoint, X, Y, description) with the data prepared as the model's training data was.
+
+    A CSV's columns are matched to the model's features by name and put in the model's order.
+    """
+    if args.model in data.BUILTIN or os.path.splitext(args.model)[1].lower() in DATA_EXTENSIONS:
+        raise ValueError(f"{args.model} is data, not a model file; the model comes first: "
+                         f"python -m dnn {args.command} MODEL.npz --data {args.model}")
+    _check_label_column(args.label_column, args.data)
     saved = checkpoint.load_checkpoint(args.model, backend=args.backend, network_class=Network)
     cli = saved.extras.get("cli") or {}
     label_column = args.label_column or cli.get("label_column")
     loaded = data.load(args.data, label_column=label_column, labels=labels)
-    X, Y, where = loaded.X, loaded.Y, args.data
+    X = _columns_by_name(loaded.X, loaded.feature_names, saved.feature_names, args.data, f"the model {args.model}")
+    Y, where = loaded.Y, args.data
     split = cli.get("split")
     if split and _source_id(args.data) == cli.get("data"):
         # the training data itself: use the held-out part, split exactly as `train` split it
@@ -262,9 +337,46 @@ def _source_id(source: str) -> str:
     return source if source in data.BUILTIN else os.path.abspath(source)
 
 
+def _columns_by_name(X, names, expected, source: str, trained_on: str):
+    """X (n_x, m) with its rows put in the order of the feature names `expected`.
+
+    Without names on either side the rows are taken by position, and a note on stderr says so.
+    Missing or extra names raise DataError listing them.
+    """
+    if names is None or expected is None:
+        if names is not None or expected is not None:
+            unnamed = trained_on if expected is None else source
+            print(f"note: {unnamed} has no feature names (an older model file, or data without a header), "
+                  f"so the columns of {source} are matched to {trained_on} by position", file=sys.stderr)
+        return X
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(f"{source} names more than one column {', '.join(duplicated)}; column names must be unique")
+    missing = [name for name in expected if name not in names]
+    extra = [name for name in names if name not in expected]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"not used by it: {', '.join(extra)}"] if extra else [])
+        raise DataError(f"the columns of {source} do not match those of {trained_on}: {'; '.join(parts)}")
+    return X[[names.index(name) for name in expected]]  # (n_x, m) in the model's feature order
+
+
+def comma_list(text: str, option: str | None = None) -> list[str]:
+    """The comma-separated items of `text`, stripped; an empty item ('10,,5', '10,') is an error; '' is no items.
+
+    The error names `option` when given (argparse names it itself for a `type=` function).
+    """
+    if not text.strip():
+        return []
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise ValueError(f"{option + ': ' if option else ''}{text!r} has an empty item; separate the values with single commas")
+    return items
+
+
 def _int_list(text: str, option: str) -> list[int]:
+    items = comma_list(text, option)
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(item) for item in items]
     except ValueError:
         raise ValueError(f"{option} takes comma-separated integers like 20,7,5, got {text!r}") from None
     if any(v < 1 for v in values):
@@ -275,8 +387,11 @@ def _int_list(text: str, option: str) -> list[int]:
 def _dropout(text: str | None):
     if text is None:
         return None
+    items = comma_list(text, "--dropout")
     try:
-        rates = [float(part) for part in text.split(",")]
+        rates = [float(item) for item in items]
     except ValueError:
-        raise ValueError(f"--dropout takes a rate like 0.2 or one per hidden layer like 0.2,0.1, got {text!r}") from None
+        rates = []
+    if not rates:
+        raise ValueError(f"--dropout takes a rate like 0.2 or one per hidden layer like 0.2,0.1, got {text!r}")
     return rates[0] if len(rates) == 1 else rates

@@ -9,12 +9,14 @@ Caches are ``((A_prev, W, b), Z)``; gradients are ``dA0..dA{L-1}``, ``dW1..dWL``
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .backends import get_backend
 from .errors import ShapeError
 from .initializers import initial_parameters
-from .validation import as_matrix, labels_as_matrix, resolve_dtype
+from .validation import as_matrix, check_count, check_positive, labels_as_matrix, resolve_dtype
 
 __all__ = [
     "initialize_parameters_deep",
@@ -78,18 +80,29 @@ def linear_activation_forward(A_prev, W, b, activation):
     return A, (linear_cache, Z)
 
 
-def _layer_count(parameters) -> int:
-    L = len(parameters) // 2
-    for l in range(1, L + 1):
-        if f"W{l}" not in parameters or f"b{l}" not in parameters:
-            raise KeyError(f"parameters must hold W1..W{L} and b1..b{L}; W{l} or b{l} is missing")
+def layer_count(parameters, name: str = "parameters", prefix: str = "") -> int:
+    """L, the number of layers of a course dictionary holding {prefix}W1, {prefix}b1, ..., {prefix}WL, {prefix}bL.
+
+    L is the highest layer number among its keys, so that a missing key is named (KeyError) instead of
+    the network silently being taken as a shorter one. prefix "d" checks a gradient dictionary.
+    """
+    if not hasattr(parameters, "keys"):
+        raise TypeError(f"{name} must be a dictionary {{'{prefix}W1': ..., '{prefix}b1': ..., ...}}, got {type(parameters).__name__}")
+    pattern = re.compile(rf"{prefix}[Wb]([1-9][0-9]*)")
+    layers = [int(match.group(1)) for key in parameters if isinstance(key, str) and (match := pattern.fullmatch(key))]
+    if not layers:
+        raise KeyError(f"{name} holds no {prefix}W1, {prefix}b1, ... keys; its keys are {sorted(map(str, parameters))}")
+    L = max(layers)
+    missing = [f"{prefix}{kind}{l}" for l in range(1, L + 1) for kind in "Wb" if f"{prefix}{kind}{l}" not in parameters]
+    if missing:
+        raise KeyError(f"{name} has {prefix}W{L}/{prefix}b{L} keys but lacks {', '.join(missing)}")
     return L
 
 
 def L_model_forward(X, parameters, hidden_activation: str = "relu", output: str = "sigmoid"):
     """[LINEAR->RELU]*(L-1) -> LINEAR->SIGMOID; returns (AL, caches), one cache per layer."""
     backend = get_backend()
-    L = _layer_count(parameters)
+    L = layer_count(parameters)
     A = as_matrix(backend, X, getattr(X, "dtype", None) if _is_float(X) else "float64", "X")
     caches = []
     for l in range(1, L):
@@ -170,11 +183,21 @@ def L_model_backward(AL, Y, caches, hidden_activation: str = "relu", output: str
 
 
 def update_parameters(params, grads, learning_rate):
-    """One gradient-descent step; returns new parameters (the inputs are left unchanged, as in the course)."""
+    """One gradient-descent step; returns new parameters (the inputs are left unchanged, as in the course).
+
+    Raises ValueError for a learning rate that is not a finite number > 0, KeyError naming a missing
+    W/b or dW/db key, and ShapeError for a gradient whose shape differs from its parameter's.
+    """
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    L = layer_count(params, "params")
+    if layer_count(grads, "grads", prefix="d") < L:
+        raise KeyError(f"grads holds gradients of fewer layers than params' {L}: dW{L} is missing")
     backend = get_backend()
     parameters = {}
-    for l in range(1, _layer_count(params) + 1):
+    for l in range(1, L + 1):
         for key in (f"W{l}", f"b{l}"):
+            if tuple(grads[f"d{key}"].shape) != tuple(params[key].shape):
+                raise ShapeError(f"grads['d{key}'] has shape {tuple(grads[f'd{key}'].shape)}, but {key} has {tuple(params[key].shape)}")
             p = backend.empty(params[key].shape, params[key].dtype)
             backend.copyto(p, params[key])
             backend.sgd_update(p, grads[f"d{key}"], learning_rate)
@@ -196,7 +219,13 @@ def predict(X, y, parameters, hidden_activation: str = "relu", output: str = "si
 
 
 def L_layer_model(X, Y, layers_dims, learning_rate=0.0075, num_iterations=3000, print_cost=False):
-    """The course's L-layer model: full-batch gradient descent; returns (parameters, costs every 100 steps)."""
+    """The course's L-layer model: full-batch gradient descent; returns (parameters, costs every 100 steps).
+
+    Raises ValueError for a learning rate that is not a finite number > 0 or a num_iterations that is not
+    an integer >= 0, before anything is computed.
+    """
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    num_iterations = check_count(num_iterations, "num_iterations", 0)
     costs = []
     parameters = initialize_parameters_deep(layers_dims)
     for i in range(num_iterations):

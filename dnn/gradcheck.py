@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 
+from .functional import layer_count
 from .network import Network
 from .tolerances import GRADCHECK_THRESHOLD
 
@@ -94,6 +96,7 @@ def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks
     where that cannot help, the copy's biases of the units concerned.
     `dropout_masks` fixes one mask per hidden layer so the check covers dropout's backward pass.
     """
+    _check_model(model)
     ref = float64_reference(model, hidden_activation, output)
     X = np.array(_host(X), dtype=np.float64)
     masks = None if dropout_masks is None else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
@@ -119,6 +122,21 @@ def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks
         numeric.append(approx.ravel())
     difference = _relative_gap(np.concatenate(analytic), np.concatenate(numeric))
     return GradcheckResult(difference, per_parameter, difference < threshold, nudged)
+
+
+def _check_model(model) -> None:
+    """A Network, or a course dict holding exactly W1, b1, ..., WL, bL; anything else is named."""
+    if isinstance(model, Network):
+        return
+    if isinstance(model, (str, bytes, os.PathLike)):
+        raise TypeError(f"gradcheck takes a Network or the course's parameter dict, not the path {os.fsdecode(model)!r}; "
+                        "load it first: dnn.gradcheck(dnn.Network.load(path), X, Y)")
+    if not hasattr(model, "keys"):
+        raise TypeError(f"gradcheck takes a Network or the course's parameter dict, got {type(model).__name__}")
+    L = layer_count(model, "the parameter dict")
+    others = sorted(str(key) for key in model if key not in {f"{kind}{l}" for l in range(1, L + 1) for kind in "Wb"})
+    if others:
+        raise KeyError(f"the parameter dict holds keys other than W1..W{L}, b1..b{L}: {', '.join(others)}")
 
 
 def _relative_gap(g, approx) -> float:

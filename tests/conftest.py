@@ -4,12 +4,21 @@ Backends that cannot run on this machine are reported as skipped with the reason
 gives, so a CPU-only run says plainly that the cupy tests did not run and why.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from dnn.backends import available_backends, get_backend
+
+# Property tests (tests/test_properties.py): in CI the same 300 examples per property on every run (no
+# example database, derandomized), without a per-example deadline, since a first call may compile a kernel.
+# HYPOTHESIS_PROFILE=explore draws new examples each run, for looking for bugs by hand.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=300, print_blob=True)
+settings.register_profile("explore", deadline=None, max_examples=1000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKEND_PARAMS = [
     pytest.param(status.name, id=status.name, marks=pytest.mark.skipif(not status.available, reason=status.reason or ""))

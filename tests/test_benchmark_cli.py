@@ -79,10 +79,45 @@ def test_plot_writes_a_png(capsys, tmp_path):
     ],
 )
 def test_a_bad_option_value_is_a_one_line_error(capsys, option, value, message):
-    with pytest.raises(SystemExit) as exit_:
-        main(["bench", option, value])
-    assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    status, _, err = bench(capsys, option, value)
+    assert status == 2
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option, value", [("--cases", "D,,B"), ("--backends", "numpy,"), ("--dtype", ",float32")])
+def test_a_list_with_an_empty_item_is_an_error(capsys, option, value):
+    status, _, err = bench(capsys, option, value)
+    assert status == 2 and f"argument {option}: {value!r} has an empty item" in err
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("missing/bench.png", "the directory {tmp}/missing does not exist"),
+        (".", "is a directory"),
+        ("bench.xyz", "format 'xyz'; matplotlib writes"),
+        ("bench", "no extension; matplotlib writes"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_is_refused_before_measuring(capsys, monkeypatch, tmp_path, where, message):
+    monkeypatch.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot"))
+    path = tmp_path / where
+    status, out, err = bench(capsys, *TINY, "--plot", str(path))
+    assert status == 1 and out == ""
+    assert err.startswith(f"error: --plot {path}: ") and message.format(tmp=tmp_path) in err and err.count("\n") == 1
+
+
+def test_plot_without_matplotlib_names_the_extra_before_measuring(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot"))
+    status, _, err = bench(capsys, *TINY, "--plot", str(tmp_path / "b.png"))
+    assert status == 1 and err == "error: --plot needs matplotlib, which is not installed: pip install 'dnn-engine[plot]'\n"
+
+
+def test_plot_writes_the_format_its_extension_names(capsys, tmp_path):
+    status, _, _ = bench(capsys, *TINY, "--dtype", "float64", "--plot", str(tmp_path / "bench.svg"))
+    assert status == 0 and b"<svg" in (tmp_path / "bench.svg").read_bytes()[:500]
 
 
 @pytest.mark.skipif(all(status.available for status in available_backends()), reason="every backend runs here")

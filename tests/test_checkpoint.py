@@ -88,7 +88,7 @@ def _rewrite(path, meta=None, arrays=None, remove=()):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(meta={"format_version": 99}), "format version 99; this version of dnn reads version 1"),
+        (dict(meta={"format_version": 99}), "format version 99; this version of dnn reads versions 1, 2"),
         (dict(meta={"format": "other"}), "not a dnn model file"),
         (dict(remove=["meta"]), "no 'meta' entry"),
         (dict(arrays={"param/W1": np.zeros((2, 2), np.float32)}), r"W1 has shape \(2, 2\)"),
@@ -97,11 +97,16 @@ def _rewrite(path, meta=None, arrays=None, remove=()):
         (dict(arrays={"param/b1": np.full((5, 1), np.nan, np.float32)}), "b1 holds non-finite values"),
         (dict(meta={"layer_dims": [4, 0, 3]}), "architecture it describes is invalid"),
         (dict(arrays={"meta": np.asarray("{not json")}), "metadata is corrupted"),
+        (dict(meta={"layer_dims": [4, 10**9, 3]}), r"no parameter|W1 has shape"),  # refused before allocating 10^9 units
+        (dict(meta={"feature_names": ["a", "b"]}), "feature names are not 4 strings"),
+        (dict(meta={"training": [1, 2]}), "training state or extras are not what dnn writes"),
+        (dict(arrays={"optimizer/m/W1": np.full((5, 4), np.inf, np.float32)}), "optimizer state m/W1 is not finite"),
     ],
 )
 def test_a_mismatched_file_is_rejected_with_the_reason(tmp_path, changes, message):
     path = tmp_path / "model.npz"
-    _trained("numpy")[0].save(path)
+    net, adam, _ = _trained("numpy")
+    checkpoint.save(net, path, optimizer=adam)
     _rewrite(path, **changes)
     with pytest.raises(dnn.ModelFileError, match=message):
         dnn.Network.load(path)
@@ -142,3 +147,72 @@ def test_saving_leaves_only_the_target_file(tmp_path):
 def test_an_unwritable_directory_is_reported(tmp_path):
     with pytest.raises(dnn.ModelFileError, match="cannot write model file"):
         _trained("numpy")[0].save(tmp_path / "no" / "such" / "dir" / "m.npz")
+
+
+def test_feature_names_round_trip_and_must_match_the_inputs(tmp_path):
+    net, _, _ = _trained("numpy")
+    checkpoint.save(net, tmp_path / "m.npz", feature_names=("a", "b", "c", "d"))
+    assert checkpoint.load_checkpoint(tmp_path / "m.npz", network_class=dnn.Network).feature_names == ("a", "b", "c", "d")
+    net.save(tmp_path / "plain.npz")
+    assert checkpoint.load_checkpoint(tmp_path / "plain.npz", network_class=dnn.Network).feature_names is None
+    with pytest.raises(ValueError, match="feature_names has 2 names, the network has 4 inputs"):
+        checkpoint.save(net, tmp_path / "m.npz", feature_names=("a", "b"))
+
+
+def test_a_version_1_file_without_feature_names_still_loads(tmp_path):
+    path = tmp_path / "old.npz"
+    net, _, X = _trained("numpy")
+    net.save(path)
+    with np.load(path) as npz:
+        content = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(content["meta"]))
+    del meta["feature_names"]
+    content["meta"] = np.asarray(json.dumps(dict(meta, format_version=1)))
+    np.savez(path, **content)
+    saved = checkpoint.load_checkpoint(path, network_class=dnn.Network)
+    assert saved.feature_names is None
+    np.testing.assert_array_equal(saved.network.predict_proba(X), net.predict_proba(X))
+
+
+def _poisoned(net, adam, where):
+    """Put a NaN into a parameter or into the optimizer's first moment of W1."""
+    if where == "parameter":
+        params = net.get_parameters()
+        params["b2"][1, 0] = np.nan  # set_parameters refuses NaN, so the live array is written directly
+        net.backend.copyto(net.parameters["b2"], net.backend.asarray(params["b2"]))
+    else:
+        adam.state["m"][0] = np.inf  # the flat vector starts with W1
+
+
+@pytest.mark.parametrize("where", ["parameter", "optimizer state"])
+def test_saving_non_finite_values_is_refused_and_the_old_file_kept(backend, tmp_path, where):
+    path = tmp_path / "run.npz"
+    net, adam, _ = _trained(backend)
+    checkpoint.save(net, path, optimizer=adam, training={"epoch": 3})
+    before = path.read_bytes()
+    _poisoned(net, adam, where)
+    expected = r"param/b2 holds 1 non-finite" if where == "parameter" else r"optimizer/m/W1 holds 1 non-finite"
+    with pytest.raises(dnn.NonFiniteError, match=rf"refusing to save .*run.npz: {expected}.*previous file"):
+        checkpoint.save(net, path, optimizer=adam, training={"epoch": 4})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["run.npz"]
+
+
+def test_a_csv_given_as_the_model_is_named_without_talk_of_pickles(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,label\n1,2,0\n")
+    with pytest.raises(dnn.ModelFileError, match="data.csv is not a dnn model file") as error:
+        dnn.Network.load(path)
+    assert "pickle" not in str(error.value)
+
+
+def test_a_directory_given_as_the_model_is_named(tmp_path):
+    with pytest.raises(dnn.ModelFileError, match="is a directory"):
+        dnn.Network.load(tmp_path)
+
+
+def test_a_failed_save_names_the_users_path_not_a_temporary_file(tmp_path):
+    target = tmp_path / "missing" / "m.npz"
+    with pytest.raises(dnn.ModelFileError) as error:
+        _trained("numpy")[0].save(target)
+    assert str(error.value) == f"cannot write model file {target}: No such file or directory; the previous file is unchanged"

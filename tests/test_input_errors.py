@@ -1,5 +1,7 @@
 """Bad input gets an error that names the problem, on every backend, before any kernel runs."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,81 @@ def test_functional_cost_checks_label_values(backend):
         AL = backend.asarray(np.full((1, 3), 0.5))
         with pytest.raises(LabelError):
             F.compute_cost(AL, np.array([[0, 1, -1]]))
+
+
+# ---------------------------------------------------------------------------------------------- the functional API
+def _course_parameters():
+    return F.initialize_parameters_deep([4, 3, 2, 1])
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf"), None, "0.1", True])
+def test_update_parameters_refuses_a_learning_rate_that_is_not_a_positive_finite_number(lr):
+    params = _course_parameters()
+    grads = {f"d{key}": np.ones(value.shape) for key, value in params.items()}
+    with pytest.raises(ValueError, match=rf"learning_rate must be a positive finite number, got {re.escape(repr(lr))}"):
+        F.update_parameters(params, grads, lr)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"learning_rate": float("nan")}, "learning_rate must be a positive finite number, got nan"),
+        ({"learning_rate": -0.0075}, "learning_rate must be a positive finite number, got -0.0075"),
+        ({"num_iterations": -1}, "num_iterations must be an integer >= 0, got -1"),
+        ({"num_iterations": 2.5}, "num_iterations must be an integer >= 0, got 2.5"),
+        ({"num_iterations": "100"}, "num_iterations must be an integer >= 0, got '100'"),
+    ],
+)
+def test_l_layer_model_refuses_bad_hyperparameters_before_computing(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        F.L_layer_model(np.ones((4, 3)), np.array([[0, 1, 0]]), [4, 3, 1], **kwargs)
+
+
+def test_l_layer_model_with_zero_iterations_returns_the_initial_parameters():
+    params, costs = F.L_layer_model(np.ones((4, 3)), np.array([[0, 1, 0]]), [4, 3, 1], num_iterations=0)
+    assert costs == []
+    np.testing.assert_array_equal(params["W1"], F.initialize_parameters_deep([4, 3, 1])["W1"])
+
+
+@pytest.mark.parametrize("missing", ["b2", "W2", "W3"])
+def test_a_missing_parameter_key_is_named_instead_of_computing_a_shorter_network(missing):
+    params = _course_parameters()
+    del params[missing]
+    with pytest.raises(KeyError, match=f"lacks {missing}"):
+        F.L_model_forward(np.ones((4, 2)), params)
+
+
+def test_update_parameters_names_a_missing_gradient_key_and_a_mis_shaped_gradient():
+    params = _course_parameters()
+    grads = {f"d{key}": np.ones(value.shape) for key, value in params.items()}
+    del grads["db2"]
+    with pytest.raises(KeyError, match="grads has dW3/db3 keys but lacks db2"):
+        F.update_parameters(params, grads, 0.1)
+    grads["db2"] = np.ones((3, 1))
+    with pytest.raises(ShapeError, match=r"grads\['db2'\] has shape \(3, 1\), but b2 has \(2, 1\)"):
+        F.update_parameters(params, grads, 0.1)
+
+
+def test_a_parameter_dict_without_course_keys_is_named():
+    with pytest.raises(KeyError, match=r"holds no W1, b1, \.\.\. keys; its keys are \['w1'\]"):
+        F.L_model_forward(np.ones((4, 2)), {"w1": np.ones((1, 4))})
+
+
+# ---------------------------------------------------------------------------------------------- gradcheck's entry
+def test_gradcheck_given_a_path_says_to_load_it(tmp_path):
+    with pytest.raises(TypeError, match=r"not the path '.*model.npz'; load it first"):
+        dnn.gradcheck(str(tmp_path / "model.npz"), np.ones((4, 2)), np.array([[0, 1]]))
+    with pytest.raises(TypeError, match="not the path"):
+        dnn.gradcheck(tmp_path / "model.npz", np.ones((4, 2)), np.array([[0, 1]]))
+
+
+def test_gradcheck_names_a_missing_or_foreign_key():
+    params = _course_parameters()
+    del params["W2"]
+    with pytest.raises(KeyError, match="lacks W2"):
+        dnn.gradcheck(params, np.ones((4, 2)), np.array([[0, 1]]))
+    params = dict(_course_parameters(), dW1=np.ones((3, 4)))
+    with pytest.raises(KeyError, match="keys other than W1..W3, b1..b3: dW1"):
+        dnn.gradcheck(params, np.ones((4, 2)), np.array([[0, 1]]))
+    with pytest.raises(TypeError, match="got list"):
+        dnn.gradcheck([np.ones((1, 4))], np.ones((4, 2)), np.array([[0, 1]]))
