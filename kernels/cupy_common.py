@@ -9,7 +9,8 @@ depend on a dtype are plain functions named as they are. Nothing here imports cu
 Arithmetic mirrors the NumPy reference (`backends/base.py`) operation for operation: `--fmad=false` keeps
 NVRTC from contracting a·b + c into one fused multiply-add, which would round differently from the
 reference's separate product and sum; no fast-math option is given, so isfinite() and IEEE division and
-square root stay exact.
+square root stay exact. CuPy adds `-ftz=true` (float32 subnormals read and written as 0); the CPU test
+compiles with it too. The sources use C++11 only, whichever standard the compiler defaults to.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from ..backends.base import ACTIVATIONS, LEAKY_RELU_SLOPE
 #: The element types every templated kernel is instantiated for, by numpy dtype name.
 CUDA_TYPES = {"float32": "float", "float64": "double"}
 #: Options every source is compiled with, on the GPU and in the CPU test (which adds the architecture).
-NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+NVRTC_OPTIONS = ("--fmad=false",)
+#: What cupy.RawModule appends to those options itself (cupy.cuda.compiler), so the CPU test compiles with
+#: the same: float32 subnormals flush to zero, a difference below 1.2e-38 in absolute terms.
+CUPY_APPENDED_OPTIONS = ("-ftz=true",)
 #: Threads per block of the kernels that reduce (a power of two: the tree reduction halves it).
 REDUCE_THREADS = 256
 #: Activation codes passed to the kernels: the index in base.ACTIVATIONS (the numba kernels use the same).

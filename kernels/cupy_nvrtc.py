@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .cupy_common import NVRTC_OPTIONS, KernelSource
+from .cupy_common import CUPY_APPENDED_OPTIONS, NVRTC_OPTIONS, KernelSource
 
 #: The virtual architecture CI compiles for (Hopper: H100/H200).
 CI_ARCHITECTURE = "compute_90"
@@ -49,7 +49,7 @@ def _program_log(program, source_name: str) -> str:
 
 
 def compile_source(source: KernelSource, architecture: str = CI_ARCHITECTURE) -> CompileResult:
-    """Compile `source` to PTX for `architecture` with the backend's options and every name expression.
+    """Compile `source` to PTX for `architecture` with the options cupy.RawModule uses and every name expression.
 
     Raises NvrtcError (with NVRTC's log) when it does not compile or a name expression names no kernel.
     """
@@ -61,7 +61,7 @@ def compile_source(source: KernelSource, architecture: str = CI_ARCHITECTURE) ->
         expressions = source.name_expressions()
         for expression in expressions:
             _checked(nvrtc.nvrtcAddNameExpression(program, expression.encode()), "nvrtcAddNameExpression", source.name)
-        options = [option.encode() for option in (*NVRTC_OPTIONS, f"--gpu-architecture={architecture}")]
+        options = [o.encode() for o in (*NVRTC_OPTIONS, *CUPY_APPENDED_OPTIONS, f"--gpu-architecture={architecture}")]
         status = nvrtc.nvrtcCompileProgram(program, len(options), options)
         log = _program_log(program, source.name)
         _checked(status, "nvrtcCompileProgram", source.name, log)
