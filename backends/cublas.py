@@ -133,8 +133,8 @@ class Cublas:
     def destroy_handle(self, handle: int) -> None:
         check_status(self.library.cublasDestroy_v2(handle), "cublasDestroy_v2")
 
-    def prepare(self, handle: int, stream: int, workspace: int, workspace_bytes: int, tf32: bool) -> None:
-        """Point `handle` at `stream` and the fixed `workspace`, host scalars, and the chosen math mode.
+    def prepare(self, handle: int, stream: int, workspace: int, workspace_bytes: int) -> None:
+        """Point `handle` at `stream` and the fixed `workspace`, with scalars read from the host.
 
         cublasSetStream_v2 resets the workspace to cuBLAS's own pool, so the workspace is set after it; CuPy
         sets the stream on the same handle for its own calls, so this runs before each of ours.
@@ -143,21 +143,31 @@ class Cublas:
         check_status(lib.cublasSetStream_v2(handle, stream), "cublasSetStream_v2")
         check_status(lib.cublasSetWorkspace_v2(handle, workspace, workspace_bytes), "cublasSetWorkspace_v2")
         check_status(lib.cublasSetPointerMode_v2(handle, POINTER_MODE_HOST), "cublasSetPointerMode_v2")
-        check_status(lib.cublasSetMathMode(handle, TF32_TENSOR_OP_MATH if tf32 else DEFAULT_MATH), "cublasSetMathMode")
 
-    def gemm(self, handle: int, dtype: str, a, b, out, a_shape, b_shape, trans_a: bool, trans_b: bool, alpha: float, beta: float) -> None:
+    def gemm(self, handle: int, dtype: str, a, b, out, a_shape, b_shape, trans_a: bool, trans_b: bool, alpha: float, beta: float,
+             tf32: bool = False) -> None:
         """out ← alpha·op(a)·op(b) + beta·out for row-major C-contiguous device arrays given by address.
 
-        a, b, out: device pointers; a_shape, b_shape: the stored (rows, columns) of a and b.
+        a, b, out: device pointers; a_shape, b_shape: the stored (rows, columns) of a and b. `tf32` lets a
+        float32 product use TF32 tensor cores; the handle is shared with CuPy, so its default math mode is
+        set back afterwards.
         """
         function, scalar = self._gemm[dtype]
         M = a_shape[1] if trans_a else a_shape[0]
         K = a_shape[0] if trans_a else a_shape[1]
         N = b_shape[0] if trans_b else b_shape[1]
         # column-major: outᵀ (N, M) = op(b)ᵀ (N, K) · op(a)ᵀ (K, M); a row-major matrix's leading dimension is its columns
-        status = function(handle, OP_T if trans_b else OP_N, OP_T if trans_a else OP_N, N, M, K,
-                          ctypes.byref(scalar(alpha)), b, b_shape[1], a, a_shape[1], ctypes.byref(scalar(beta)), out, N)  # fmt: skip
+        self._set_math_mode(handle, tf32)
+        try:
+            status = function(handle, OP_T if trans_b else OP_N, OP_T if trans_a else OP_N, N, M, K,
+                              ctypes.byref(scalar(alpha)), b, b_shape[1], a, a_shape[1], ctypes.byref(scalar(beta)), out, N)  # fmt: skip
+        finally:
+            if tf32:
+                self._set_math_mode(handle, False)
         check_status(status, f"cublas{'S' if dtype == 'float32' else 'D'}gemm_v2")
+
+    def _set_math_mode(self, handle: int, tf32: bool) -> None:
+        check_status(self.library.cublasSetMathMode(handle, TF32_TENSOR_OP_MATH if tf32 else DEFAULT_MATH), "cublasSetMathMode")
 
 
 def load_cublas(candidates=None) -> Cublas:

@@ -53,7 +53,7 @@ class CupyBackend(Backend):
         from .cublas import WORKSPACE_BYTES, load_cublas
 
         self._use_kernels(cupy, CompiledKernels(cupy), tf32)
-        self._handle = cupy.cuda.device.get_cublas_handle()  # loads CuPy's libcublas before the binding looks for it
+        cupy.cuda.device.get_cublas_handle()  # makes CuPy load its libcublas before the binding looks for it
         self.cublas = load_cublas()
         self._workspace = cupy.empty((WORKSPACE_BYTES,), dtype=cupy.uint8)  # kept for every call, never reallocated
         self._flag = cupy.zeros((1,), dtype=cupy.int32)
@@ -144,9 +144,11 @@ class CupyBackend(Backend):
         if dtype is None or not _gemm_shapes_fit(a, b, out, trans_a, trans_b) or not self._disjoint((out, a)) or not self._disjoint((out, b)):
             super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
             return
-        stream = self.xp.cuda.get_current_stream().ptr
-        self.cublas.prepare(self._handle, stream, self._workspace.data.ptr, self._workspace.nbytes, self.tf32 and dtype == "float32")
-        self.cublas.gemm(self._handle, dtype, a.data.ptr, b.data.ptr, out.data.ptr, a.shape, b.shape, trans_a, trans_b, alpha, beta)
+        cuda = self.xp.cuda
+        handle = cuda.device.get_cublas_handle()  # CuPy's handle of this thread and device
+        self.cublas.prepare(handle, cuda.get_current_stream().ptr, self._workspace.data.ptr, self._workspace.nbytes)
+        self.cublas.gemm(handle, dtype, a.data.ptr, b.data.ptr, out.data.ptr, a.shape, b.shape, trans_a, trans_b, alpha, beta,
+                         tf32=self.tf32 and dtype == "float32")  # fmt: skip
 
     # ------------------------------------------------------------------ forward
     def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):

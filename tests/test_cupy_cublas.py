@@ -109,6 +109,7 @@ class _ColumnMajorGemm:
 def test_row_major_products_map_onto_column_major_cublas(dtype, trans_a, trans_b):
     library = object.__new__(cublas.Cublas)
     library._gemm = {dtype: (_ColumnMajorGemm(dtype), ctypes.c_float if dtype == "float32" else ctypes.c_double)}
+    library._set_math_mode = lambda handle, tf32: None  # no handle without a device
     rng = np.random.default_rng(1)
     a = rng.standard_normal((5, 3) if trans_a else (3, 5)).astype(dtype)  # op(a): (3, 5)
     b = rng.standard_normal((4, 5) if trans_b else (5, 4)).astype(dtype)  # op(b): (5, 4)
@@ -116,3 +117,33 @@ def test_row_major_products_map_onto_column_major_cublas(dtype, trans_a, trans_b
     expected = -0.5 * ((a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)) + 2.0 * out
     library.gemm(0, dtype, a.ctypes.data, b.ctypes.data, out.ctypes.data, a.shape, b.shape, trans_a, trans_b, -0.5, 2.0)
     assert relative_difference(out, expected) <= gradient_rtol(dtype)
+
+
+class _RecordingLibrary:
+    """Records each cuBLAS entry point called, with its integer arguments, and answers success."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, *(a for a in args[1:] if isinstance(a, int))))
+            return 0
+
+        return call
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_each_call_sets_stream_then_workspace_and_tf32_only_for_that_product(tf32):
+    """SetStream resets the workspace, so the workspace comes after it; the shared handle leaves in default math."""
+    library = object.__new__(cublas.Cublas)
+    library.library = _RecordingLibrary()
+    library._gemm = {"float32": (library.library.cublasSgemm_v2, ctypes.c_float)}
+    library.prepare(handle=1, stream=2, workspace=3, workspace_bytes=4)
+    library.gemm(1, "float32", 10, 11, 12, (3, 5), (5, 4), False, False, 1.0, 0.0, tf32=tf32)
+    names = [call[0] for call in library.library.calls]
+    expected_modes = [cublas.TF32_TENSOR_OP_MATH, cublas.DEFAULT_MATH] if tf32 else [cublas.DEFAULT_MATH]
+    assert names[:3] == ["cublasSetStream_v2", "cublasSetWorkspace_v2", "cublasSetPointerMode_v2"]
+    assert library.library.calls[0][1:] == (2,) and library.library.calls[1][1:] == (3, 4)
+    assert [call[1] for call in library.library.calls if call[0] == "cublasSetMathMode"] == expected_modes
+    assert names.index("cublasSgemm_v2") == 4
