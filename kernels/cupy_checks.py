@@ -1,0 +1,69 @@
+"""CUDA kernels for finiteness and the float64 step-state vector (indices in `cupy_common`).
+
+- `flag_non_finite`: sets *flag = 1 when any element is NaN or ±inf (every writer writes the same 1, so
+  the race is benign); the host clears the flag before and reads it after.
+- `guard_step`: sets state[STEP_DIVERGED] = 1 when this step's cost sum or any gradient element is not
+  finite. Sticky: it only ever writes 1, so once set the flag stays until the host resets it.
+- `commit_step`: when the step did not diverge, adds this step's cost, correct predictions and examples
+  into the totals and counts the step; one thread, so it is one launch a graph can replay.
+- `count_correct`: state[STEP_CORRECT] = the number of examples classified correctly (sigmoid: A > 0.5
+  against the 0/1 labels, averaged over the output units, which for one unit is the count of columns;
+  softmax: the first argmax of A against the first argmax of the one-hot Y). One block, so the count is
+  summed in a fixed order; counts are exact in float64.
+"""
+
+from __future__ import annotations
+
+from .cupy_common import PRELUDE, KernelSource
+
+CODE = (
+    PRELUDE
+    + r"""
+template <typename T>
+__global__ void flag_non_finite(index_t size, const T* a, int* flag) {
+    for (index_t k = blockIdx.x * (index_t)blockDim.x + threadIdx.x; k < size; k += (index_t)gridDim.x * blockDim.x) {
+        if (!isfinite(a[k])) *flag = 1;
+    }
+}
+
+template <typename T>
+__global__ void guard_step(index_t size, const T* grad, double* state) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && !isfinite(state[STEP_COST])) state[STEP_DIVERGED] = 1.0;
+    for (index_t k = blockIdx.x * (index_t)blockDim.x + threadIdx.x; k < size; k += (index_t)gridDim.x * blockDim.x) {
+        if (!isfinite(grad[k])) state[STEP_DIVERGED] = 1.0;
+    }
+}
+
+__global__ void commit_step(double* state) {
+    if (blockIdx.x != 0 || threadIdx.x != 0 || state[STEP_DIVERGED] != 0.0) return;
+    for (int i = 0; i < 3; ++i) state[TOTAL_COST + i] += state[STEP_COST + i];
+    state[STEPS_TAKEN] += 1.0;
+}
+
+// A, Y: (n, m); launched as one block of REDUCE_THREADS threads.
+template <typename T>
+__global__ void count_correct(const T* A, const T* Y, index_t n, index_t m, int softmax, double* state) {
+    __shared__ double partial[REDUCE_THREADS];
+    double correct = 0.0;
+    for (index_t j = threadIdx.x; j < m; j += blockDim.x) {
+        if (softmax) {
+            index_t predicted = 0, truth = 0;
+            for (index_t i = 1; i < n; ++i) {
+                if (A[i * m + j] > A[predicted * m + j]) predicted = i;
+                if (Y[i * m + j] > Y[truth * m + j]) truth = i;
+            }
+            correct += predicted == truth ? 1.0 : 0.0;
+        } else {
+            for (index_t i = 0; i < n; ++i) {
+                T predicted = A[i * m + j] > T(0.5) ? T(1) : T(0);
+                correct += predicted == Y[i * m + j] ? 1.0 : 0.0;
+            }
+        }
+    }
+    double total = block_sum(correct, partial);
+    if (threadIdx.x == 0) state[STEP_CORRECT] = softmax ? total : total / (double)n;
+}
+"""
+)
+
+SOURCE = KernelSource("cupy_checks", CODE, templated=("flag_non_finite", "guard_step", "count_correct"), plain=("commit_step",))
