@@ -151,13 +151,13 @@ class CupyBackend(Backend):
                          tf32=self.tf32 and dtype == "float32")  # fmt: skip
 
     # ------------------------------------------------------------------ forward
-    def bias_activation_forward(self, Z, b, activation: str, out, *, abs_sum: bool = False):
+    def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         code = self._codes.get(activation)
         dtype = self._kernel_dtype(Z, b, out)
         if code is None or dtype is None or out.shape != Z.shape or Z.ndim != 2 or not _column_of(Z.shape[0], b) or not self._separate_or_same(out, Z, b):
-            return super().bias_activation_forward(Z, b, activation, out, abs_sum=abs_sum)
+            super().bias_activation_forward(Z, b, activation, out)
+            return
         self._forward(Z, b, code, out, dtype, with_bias=True)
-        return self.abs_sum(out) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
         code = self._codes.get(activation)
@@ -176,7 +176,7 @@ class CupyBackend(Backend):
                      (Z, b, out, numpy.int64(n), numpy.int64(m), numpy.int32(code), numpy.int32(with_bias)))  # fmt: skip
 
     # ------------------------------------------------------------------ backward
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0, abs_sum: bool = False):
+    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
         code = self._codes.get(activation)
         src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
@@ -191,9 +191,9 @@ class CupyBackend(Backend):
             or (db is not None and not _column_of(dA.shape[0], db))
             or not self._separate_or_same(out, *inputs)
         ):
-            return super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale, abs_sum=abs_sum)
+            super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
+            return
         self._backward(dA, src, out, db, code, A is not None, db_scale, dtype)
-        return self.abs_sum(out) if abs_sum else None
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         dtype = self._kernel_dtype(dZ, out)
@@ -306,9 +306,11 @@ class CupyBackend(Backend):
         self._launch("chk", "flag_non_finite", dtype, (_blocks(a.size),), (THREADS,), (numpy.int64(a.size), a, self._flag))
         return int(self._flag[0]) == 0
 
-    def guard_step(self, state, grad) -> None:
+    def guard_step(self, state, grad=None) -> None:
         """state[3] ← 1 when state[0] (the step's cost sum) or any element of `grad` is not finite (sticky)."""
         state = self._state_argument(state, optional=False)
+        if grad is None:
+            grad = state[:0]  # no elements: the kernel checks the cost alone
         dtype = self._kernel_dtype(grad)
         if dtype is None:
             super().guard_step(state, grad)
@@ -319,14 +321,16 @@ class CupyBackend(Backend):
         """When the step did not diverge: the totals state[4:7] += state[0:3] and state[7] += 1."""
         self._launch("chk", "commit_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
 
-    def count_correct(self, A_L, Y, output: str, state) -> None:
-        """state[1] ← the examples of this batch classified correctly (see kernels/cupy_checks.py)."""
+    def record_step(self, state, cost, A_L, Y, output: str) -> None:
+        """STEP_COST += cost·m, STEP_CORRECT ← the examples classified correctly (kernels/cupy_checks.py), m; no sync."""
         check_output(output)
         state = self._state_argument(state, optional=False)
-        dtype = self._kernel_dtype(A_L, Y)
-        if dtype is None or A_L.ndim != 2 or Y.shape != A_L.shape or A_L.size == 0:
-            super().count_correct(A_L, Y, output, state)
+        dtype = self._kernel_dtype(A_L, Y, cost)
+        if dtype is None or A_L.ndim != 2 or Y.shape != A_L.shape or A_L.size == 0 or cost.shape != (1,):
+            super().record_step(state, cost, A_L, Y, output)
             return
         n, m = A_L.shape
+        state[0:1] += cost.astype(numpy.float64) * m  # on the device, in float64
+        state[2] = m
         self._launch("chk", "count_correct", dtype, (1,), (THREADS,),
                      (A_L, Y, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip

@@ -234,7 +234,7 @@ def test_guard_step_is_sticky_and_commit_step_adds_only_finite_steps(gpu, dtype)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("output,units", [("sigmoid", 1), ("sigmoid", 3), ("softmax", 10)])
-def test_count_correct_matches_the_networks_accuracy(gpu, rng, output, units, dtype):
+def test_record_step_counts_what_the_networks_accuracy_counts(gpu, rng, output, units, dtype):
     m = 1001
     A = rng.random((units, m))
     if output == "softmax":
@@ -245,8 +245,10 @@ def test_count_correct_matches_the_networks_accuracy(gpu, rng, output, units, dt
     truth = Y.argmax(axis=0)[None, :] if output == "softmax" else Y
     expected = float(np.mean(predicted == truth)) * m
     state = gpu.zeros((STATE_SIZE,), "float64")
-    gpu.count_correct(_on(gpu, A, dtype), _on(gpu, Y, dtype), output, state)
+    cost = _on(gpu, np.array([0.25]), dtype)
+    gpu.record_step(state, cost, _on(gpu, A, dtype), _on(gpu, Y, dtype), output)
     assert gpu.to_numpy(state)[1] == pytest.approx(expected, rel=1e-12)
+    assert gpu.to_numpy(state)[0] == 0.25 * m and gpu.to_numpy(state)[2] == m
 
 
 # ---------------------------------------------------------------------------------------------- cuBLAS

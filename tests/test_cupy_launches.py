@@ -112,7 +112,7 @@ def test_output_layer_launches_match_their_kernels(recorded, dtype, output, unit
     b, cost = _arrays(dtype, (units, 1), (1,))
     recorded.output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost, dZ_scale=1 / 9)
     recorded.output_layer(Z, b, output, A)  # prediction: no labels, no gradient, no cost (null pointers)
-    recorded.count_correct(A, Y, output, np.zeros(STATE_SIZE))
+    recorded.record_step(np.zeros(STATE_SIZE), cost, A, Y, output)
     assert recorded._kernels.kernels() == [f"{output}_output"] * 2 + ["count_correct"]
 
 
