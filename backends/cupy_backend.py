@@ -321,16 +321,16 @@ class CupyBackend(Backend):
         """When the step did not diverge: the totals state[4:7] += state[0:3] and state[7] += 1."""
         self._launch("chk", "commit_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
 
-    def record_step(self, state, cost, A_L, Y, output: str) -> None:
+    def record_step(self, state, cost, A, Y, output: str) -> None:
         """STEP_COST += cost·m, STEP_CORRECT ← the examples classified correctly (kernels/cupy_checks.py), m; no sync."""
         check_output(output)
         state = self._state_argument(state, optional=False)
-        dtype = self._kernel_dtype(A_L, Y, cost)
-        if dtype is None or A_L.ndim != 2 or Y.shape != A_L.shape or A_L.size == 0 or cost.shape != (1,):
-            super().record_step(state, cost, A_L, Y, output)
+        dtype = self._kernel_dtype(A, Y, cost)
+        if dtype is None or A.ndim != 2 or Y.shape != A.shape or A.size == 0 or cost.shape != (1,):
+            super().record_step(state, cost, A, Y, output)
             return
-        n, m = A_L.shape
+        n, m = A.shape
         state[0:1] += cost.astype(numpy.float64) * m  # on the device, in float64
         state[2] = m
         self._launch("chk", "count_correct", dtype, (1,), (THREADS,),
-                     (A_L, Y, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip
+                     (A, Y, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip
