@@ -34,6 +34,7 @@ from machine import gemm_rate
 from dnn import perf
 from dnn.backends import available_backends, get_backend
 from dnn.perf import CASES, LEARNING_RATE, SMALL_VERSION, case_data, step_gemm_flops
+from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, kernel_rtol
 
 DTYPES = ("float32", "float64")
@@ -111,11 +112,18 @@ def dnn_eager_step(backend, case):
 
 
 def dnn_captured_step(backend, case):
-    """dnn's step replayed from a CUDA graph: comes with the step object (issue 'One training step, decided once')."""
-    compile_step = getattr(backend, "compile_step", None)
-    if compile_step is None:
-        raise NotAvailable("dnn captured: not implemented yet (no compile hook on the backend: the step object has not landed)")
-    return compile_step(perf.prepare_step(backend, case, "float32"))
+    """dnn's whole step as the backend compiles it (`TrainStep(strategy="compiled")`: a replayed CUDA graph on cupy)."""
+    bench = perf.prepare_step(backend, case, "float32")
+    try:
+        step = TrainStep(bench.net, bench.batch.X.shape[1], strategy="compiled")
+    except ValueError as exc:
+        raise NotAvailable(f"dnn captured: {exc}") from None
+
+    def captured():
+        step(bench.batch, perf.LEARNING_RATE)
+        backend.synchronize()
+
+    return captured
 
 
 def _torch_network(case, torch):
