@@ -22,7 +22,7 @@ from dnn.tolerances import relative_difference
 DTYPES = ("float32", "float64")
 #: Full-size cases run by default with --bench-full (E is opt-in: seconds per step).
 DEFAULT_FULL_CASES = ("A", "B", "C", "D")
-#: The memory-bound kernel size of the Numba issue, and the test-run size (odd, not a multiple of a vector).
+#: The memory-bound kernel size, and the test-run size (odd, not a multiple of a vector).
 KERNEL_SHAPE_FULL = (4096, 4096)
 KERNEL_SHAPE_SMALL = (67, 129)
 
@@ -138,7 +138,7 @@ def _adam() -> KernelCase:
     return KernelCase("update-adam", 7, make, call, ("param", "m", "v"))
 
 
-#: Every fused operation the Numba and CuPy issues list.
+#: Every fused operation the Numba and CuPy backends provide.
 KERNEL_CASES = (
     [_forward(name) for name in ("relu", "sigmoid", "tanh")]
     + [_backward(name) for name in ("relu", "sigmoid", "tanh")]

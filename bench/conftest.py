@@ -1,7 +1,7 @@
 """pytest-benchmark suites: one parametrisation over the backends available here, groups per case and dtype.
 
     pytest bench/ --benchmark-only                      # small sizes (what the test run checks)
-    pytest bench/ --benchmark-only --bench-full         # the cases A–D of the Numba issue, full size
+    pytest bench/ --benchmark-only --bench-full         # the cases A–D at full size
     pytest bench/ --benchmark-only --bench-full --bench-cases A,B,C,D,E
     pytest bench/ --benchmark-only --bench-full --benchmark-save=base   # later: --benchmark-compare
 

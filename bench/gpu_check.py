@@ -40,7 +40,7 @@ from dnn.tolerances import gradient_rtol, kernel_rtol
 DTYPES = ("float32", "float64")
 KERNEL_SHAPES = {"small": ((1, 1), (7, 13), (33, 1), (65, 257)), "full": ((1, 1), (7, 13), (33, 1), (65, 257), (1000, 3001))}
 GEMM_N = {"small": 256, "full": 8192}
-TIMED_CASES = "A,B,D,E"  # the cases of the CuPy issue's performance table
+TIMED_CASES = "A,B,D,E"  # the cases of the GPU performance targets
 REFERENCE_LIMIT = 2e10  # FLOPs of one float64 reference step on the host above which a case is not gradient-checked
 PYTEST_TIMEOUT_S = 150
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,18 @@ and can be exported and imported as host arrays, which is how checkpoints carry 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .errors import ModelFileError
 from .validation import check_positive
+
+
+def _is_decay(beta) -> bool:
+    """True for a real number in [0, 1) (a moving average's decay), not a bool."""
+    return not isinstance(beta, bool) and isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0
 
 
 class Optimizer:
@@ -104,7 +112,7 @@ class Momentum(Optimizer):
 
     def __init__(self, beta: float = 0.9):
         super().__init__()
-        if not 0.0 <= beta < 1.0:
+        if not _is_decay(beta):
             raise ValueError(f"momentum beta must be in [0, 1), got {beta!r}")
         self.beta = float(beta)
 
@@ -125,9 +133,9 @@ class Adam(Optimizer):
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__()
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
+            if not _is_decay(beta):
                 raise ValueError(f"adam {label} must be in [0, 1), got {beta!r}")
-        if not eps > 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
             raise ValueError(f"adam eps must be positive, got {eps!r}")
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
 

@@ -50,7 +50,7 @@ class Case(NamedTuple):
     about: str
 
 
-#: The network cases of the Numba issue, and small versions with the same shape of layers for the test run.
+#: The benchmark network cases, and small versions with the same shape of layers for the test run.
 CASES = {
     case.name: case
     for case in (
@@ -65,7 +65,7 @@ CASES = {
         Case("E-small", (32, 256, 256, 1), 256, "E's shape, test-run size"),
     )
 }
-#: The full-size cases of the Numba issue, in order.
+#: The full-size cases, in order.
 FULL_CASES = ("A", "B", "C", "D", "E")
 #: Each full case's test-run version (D is already small).
 SMALL_VERSION = {"A": "A-small", "B": "B-small", "C": "C-small", "D": "D", "E": "E-small"}

@@ -33,7 +33,7 @@ from .backends.base import FINITE_STEPS, NONFINITE, STEP_EXAMPLES, TOTAL_CORRECT
 from .errors import DivergenceError
 from .optimizers import make_optimizer
 from .propagation import add_l2_gradient, backward, check_batch, forward
-from .validation import check_count, check_dropout_rates, check_non_negative
+from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
 #: Every strategy, in the order a step tries them when none is asked for.
 STRATEGIES = ("compiled", "fused-update", "phases")
@@ -100,6 +100,14 @@ class StepState:
         return StepTotals(float(host[TOTAL_COST]), float(host[TOTAL_CORRECT]), float(host[TOTAL_EXAMPLES]), finite)
 
 
+def _plausible_rate(lr) -> bool:
+    """True for a finite number > 0 that is not a bool (NaN fails the comparison); never raises."""
+    try:
+        return 0.0 < lr < math.inf and not isinstance(lr, bool)
+    except TypeError:
+        return False
+
+
 class TrainStep:
     """One training step on batches of m examples, built once and called per batch.
 
@@ -163,8 +171,8 @@ class TrainStep:
         rng: the backend random generator that draws the dropout masks (with dropout). Read the cost, the
         accuracy and any divergence with `read()`.
         """
-        if not 0.0 < lr < math.inf:  # NaN fails too; validated here, once per step, never inside a kernel
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if not _plausible_rate(lr):  # the cheap test first: this runs every step
+            check_positive(lr, "lr")  # raises the ValueError naming what is wrong
         m = check_batch(self.net, batch) if self.m or batch is not None else 0
         if m != self.m:
             raise ValueError(f"this step was built for batches of {self.m} examples, got {m}")
