@@ -363,9 +363,10 @@ class Backend:
 
         `plan` is a `dnn.step.StepPlan`: the network's architecture, batch size, optimizer, L2, dropout, whether
         a gradient reducer runs, its parameter vectors and views, the workspace and the step state. The callable
-        does what the phases of `dnn.step.TrainStep` do between `begin_step` and `commit_step`: forward, the
-        cost into the workspace, backward and, unless NONFINITE is set or it finds a non-finite cost or
-        gradient (then it sets NONFINITE and moves nothing), the update. The default takes no step this way.
+        does everything the phases of `dnn.step.TrainStep` do, `begin_step` to `commit_step` included: forward,
+        the cost and correct count into the step state (with the L2 penalty), backward and, unless NONFINITE is
+        set or it finds a non-finite cost or gradient (then it sets NONFINITE and moves nothing), the update.
+        It reads nothing back to the host. The default takes no step this way.
         """
         return None
 
