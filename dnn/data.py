@@ -158,6 +158,7 @@ class CsvBlock(NamedTuple):
     first_line: int
     features: np.ndarray
     labels: np.ndarray | None
+    chars_read: int  # characters of the file read up to this block's end (its bytes, for ASCII): for progress bars
 
 
 class CsvTable:
@@ -211,11 +212,12 @@ class CsvTable:
             with open(self.path, newline="", encoding=self.encoding) as f:
                 for _ in range(self.data_line - 1):
                     f.readline()
-                line_number = self.data_line
+                line_number, chars = self.data_line, 0
                 while lines := list(itertools.islice(f, rows)):
                     values = self._parse(lines, line_number)  # (k, columns)
+                    chars += sum(map(len, lines))
                     if values.shape[0]:
-                        yield self._checked_block(values, lines, line_number)
+                        yield self._checked_block(values, lines, line_number, chars)
                     line_number += len(lines)
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"cannot read {self.path}: {exc}") from None
@@ -245,7 +247,7 @@ class CsvTable:
                     return DataError(f"{self.path}, line {i}, column {name!r}: {cell!r} is not a number")
         return None
 
-    def _checked_block(self, values: np.ndarray, lines: list, first_line: int) -> CsvBlock:
+    def _checked_block(self, values: np.ndarray, lines: list, first_line: int, chars_read: int) -> CsvBlock:
         features = values[:, self.feature_index] if self.label_index is not None else values  # (k, n_x)
         labels = values[:, self.label_index] if self.labels else None  # (k,)
         if not np.isfinite(values).all():
@@ -257,7 +259,7 @@ class CsvTable:
             if bad.size:
                 raise DataError(f"{self.path}, {self._line(lines, first_line, bad[0])}, column {self.header[self.label_index]!r}: "
                                 f"labels must be class indices 0, 1, ..., C-1; found {labels[bad[0]]:g}")
-        return CsvBlock(first_line, features, labels)
+        return CsvBlock(first_line, features, labels, chars_read)
 
     @staticmethod
     def _line(lines: list, first_line: int, row: int) -> str:

@@ -19,6 +19,7 @@ from . import checkpoint as checkpoint_file
 from .errors import DivergenceError
 from .network import Batch, Network
 from .optimizers import Optimizer, make_optimizer
+from .sources import Source, SourceBatches
 from .validation import check_count as _count
 from .validation import check_dropout_rates as _dropout_rates
 from .validation import check_non_negative as _non_negative
@@ -49,6 +50,9 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
         callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
 
+    X may also be a `dnn.sources.Source` (with Y None): a data set on disk, checked in one streaming pass
+    and read a mini-batch at a time (see `dnn.sources`).
+
     batch_size: examples per mini-batch (None: the full batch); the columns are shuffled every epoch when
     `shuffle`, and the last mini-batch may be smaller. optimizer: "sgd", "momentum", "adam" or an
     `dnn.optimizers.Optimizer`. lr: learning rate (None: the optimizer's default). l2: λ of the penalty
@@ -76,10 +80,15 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
     checkpoint_every = _count(checkpoint_every, "checkpoint_every", minimum=1)
 
-    data = net.batch(X, Y)
+    if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
+        batches = SourceBatches(net, X, batch_size)
+        m, size = batches.m, batches.size
+    else:
+        data = net.batch(X, Y)
+        m = data.X.shape[1]
+        size = m if batch_size is None else min(_count(batch_size, "batch_size", minimum=1), m)
+        batches = _MiniBatches(net, data, size)
     val = net.batch(*validation) if validation is not None else None
-    m = data.X.shape[1]
-    size = m if batch_size is None else min(_count(batch_size, "batch_size", minimum=1), m)
     settings = {
         "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
         "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
@@ -88,7 +97,6 @@ def fit(net: Network, X, Y, epochs: int = 100, batch_size: int | None = None, op
     if resume and os.path.exists(checkpoint):
         history, start = _resume(net, optimizer, checkpoint, settings, seed)
 
-    batches = _MiniBatches(net, data, size)
     for epoch in range(start, epochs):
         epoch_lr = _epoch_lr(lr, lr_decay, epoch)
         # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
