@@ -107,7 +107,7 @@ def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
     X.flush()
     del X
     np.save(tmp_path / "Y.npy", (np.arange(m) % 2).astype(np.int8))
-    assert os.path.getsize(tmp_path / "X.npy") > 1.5 * limit
+    assert os.path.getsize(tmp_path / "X.npy") > 1.25 * limit
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     train = textwrap.dedent(f"""
         import sys; sys.path.insert(0, {repo!r})
