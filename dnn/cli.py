@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint, convert, data
 from .backends import available_backends, get_backend
 from .backends.base import check_activation
 from .errors import DataError, DnnError
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="CSV", help="write the predictions here (default: standard output)")
 
     commands.add_parser("backends", help="list the backends and whether each can run here")
+    convert.add_parser(commands)
     commands.add_parser("bench", help="run the benchmarks (see 'python -m dnn bench --help')", add_help=False)
     return parser
 
@@ -112,7 +113,8 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        return {"train": _train, "evaluate": _evaluate, "predict": _predict, "backends": _backends}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "backends": _backends, "convert": convert.run}
+        return commands[args.command](args)
     except (DnnError, ValueError, OSError, MemoryError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
         message = f"not enough memory: {exc}" if isinstance(exc, MemoryError) else str(exc)
         print(f"error: {_one_line(message)}", file=sys.stderr)

@@ -11,7 +11,9 @@ Every problem raises `dnn.errors.DataError` naming the file and what is wrong.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -124,30 +126,175 @@ def load_csv(path: str, label_column: str | None = None, labels: bool = True) ->
     """A CSV with a header row: every column a numeric feature except `label_column` (default: the last).
 
     With labels=False the label column is dropped when the file has it (a file to predict on may not).
+    Parsed by numpy.loadtxt's C parser in blocks of `CSV_BLOCK_ROWS` lines written straight into X, so the
+    peak memory is the final arrays plus one block.
     """
-    _require_file(path)
-    try:
-        with open(path, newline="") as f:
-            rows = [row for row in csv.reader(f) if row]  # blank lines skipped
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if len(rows) < 2:
+    table = CsvTable.open(path, label_column, labels)
+    m_max = _count_lines(path) - table.data_line + 1  # an upper bound: blank lines are counted too
+    X = np.empty((table.n_features, m_max))  # (n_x, m_max), trimmed to (n_x, m) below
+    Y = np.empty(m_max) if table.labels else None  # (m_max,)
+    m = 0
+    for block in table.blocks():
+        k = block.features.shape[0]
+        X[:, m : m + k] = block.features.T  # (n_x, k)
+        if Y is not None:
+            Y[m : m + k] = block.labels
+        m += k
+    if m == 0:
         raise DataError(f"{path} needs a header row and at least one data row")
-    header = [name.strip() for name in rows[0]]
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {i}: {len(row)} values, but the header has {len(header)} columns")
-    if labels and label_column is not None and label_column not in header:
-        raise DataError(f"{path} has no column {label_column!r}; its columns are: {', '.join(header)}")
-    if labels:
-        label_index = header.index(label_column) if label_column is not None else len(header) - 1
-    else:
-        label_index = header.index(label_column) if label_column in header else None
-    values = _parse_numbers(rows[1:], header, path)  # (m, columns)
-    X = _numeric(values[:, [j for j in range(len(header)) if j != label_index]].T, path, "X")  # (n_x, m)
-    Y = _labels(values[:, label_index], X.shape[1], path) if labels else None
-    names = tuple(name for j, name in enumerate(header) if j != label_index)
-    return Dataset(X, Y, None, header[label_index] if label_index is not None else None, names)
+    label_name = table.header[table.label_index] if table.label_index is not None else None
+    Y = None if Y is None else Y[:m].reshape(1, m)  # (1, m)
+    return Dataset(_first_columns(X, m), Y, None, label_name, table.feature_names)
+
+
+#: Lines parsed per numpy.loadtxt call: large enough that the per-call cost vanishes, small enough that a
+#: block's strings and values (~3 MB for 30 columns) stay far below the data set itself.
+CSV_BLOCK_ROWS = 8192
+
+
+class CsvBlock(NamedTuple):
+    """Consecutive data rows of a CSV: features (k, n_x) and labels (k,) float64, from file line `first_line` on."""
+
+    first_line: int
+    features: np.ndarray
+    labels: np.ndarray | None
+    chars_read: int  # characters of the file read up to this block's end (its bytes, for ASCII): for progress bars
+
+
+class CsvTable:
+    """A CSV file's header, checked, and a reader of its data rows in blocks (`blocks`), each validated.
+
+    Every problem raises DataError naming the file, the line and the column: a first row that is all
+    numbers (no header), a ragged row, a cell that is not a number, a NaN or infinite feature, a label
+    that is not a class index.
+    """
+
+    def __init__(self, path: str, header: list, data_line: int, label_index: int | None, labels: bool, encoding: str):
+        self.path, self.header, self.data_line, self.encoding = path, header, data_line, encoding
+        self.label_index = label_index  # the label column, or the column dropped when labels=False
+        self.labels = labels  # whether the label column is read (and checked) or only dropped
+        self.feature_index = [j for j in range(len(header)) if j != label_index]
+        self.feature_names = tuple(header[j] for j in self.feature_index)
+        self.n_features = len(self.feature_index)
+
+    @classmethod
+    def open(cls, path: str, label_column: str | None = None, labels: bool = True) -> "CsvTable":
+        """Read and check the header of the CSV at `path`; `label_column`/`labels` as in `load_csv`."""
+        _require_file(path)
+        encoding = "utf-8-sig"  # a byte-order mark is not part of the first column's name
+        try:
+            with open(path, newline="", encoding=encoding) as f:
+                for line_number, line in enumerate(f, start=1):
+                    if line.strip():
+                        break
+                else:
+                    raise DataError(f"{path} needs a header row and at least one data row")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        header = [name.strip() for name in next(csv.reader([line]))]
+        if all(_is_number(name) for name in header):
+            raise DataError(
+                f"{path}: the first line ({line.strip()[:60]!r}) is all numbers, so the file has no header row; "
+                f"add a first line naming the columns (e.g. {','.join(_example_names(len(header)))}) -- "
+                "otherwise its first example would be taken for the column names"
+            )
+        if labels and label_column is not None and label_column not in header:
+            raise DataError(f"{path} has no column {label_column!r}; its columns are: {', '.join(header)}")
+        if labels:
+            label_index = header.index(label_column) if label_column is not None else len(header) - 1
+        else:
+            label_index = header.index(label_column) if label_column in header else None
+        return cls(path, header, line_number + 1, label_index, labels, encoding)
+
+    def blocks(self, rows: int = CSV_BLOCK_ROWS):
+        """The data rows as `CsvBlock`s of up to `rows` lines each (blank lines are skipped), checked."""
+        try:
+            with open(self.path, newline="", encoding=self.encoding) as f:
+                for _ in range(self.data_line - 1):
+                    f.readline()
+                line_number, chars = self.data_line, 0
+                while lines := list(itertools.islice(f, rows)):
+                    values = self._parse(lines, line_number)  # (k, columns)
+                    chars += sum(map(len, lines))
+                    if values.shape[0]:
+                        yield self._checked_block(values, lines, line_number, chars)
+                    line_number += len(lines)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {self.path}: {exc}") from None
+
+    def _parse(self, lines: list, first_line: int) -> np.ndarray:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "input contained no data": a block of blank lines
+                values = np.loadtxt(lines, delimiter=",", dtype=np.float64, comments=None, quotechar='"', ndmin=2)
+        except ValueError as exc:
+            raise self._first_bad_cell(lines, first_line) or DataError(f"{self.path}, lines {first_line}-{first_line + len(lines) - 1}: {exc}") from None
+        if values.shape[0] and values.shape[1] != len(self.header):
+            raise self._first_bad_cell(lines, first_line) or DataError(
+                f"{self.path}, lines {first_line}-{first_line + len(lines) - 1}: {values.shape[1]} values a row, "
+                f"but the header has {len(self.header)} columns")
+        return values
+
+    def _first_bad_cell(self, lines: list, first_line: int) -> DataError | None:
+        """The error for the first ragged row or non-number among `lines` (None if Python reads them all)."""
+        for i, row in enumerate(csv.reader(lines), start=first_line):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) != len(self.header):
+                return DataError(f"{self.path}, line {i}: {len(row)} values, but the header has {len(self.header)} columns")
+            for name, cell in zip(self.header, row):
+                if not _is_number(cell):
+                    return DataError(f"{self.path}, line {i}, column {name!r}: {cell!r} is not a number")
+        return None
+
+    def _checked_block(self, values: np.ndarray, lines: list, first_line: int, chars_read: int) -> CsvBlock:
+        features = values[:, self.feature_index] if self.label_index is not None else values  # (k, n_x)
+        labels = values[:, self.label_index] if self.labels else None  # (k,)
+        if not np.isfinite(values).all():
+            row, column = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+            raise DataError(f"{self.path}, {self._line(lines, first_line, row)}, column {self.header[column]!r}: "
+                            f"{values[row, column]} is not a finite number")
+        if labels is not None:
+            bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+            if bad.size:
+                raise DataError(f"{self.path}, {self._line(lines, first_line, bad[0])}, column {self.header[self.label_index]!r}: "
+                                f"labels must be class indices 0, 1, ..., C-1; found {labels[bad[0]]:g}")
+        return CsvBlock(first_line, features, labels, chars_read)
+
+    @staticmethod
+    def _line(lines: list, first_line: int, row: int) -> str:
+        """'line N' of the block's `row`-th data row (blank lines, which loadtxt skipped, counted back in)."""
+        data_lines = [i for i, line in enumerate(lines) if line.strip()]
+        return f"line {first_line + data_lines[row]}"
+
+
+def _count_lines(path: str) -> int:
+    """Lines in the file at `path` (a last line without a newline counted), read in 1 MiB blocks."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _first_columns(X: np.ndarray, m: int) -> np.ndarray:
+    """X[:, :m] as a C-contiguous (n_x, m) array made in X's own memory (no second copy of the data set).
+
+    Row j moves from offset j·M to j·m of the flat buffer (M = X.shape[1] >= m); rows move in increasing j,
+    so a row is never overwritten before it has moved.
+    """
+    n_x, M = X.shape
+    if m == M:
+        return X
+    flat = X.reshape(-1)  # (n_x·M,) view
+    for j in range(1, n_x):
+        flat[j * m : (j + 1) * m] = X[j, :m]  # overlapping ranges: numpy copies through a buffer
+    return flat[: n_x * m].reshape(n_x, m)
+
+
+def _example_names(n: int) -> list:
+    return [f"x{j}" for j in range(1, n)][:3] + (["..."] if n > 4 else []) + ["label"]
 
 
 # ---------------------------------------------------------------------------------------------- splits and scaling
@@ -221,17 +368,6 @@ def _labels(y, m: int, path: str) -> np.ndarray | None:
     if np.any(y != np.round(y)) or np.any(y < 0):
         raise DataError(f"{path}: labels must be class indices 0, 1, ..., C-1; found {np.unique(y)[:6]}")
     return y.reshape(1, m)
-
-
-def _parse_numbers(rows, header, path: str) -> np.ndarray:
-    """The CSV's data rows as a float64 (m, columns) array; the first non-number names its line and column."""
-    try:
-        return np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        bad = ((i, name, cell) for i, row in enumerate(rows, start=2) for name, cell in zip(header, row) if not _is_number(cell))
-        first = next(bad, None)
-        where = f"line {first[0]}, column {first[1]!r}: {first[2]!r} is not a number" if first else str(exc)
-        raise DataError(f"{path}, {where}") from None
 
 
 def _is_number(text: str) -> bool:

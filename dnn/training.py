@@ -19,6 +19,7 @@ from . import checkpoint as checkpoint_file
 from .errors import DivergenceError
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
+from .sources import Source, SourceBatches
 from .step import StepState, TrainStep
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
@@ -46,6 +47,9 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
         l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
         callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
+
+    X may also be a `dnn.sources.Source` (with Y None): a data set on disk, checked in one streaming pass
+    and read a mini-batch at a time (see `dnn.sources`).
 
     batch_size: examples per mini-batch (None: the full batch); the columns are shuffled every epoch when
     `shuffle`, and the last mini-batch may be smaller. optimizer: "sgd", "momentum", "adam" or an
@@ -77,10 +81,15 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     if lr_decay is not None and not callable(lr_decay):
         check_non_negative(lr_decay, "lr_decay")
 
-    data = net.batch(X, Y)
+    if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
+        batches = SourceBatches(net, X, batch_size)
+        m, size = batches.m, batches.size
+    else:
+        data = net.batch(X, Y)
+        m = data.X.shape[1]
+        size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
+        batches = _MiniBatches(net, data, size)
     val = net.batch(*validation) if validation is not None else None
-    m = data.X.shape[1]
-    size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
     settings = {
         "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
         "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
@@ -89,7 +98,6 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     if resume and os.path.exists(checkpoint):
         history, start = _resume(net, optimizer, checkpoint, settings, seed)
 
-    batches = _MiniBatches(net, data, size)
     state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
     steps: dict[int, TrainStep] = {}  # batch size -> its step; the last short batch of an epoch gets its own
     for epoch in range(start, epochs):

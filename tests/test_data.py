@@ -123,3 +123,42 @@ def test_standardisation_uses_the_training_statistics_only():
     np.testing.assert_allclose(scaler.transform(test), (test - train.mean(axis=1, keepdims=True)) / scaler.std)
     with pytest.raises(DataError, match="4 features, the standardisation was fitted on 3"):
         scaler.transform(np.zeros((4, 2)))
+
+
+def test_a_csv_without_a_header_is_refused_with_the_fix(tmp_path):
+    (tmp_path / "d.csv").write_text("1.5,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"first line \('1.5,2,0'\) is all numbers, so the file has no header row; add a first line naming"):
+        data.load(str(tmp_path / "d.csv"))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a,y\n1,0\n\n2,nan\n", r"line 4, column 'y': nan is not a finite number"),
+        ("a,y\n1,0\n\n\ninf,1\n", r"line 5, column 'a': inf is not a finite number"),
+        ("a,y\n1,0\n2,-1\n", r"line 3, column 'y': labels must be class indices 0, 1, ..., C-1; found -1"),
+        ("a,b,y\n1,2,0\n1,2\n", r"line 3: 2 values, but the header has 3 columns"),
+        ("a,b,y\n1,2,0,4\n", r"line 2: 4 values, but the header has 3 columns"),
+    ],
+)
+def test_csv_values_are_checked_naming_line_and_column(tmp_path, text, message):
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        data.load(str(tmp_path / "d.csv"))
+
+
+def test_csv_blocks_blank_lines_quotes_and_order_give_the_same_arrays(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3, 25))  # (n_x, m)
+    y = np.arange(25) % 2
+    lines = ["\ufeff\"p\",label,q,r"] + [f"{a!r},{c},\"{b!r}\",{d!r}" for (a, b, d), c in zip(X.T.tolist(), y)]
+    lines.insert(10, "")  # blank lines in the middle and at the end are skipped
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n\n\n")
+    monkeypatch.setattr(data, "CSV_BLOCK_ROWS", 4)  # many blocks, one of them blank-only
+    ds = data.load_csv(str(tmp_path / "d.csv"), label_column="label")
+    assert ds.feature_names == ("p", "q", "r") and ds.label_name == "label"
+    assert ds.X.flags.c_contiguous
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.Y, y.reshape(1, -1))
+    features = data.load_csv(str(tmp_path / "d.csv"), label_column="label", labels=False)
+    np.testing.assert_array_equal(features.X, X)

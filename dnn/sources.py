@@ -1,0 +1,491 @@
+"""Data sets larger than memory: examples stored as rows on disk, read a slice at a time.
+
+`open_source(path)` opens one of (examples are rows, so gathering a shuffled mini-batch reads whole rows):
+
+- a directory holding ``X.npy`` (m, n_x) and ``Y.npy`` (m,) -- what ``python -m dnn convert`` writes --
+  or the path of such an ``X.npy`` itself;
+- a directory of shards ``X_0.npy, Y_0.npy, X_1.npy, Y_1.npy, ...`` (numbered from 0, any number of rows
+  each, the same features and dtype), read as one data set in shard order;
+- an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), read in slices with h5py.
+
+Labels are class indices. Feature names, when present, come from ``features.json`` beside the ``.npy``
+files (``{"feature_names": [...], "label_name": ...}``) or the ``X`` dataset's attributes in an ``.h5``.
+
+``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call per run of
+consecutive rows), not mapped: the process's address space and resident memory never hold more than the
+buffers, so a file far larger than memory (or than an ``RLIMIT_AS`` limit) trains; the OS page cache
+keeps what fits. Every problem -- a truncated file, a shard that does not match, a NaN, a label outside
+the classes -- raises `dnn.errors.DataError` naming the file and, for values, the row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+from .data import Standardizer
+from .errors import DataError
+from .propagation import Batch
+from .validation import check_count, resolve_dtype
+
+#: Bytes of features read per chunk by `Source.chunks` (and so by `scan`): large enough for few reads,
+#: small enough that a chunk and its float64 temporaries stay well below any data set worth streaming.
+CHUNK_BYTES = 16 << 20
+
+
+class Source:
+    """Examples on disk: `m` rows of `n_features` numbers, with one class-index label each.
+
+    Subclasses implement `read_rows` and `locate`; `chunks` streams the whole set in order.
+    """
+
+    path: str
+    m: int
+    n_features: int
+    feature_names: tuple | None = None
+    label_name: str | None = None
+
+    def read_rows(self, index, X_out: np.ndarray, y_out: np.ndarray | None) -> None:
+        """Gather rows `index` ((k,) ints in [0, m), any order) into X_out (k, n_features) and y_out (k,).
+
+        X_out and y_out are the caller's float arrays (converted on the way); y_out None skips the labels.
+        """
+        raise NotImplementedError
+
+    def locate(self, row: int) -> str:
+        """'FILE, row R' for the data set's `row`: the file that holds it and its row there (for messages)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the open files."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def chunk_rows(self) -> int:
+        """Rows per chunk in `chunks`: `CHUNK_BYTES` of float64 features."""
+        return max(1, CHUNK_BYTES // (8 * max(1, self.n_features)))
+
+    def chunks(self, rows: int | None = None):
+        """(start, X (k, n_features) float64, y (k,) float64) for consecutive chunks of up to `rows` rows.
+
+        The arrays are reused: each is valid until the next chunk is requested.
+        """
+        rows = self.chunk_rows() if rows is None else check_count(rows, "rows", minimum=1)
+        X, y = np.empty((min(rows, self.m), self.n_features)), np.empty(min(rows, self.m))
+        for start in range(0, self.m, rows):
+            k = min(rows, self.m - start)
+            self.read_rows(np.arange(start, start + k), X[:k], y[:k])
+            yield start, X[:k], y[:k]
+
+    def _check_index(self, index) -> np.ndarray:
+        index = np.asarray(index)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise ValueError(f"row index must be a 1-D integer array, got shape {index.shape} and dtype {index.dtype}")
+        if index.size and (index.min() < 0 or index.max() >= self.m):
+            raise IndexError(f"row index out of range: {self.path} has rows 0..{self.m - 1}, asked for {index.min()}..{index.max()}")
+        return index
+
+
+# ---------------------------------------------------------------------------------------------- .npy files
+class _NpyFile:
+    """One .npy file's header, checked against its size, and positioned reads of its rows."""
+
+    def __init__(self, path: str, ndims: tuple):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in readers:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, fortran, dtype = readers[version](f)
+                self.offset = f.tell()
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
+        except ValueError as exc:
+            raise DataError(f"{path} is not a readable .npy file: {exc}") from None
+        if len(shape) not in ndims or dtype.hasobject or dtype.kind not in "biuf":
+            raise DataError(f"{path} holds a {dtype} array of shape {shape}; expected a numeric array with {' or '.join(map(str, ndims))} dimensions")
+        if fortran and len(shape) == 2 and shape[1] > 1:
+            raise DataError(f"{path} is stored in Fortran order, so its rows are not contiguous; "
+                            "save it with np.save(path, np.ascontiguousarray(X))")
+        self.shape, self.dtype = shape, dtype
+        self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        needed = self.offset + shape[0] * self.row_bytes
+        size = os.path.getsize(path)
+        if size < needed:
+            raise DataError(f"{path} is truncated: its header says {shape} {dtype} ({needed} bytes with the header), "
+                            f"but the file has {size} bytes")
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read(self, index: np.ndarray, out: np.ndarray) -> None:
+        """Rows `index` (k,) into `out` (k, ...) of this file's dtype, C-contiguous: one read per run of consecutive rows."""
+        if not len(index):
+            return
+        raw = out.reshape(len(index), -1).view(np.uint8)  # (k, row_bytes)
+        # runs of consecutive rows: [bounds[i], bounds[i + 1]) of `index`
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(index) != 1) + 1, [len(index)])).tolist()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            self._pread_fully(memoryview(raw[a:b].reshape(-1)), self.offset + int(index[a]) * self.row_bytes)
+
+    def _pread_fully(self, buffer: memoryview, offset: int) -> None:
+        while buffer.nbytes:
+            n = os.preadv(self.fd, [buffer], offset)  # releases the GIL while it reads
+            if n == 0:
+                raise DataError(f"{self.path} ended early (truncated while being read?) at byte {offset}")
+            buffer, offset = buffer[n:], offset + n
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class NpySource(Source):
+    """X/Y .npy pairs read with positioned reads: one pair (X.npy, Y.npy) or numbered shards (X_k.npy, Y_k.npy)."""
+
+    def __init__(self, pairs: list, path: str):
+        self.path = path
+        self.shards = []
+        try:
+            for x_path, y_path in pairs:
+                X, Y = _NpyFile(x_path, (2,)), _NpyFile(y_path, (1, 2))
+                self.shards.append((X, Y))
+                if Y.shape[0] != X.shape[0] or Y.row_bytes != Y.dtype.itemsize:
+                    raise DataError(f"{y_path} holds labels of shape {Y.shape} for the {X.shape[0]} rows of {x_path}; expected ({X.shape[0]},)")
+                first = self.shards[0][0]
+                if (X.shape[1], X.dtype) != (first.shape[1], first.dtype):
+                    raise DataError(f"shard {x_path} holds {X.shape[1]} {X.dtype} features a row, "
+                                    f"but {first.path} holds {first.shape[1]} {first.dtype}; every shard must match")
+        except DataError:
+            self.close()
+            raise
+        self.starts = np.cumsum([0] + [X.shape[0] for X, _ in self.shards])  # (shards + 1,) first row of each shard
+        self.m, self.n_features = int(self.starts[-1]), self.shards[0][0].shape[1]
+        self.x_dtype = self.shards[0][0].dtype
+        self.feature_names, self.label_name = _features_json(os.path.dirname(pairs[0][0]), self.n_features)
+
+    def read_rows(self, index, X_out, y_out) -> None:
+        index = self._check_index(index)
+        shard_of = np.searchsorted(self.starts, index, side="right") - 1  # (k,)
+        for s in np.unique(shard_of).tolist():
+            where = np.flatnonzero(shard_of == s) if len(self.shards) > 1 else slice(None)
+            local = index[where] - self.starts[s]  # (k_s,) rows of shard s
+            X, Y = self.shards[s]
+            _read_converted(X, local, X_out, where)
+            if y_out is not None:
+                _read_converted(Y, local, y_out, where)
+
+    def locate(self, row: int) -> str:
+        s = int(np.searchsorted(self.starts, row, side="right") - 1)
+        return f"{self.shards[s][0].path}, row {row - int(self.starts[s])}"
+
+    def close(self) -> None:
+        for X, Y in self.shards:
+            X.close()
+            Y.close()
+
+
+def _read_converted(file: _NpyFile, local: np.ndarray, out: np.ndarray, where) -> None:
+    """file's rows `local` into out[where], straight into `out` when the dtype and layout allow."""
+    if isinstance(where, slice) and out.dtype == file.dtype and out.flags.c_contiguous:
+        file.read(local, out)
+        return
+    scratch = np.empty((len(local),) + tuple(file.shape[1:]), file.dtype)  # (k_s, ...) in the file's dtype
+    file.read(local, scratch)
+    out[where] = scratch.reshape((len(local),) + out.shape[1:])
+
+
+def _features_json(directory: str, n_features: int):
+    path = os.path.join(directory, "features.json")
+    if not os.path.exists(path):
+        return None, None
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        names = tuple(str(name) for name in meta["feature_names"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a readable feature list ({type(exc).__name__}: {exc})") from None
+    if len(names) != n_features:
+        raise DataError(f"{path} names {len(names)} features, but the data has {n_features}")
+    return names, meta.get("label_name")
+
+
+_SHARD = re.compile(r"X_(\d+)\.npy")
+
+
+def _npy_pairs(directory: str) -> list:
+    """[(X path, Y path)] of a directory: X.npy + Y.npy, or shards X_0.npy + Y_0.npy, X_1.npy + Y_1.npy, ..."""
+    names = set(os.listdir(directory))
+    if "X.npy" in names:
+        pairs = [("X.npy", "Y.npy")]
+    else:
+        numbers = sorted(int(match.group(1)) for match in map(_SHARD.fullmatch, names) if match)
+        if not numbers:
+            raise DataError(f"{directory} holds neither X.npy nor shards X_0.npy, X_1.npy, ...")
+        if numbers != list(range(len(numbers))):
+            missing = sorted(set(range(numbers[-1] + 1)) - set(numbers))
+            raise DataError(f"{directory}: the shards are not numbered 0..{numbers[-1]} without gaps (missing X_{missing[0]}.npy)")
+        pairs = [(f"X_{k}.npy", f"Y_{k}.npy") for k in numbers]
+    for x_name, y_name in pairs:
+        if y_name not in names:
+            raise DataError(f"{os.path.join(directory, x_name)} has no labels: {os.path.join(directory, y_name)} does not exist")
+    return [(os.path.join(directory, x), os.path.join(directory, y)) for x, y in pairs]
+
+
+# ---------------------------------------------------------------------------------------------- .h5 files
+class H5Source(Source):
+    """An HDF5 file with datasets X (m, n_x) and Y (m,), read in slices (h5py)."""
+
+    def __init__(self, path: str):
+        try:
+            import h5py
+        except ImportError as exc:
+            raise DataError(f"reading {path} needs h5py ({exc}); pip install 'dnn-engine[data]'") from None
+        self.path = path
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"{path} is not a readable HDF5 file (truncated or damaged?): {exc}") from None
+        try:
+            missing = [key for key in ("X", "Y") if key not in self.file]
+            if missing:
+                raise DataError(f"{path} has no {' and no '.join(missing)} dataset; it holds: {', '.join(self.file.keys()) or 'nothing'}")
+            self.X, self.Y = self.file["X"], self.file["Y"]
+            if self.X.ndim != 2 or self.X.dtype.kind not in "biuf":
+                raise DataError(f"{path}: X is a {self.X.dtype} dataset of shape {self.X.shape}; expected numbers (m, n_x)")
+            if self.Y.shape not in ((self.X.shape[0],), (self.X.shape[0], 1)) or self.Y.dtype.kind not in "biuf":
+                raise DataError(f"{path}: Y has shape {self.Y.shape} and dtype {self.Y.dtype}; expected ({self.X.shape[0]},) class indices")
+        except DataError:
+            self.file.close()
+            raise
+        self.m, self.n_features = self.X.shape
+        names = self.X.attrs.get("feature_names")
+        self.feature_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names is not None else None
+        label = self.X.attrs.get("label_name")
+        self.label_name = label.decode() if isinstance(label, bytes) else label
+
+    def read_rows(self, index, X_out, y_out) -> None:
+        index = self._check_index(index)
+        if not index.size:
+            return
+        rows, inverse = np.unique(index, return_inverse=True)  # h5py reads increasing, distinct rows
+        contiguous = rows[-1] - rows[0] + 1 == rows.size
+        selection = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
+        try:
+            X_out[...] = self.X[selection][inverse]  # (k, n_x)
+            if y_out is not None:
+                y_out[...] = self.Y[selection].reshape(-1)[inverse]  # (k,)
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot read rows {rows[0]}..{rows[-1]} (truncated or damaged file?): {exc}") from None
+
+    def locate(self, row: int) -> str:
+        return f"{self.path}, row {row}"
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_source(path) -> Source:
+    """The out-of-core data set at `path`: a directory of .npy files, an X.npy (Y.npy beside it), or an .h5 file."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return NpySource(_npy_pairs(path), path)
+    if not os.path.isfile(path):
+        raise DataError(f"data source {path} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".h5", ".hdf5"):
+        return H5Source(path)
+    if os.path.basename(path) == "X.npy":
+        y_path = os.path.join(os.path.dirname(path), "Y.npy")
+        if not os.path.exists(y_path):
+            raise DataError(f"{path} has no labels: {y_path} does not exist")
+        return NpySource([(path, y_path)], path)
+    raise DataError(f"{path} is not an out-of-core data source: give a directory of .npy files, an X.npy or an .h5 file")
+
+
+# ---------------------------------------------------------------------------------------------- standardised view
+class Standardized(Source):
+    """`source` with every row standardised, (x - mean) / std in float64, as `Standardizer.transform` does."""
+
+    def __init__(self, source: Source, standardizer: Standardizer):
+        if standardizer.mean.size != source.n_features:
+            raise DataError(f"{source.path} has {source.n_features} features, the standardisation was fitted on {standardizer.mean.size}")
+        self.source, self.standardizer = source, standardizer
+        self.path, self.m, self.n_features = source.path, source.m, source.n_features
+        self.feature_names, self.label_name = source.feature_names, source.label_name
+        self.mean, self.std = standardizer.mean.reshape(-1), standardizer.std.reshape(-1)  # (n_x,) each
+        self._rows = np.empty((0, self.n_features))
+
+    def read_rows(self, index, X_out, y_out) -> None:
+        if self._rows.shape[0] != len(index):
+            self._rows = np.empty((len(index), self.n_features))  # (k, n_x) float64, reused while k stays
+        self.source.read_rows(index, self._rows, y_out)
+        np.subtract(self._rows, self.mean, out=self._rows)
+        np.divide(self._rows, self.std, out=self._rows)
+        X_out[...] = self._rows
+
+    def locate(self, row: int) -> str:
+        return self.source.locate(row)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+# ---------------------------------------------------------------------------------------------- one streaming pass
+class SourceSummary(NamedTuple):
+    """What one pass over a source found: its size, its classes (largest label + 1, at least 2) and statistics."""
+
+    m: int
+    n_classes: int
+    standardizer: Standardizer
+
+
+def scan(source: Source, n_classes: int | None = None, rows: int | None = None) -> SourceSummary:
+    """Check every value of `source` and compute its standardisation statistics, one chunk at a time.
+
+    Raises DataError naming the file and row of the first NaN/inf feature or of the first label that is
+    not a class index (below `n_classes` when given). The mean and standard deviation are merged over
+    chunks in float64 (Chan et al.'s pairwise update of Welford's sums), equal to `Standardizer.fit` on
+    the whole array within float64 rounding.
+    """
+    count, mean, m2, largest = 0, np.zeros(source.n_features), np.zeros(source.n_features), 0.0  # mean, m2: (n_x,)
+    for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
+        finite = np.isfinite(X)
+        if not finite.all():
+            row, column = (int(i) for i in np.argwhere(~finite)[0])
+            raise DataError(f"{source.locate(start + row)}: feature {_feature_name(source, column)} is {X[row, column]}; "
+                            "every feature must be a finite number")
+        bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= (n_classes if n_classes is not None else np.inf))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            allowed = f"0..{n_classes - 1}" if n_classes is not None else "0, 1, ..., C-1"
+            raise DataError(f"{source.locate(start + row)}: label {y[row]:g} is not a class index ({allowed})")
+        k = X.shape[0]
+        chunk_mean = X.mean(axis=0)  # (n_x,)
+        chunk_m2 = np.square(X - chunk_mean).sum(axis=0)  # (n_x,)
+        delta, total = chunk_mean - mean, count + k
+        mean += delta * (k / total)
+        m2 += chunk_m2 + np.square(delta) * (count * k / total)
+        count, largest = total, max(largest, float(y.max()))
+    if count == 0:
+        raise DataError(f"{source.path} holds no examples")
+    std = np.sqrt(m2 / count)  # (n_x,) population standard deviation, as numpy's std
+    standardizer = Standardizer(mean.reshape(-1, 1), np.where(std > 0, std, 1.0).reshape(-1, 1))
+    return SourceSummary(count, max(2, int(largest) + 1), standardizer)
+
+
+def _feature_name(source: Source, column: int) -> str:
+    return f"{column} ({source.feature_names[column]!r})" if source.feature_names else str(column)
+
+
+# ---------------------------------------------------------------------------------------------- mini-batches
+def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
+    """The (m,) permutation `fit` draws for `epoch` with `seed`: the shuffle is over the whole data set."""
+    return np.random.default_rng([seed, epoch, 0]).permutation(m)
+
+
+class BatchReader:
+    """Host mini-batches X (n_x, k) and Y (n_L, k) of a source, gathered in a given order into reused buffers.
+
+    n_outputs: the network's output units -- 1 gives Y as 0/1 labels for a sigmoid, C > 1 one-hot columns
+    for a softmax. dtype: X's and Y's dtype. standardizer: applied to every row (in float64, then
+    converted). With `prefetch` the next batch is read in a background thread into a second set of
+    buffers while the caller works on the current one, so a yielded batch stays valid only until the
+    next one is requested.
+    """
+
+    def __init__(self, source: Source, batch_size: int, n_outputs: int, dtype=np.float64,
+                 standardizer: Standardizer | None = None, prefetch: bool = True):
+        if source.m == 0:
+            raise DataError(f"{source.path} holds no examples")
+        self.source = Standardized(source, standardizer) if standardizer is not None else source
+        self.size = min(check_count(batch_size, "batch_size", minimum=1), source.m)
+        self.n_outputs = check_count(n_outputs, "n_outputs", minimum=1)
+        self.n_classes = 2 if n_outputs == 1 else n_outputs
+        self.dtype, self.prefetch = resolve_dtype(dtype), prefetch
+        self.buffers: dict = {}  # (k, slot) -> (rows (k, n_x), labels (k,), X (n_x, k), Y (n_L, k))
+
+    def epoch(self, order=None):
+        """The mini-batches (X, Y) of one pass in `order` ((m,) row permutation; None: 0..m-1), the last one shorter."""
+        order = np.arange(self.source.m) if order is None else np.asarray(order)
+        if order.shape != (self.source.m,):
+            raise ValueError(f"order must be a permutation of the {self.source.m} rows, got shape {order.shape}")
+        parts = [order[start : start + self.size] for start in range(0, self.source.m, self.size)]
+        if not self.prefetch:
+            for part in parts:
+                yield self._read(part, 0)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dnn-prefetch") as pool:
+            pending = pool.submit(self._read, parts[0], 0)
+            for i in range(len(parts)):
+                batch = pending.result()
+                if i + 1 < len(parts):  # into the other slot: the caller has finished with the batch read there
+                    pending = pool.submit(self._read, parts[i + 1], (i + 1) % 2)
+                yield batch
+
+    def _read(self, index: np.ndarray, slot: int):
+        rows, labels, X, Y = self._buffers(len(index), slot)
+        self.source.read_rows(index, rows, labels)
+        bad = (labels < 0) | (labels >= self.n_classes) | (labels != np.round(labels))
+        if bad.any():  # cheap (k,) check; `scan` finds these before training starts
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{self.source.locate(int(index[row]))}: label {labels[row]:g} is not a class index 0..{self.n_classes - 1}")
+        np.copyto(X, rows.T)  # (n_x, k), converted to the batch dtype
+        if self.n_outputs == 1:
+            Y[0] = labels  # (1, k) 0/1
+        else:
+            Y.fill(0)
+            Y[labels.astype(np.intp), np.arange(len(index))] = 1  # (C, k) one-hot
+        return X, Y
+
+    def _buffers(self, k: int, slot: int):
+        if (k, slot) not in self.buffers:
+            rows_dtype = np.float64 if isinstance(self.source, Standardized) else self.dtype
+            self.buffers[(k, slot)] = (np.empty((k, self.source.n_features), rows_dtype), np.empty(k),
+                                       np.empty((self.source.n_features, k), self.dtype), np.empty((self.n_outputs, k), self.dtype))
+        return self.buffers[(k, slot)]
+
+
+class SourceBatches:
+    """`fit`'s mini-batches from a `Source`: checked in one streaming pass, then read batch by batch from disk.
+
+    Same interface as `fit`'s in-memory gatherer (`epoch(order)` yields `Batch`es on the network's backend),
+    so that training from a file and from memory run the same loop.
+    """
+
+    def __init__(self, net, source: Source, batch_size: int | None, prefetch: bool = True):
+        if source.n_features != net.layer_dims[0]:
+            raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
+        n_outputs = net.layer_dims[-1]
+        scan(source, n_classes=2 if n_outputs == 1 else n_outputs)
+        self.m = source.m
+        self.size = self.m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), self.m)
+        self.reader = BatchReader(source, self.size, n_outputs, net.dtype, prefetch=prefetch)
+        self.backend = net.backend
+        self.on_host = isinstance(self.backend.empty((1, 1), net.dtype), np.ndarray)  # no copy to a device needed
+        self.device: dict = {}  # k -> Batch of device buffers
+
+    def epoch(self, order):
+        for X, Y in self.reader.epoch(order):
+            if not self.on_host:
+                X, Y = self._to_device(X, Y)
+            yield Batch(X, Y)
+
+    def _to_device(self, X, Y):
+        k = X.shape[1]
+        if k not in self.device:
+            self.device[k] = (self.backend.empty(X.shape, X.dtype), self.backend.empty(Y.shape, Y.dtype))
+        X_dev, Y_dev = self.device[k]
+        self.backend.copyto(X_dev, X)
+        self.backend.copyto(Y_dev, Y)
+        return X_dev, Y_dev

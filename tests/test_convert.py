@@ -1,0 +1,121 @@
+"""`python -m dnn convert`: a CSV streamed into X.npy + Y.npy or an .h5 that reads back as the CSV does;
+and a data set larger than a process's memory limit trains from disk."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from dnn import DataError, cli, convert, data, sources
+
+CSV = "a,b,label\n" + "".join(f"{i * 0.25},{i},{i % 3}\n" for i in range(40))
+
+
+@pytest.mark.parametrize("out", ["out_dir", "out.h5"])
+def test_a_converted_csv_reads_back_as_the_csv_loads(out, tmp_path, monkeypatch):
+    (tmp_path / "d.csv").write_text(CSV)
+    monkeypatch.setattr(data, "CSV_BLOCK_ROWS", 7)  # several blocks
+    assert convert.convert(str(tmp_path / "d.csv"), str(tmp_path / out), dtype="float32") == 40
+    loaded = data.load_csv(str(tmp_path / "d.csv"))
+    with sources.open_source(tmp_path / out) as source:
+        assert (source.m, source.feature_names, source.label_name) == (40, ("a", "b"), "label")
+        X, y = np.empty((40, 2)), np.empty(40)
+        source.read_rows(np.arange(40), X, y)
+    np.testing.assert_array_equal(X, loaded.X.T.astype(np.float32))
+    np.testing.assert_array_equal(y, loaded.Y[0])
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no temporary files left
+
+
+def test_the_command_line_converts_and_names_a_missing_file(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text(CSV)
+    assert cli.main(["convert", str(tmp_path / "d.csv"), str(tmp_path / "out"), "--label-column", "b"]) == 0
+    assert "wrote 40 examples" in capsys.readouterr().out
+    assert np.load(tmp_path / "out" / "X.npy").shape == (40, 2)
+    assert cli.main(["convert", str(tmp_path / "missing.csv"), str(tmp_path / "out2")]) == 1
+    assert "missing.csv" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "Y.npy"), np.arange(40))
+
+
+def test_bad_input_and_outputs_are_named_and_leave_nothing_behind(tmp_path):
+    (tmp_path / "d.csv").write_text(CSV + "1,x,0\n")
+    with pytest.raises(DataError, match=r"line 42, column 'b': 'x' is not a number"):
+        convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "out"))
+    assert os.listdir(tmp_path / "out") == []
+    (tmp_path / "d.csv").write_text(CSV)
+    with pytest.raises(DataError, match="the directory .*missing does not exist"):
+        convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "missing" / "out.h5"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="exists and is not a directory"):
+        convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "file"))
+
+
+# ---------------------------------------------------------------------------------------------- a real memory limit
+def _cgroup_dir():
+    """A writable memory cgroup parent: v2's (memory in cgroup.controllers) or v1's; None without root."""
+    v2 = "/sys/fs/cgroup"
+    for root, limit_file in ((v2, "memory.max"), (f"{v2}/memory", "memory.limit_in_bytes")):
+        controllers = os.path.join(root, "cgroup.controllers")
+        if root == v2 and not (os.path.exists(controllers) and "memory" in open(controllers).read().split()):
+            continue
+        if os.path.isdir(root) and os.access(root, os.W_OK) and os.path.exists(os.path.join(root, "cgroup.procs")):
+            return root, limit_file
+    return None
+
+
+def run_limited(code: str, limit: int):
+    """Run `code` in a fresh Python under a memory limit: a cgroup when root may create one, else RLIMIT_AS."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    cgroup = _cgroup_dir()
+    if cgroup is None:
+        import resource
+
+        def limit_address_space():
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, preexec_fn=limit_address_space)
+        return done, "RLIMIT_AS"
+    root, limit_file = cgroup
+    group = os.path.join(root, f"dnn-test-{os.getpid()}")
+    os.mkdir(group)
+    try:
+        with open(os.path.join(group, limit_file), "w") as f:
+            f.write(str(limit))
+
+        def join_group():
+            with open(os.path.join(group, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, preexec_fn=join_group)
+        return done, f"cgroup {limit_file}"
+    finally:
+        os.rmdir(group)
+
+
+def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
+    # RLIMIT_AS counts the interpreter's whole address space (~250 MB with numpy and dnn), a cgroup only what is resident
+    limit, m = (120 << 20, 400_000) if _cgroup_dir() else (400 << 20, 1_100_000)
+    n = 60
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(m, n))  # written in slices
+    for start in range(0, m, 100_000):
+        rows = np.random.default_rng(start).standard_normal((min(100_000, m - start), n))
+        X[start : start + len(rows)] = rows
+    X.flush()
+    del X
+    np.save(tmp_path / "Y.npy", (np.arange(m) % 2).astype(np.int8))
+    assert os.path.getsize(tmp_path / "X.npy") > 1.25 * limit
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    train = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {repo!r})
+        from dnn import Network, sources
+        from dnn.training import fit
+        history = fit(Network([{n}, 1], dtype="float64"), sources.open_source({str(tmp_path)!r}), None, epochs=1, batch_size=8192)
+        print("trained", history.cost[-1])
+    """)
+    done, how = run_limited(train, limit)
+    assert done.returncode == 0 and "trained" in done.stdout, (how, done.stderr[-2000:])
+    load = f"import numpy as np; X = np.load({str(tmp_path / 'X.npy')!r}); print('loaded', X.sum())"
+    done, how = run_limited(load, limit)
+    assert done.returncode != 0 and "loaded" not in done.stdout, f"{how} did not stop loading the whole file"
