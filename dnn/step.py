@@ -32,7 +32,7 @@ import numpy as np
 from .backends.base import FINITE_STEPS, NONFINITE, STEP_EXAMPLES, TOTAL_CORRECT, TOTAL_COST, TOTAL_EXAMPLES
 from .errors import DivergenceError
 from .optimizers import make_optimizer
-from .propagation import add_l2_gradient, backward, check_batch, forward
+from .propagation import Batch, add_l2_gradient, backward, check_batch, forward
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
 #: Every strategy, in the order a step tries them when none is asked for.
@@ -133,6 +133,8 @@ class TrainStep:
             raise ValueError("steps that share a StepState must share its optimizer")
         self.workspace = net.workspace(self.m) if self.m else None
         self.strategy, self._whole_step = self._choose(strategy)
+        # what every batch must be, compared in O(1) per call (`check_batch` words the error)
+        self._expected = ((net.layer_dims[0], self.m), (net.layer_dims[-1], self.m), net.dtype)
 
     def _choose(self, requested):
         """(strategy, the backend's callable or None): the one decision of how this step runs."""
@@ -173,14 +175,25 @@ class TrainStep:
         """
         if not _plausible_rate(lr):  # the cheap test first: this runs every step
             check_positive(lr, "lr")  # raises the ValueError naming what is wrong
-        m = check_batch(self.net, batch) if self.m or batch is not None else 0
-        if m != self.m:
-            raise ValueError(f"this step was built for batches of {self.m} examples, got {m}")
+        if not self._fits(batch):
+            m = check_batch(self.net, batch) if self.m or batch is not None else 0
+            if m != self.m:
+                raise ValueError(f"this step was built for batches of {self.m} examples, got {m}")
         if self._whole_step is not None:
             self.optimizer.step_count += 1
             self._whole_step(batch, lr)
         else:
             self._phases(batch, lr, rng)
+
+    def _fits(self, batch) -> bool:
+        """The fast test that `batch` has this step's shapes, dtype and layout (`check_batch` is the full one)."""
+        try:
+            X, Y = batch.X, batch.Y
+            x_shape, y_shape, dtype = self._expected
+            return (X.shape == x_shape and Y.shape == y_shape and X.dtype == dtype and Y.dtype == dtype
+                    and X.flags.c_contiguous and Y.flags.c_contiguous and type(batch) is Batch)  # fmt: skip
+        except AttributeError:
+            return False
 
     def _phases(self, batch, lr, rng) -> None:
         net, be, ws, state = self.net, self.net.backend, self.workspace, self.state.vector
