@@ -257,7 +257,7 @@ class NumbaBackend(Backend):
 
     def _update_call(self, dtype, op, parallel):
         flat = numpy.zeros(6, dtype)
-        return self._upd.update_kernel(op, parallel), (flat, flat, flat, flat, (dtype.type(0),) * 8)
+        return self._upd.update_kernel(op, parallel), (flat, flat, flat, flat, (dtype.type(1),) * 8)  # no division by 0
 
     def _gemm_calls(self, dtype):
         if self.cblas is None:
