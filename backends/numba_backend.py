@@ -193,14 +193,6 @@ class NumbaBackend(Backend):
         for kernel, args in self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples):
             kernel(*args)
 
-    def kernel_cache_status(self, network=None, dtype=None, *, activations="relu", output=None, optimizer=None,
-                            dropout=False, examples=None) -> KernelCacheStatus:
-        """How many of the kernels `warmup` with the same arguments would compile are already compiled or
-        cached on disk, without compiling any (a KernelCacheStatus; `.warm` when a run compiles nothing)."""
-        calls = self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples)
-        cached = sum(_is_cached(kernel, args) for kernel, args in calls)
-        return KernelCacheStatus(cached, len(calls), calls[0][0]._cache.cache_path)
-
     def _kernel_calls(self, network, dtype, activations, output, optimizer, dropout, examples):
         """[(compiled kernel, tiny arguments of the types its call site passes)] for `warmup` and `kernel_cache_status`."""
         upd = self._upd
@@ -451,3 +443,12 @@ class NumbaBackend(Backend):
         if _kernel_dtype(a) is None:
             return super().all_finite(a)
         return self._chk.count_non_finite_kernel(self._parallel(a))(a.reshape(a.size)) == 0
+
+
+def kernel_cache_status(network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
+                        examples=None) -> KernelCacheStatus:
+    """How many of the kernels `NumbaBackend.warmup` with the same arguments would compile are already compiled
+    or cached on disk, without compiling any (a KernelCacheStatus; `.warm` when a run compiles nothing)."""
+    calls = NumbaBackend()._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples)
+    cached = sum(_is_cached(kernel, args) for kernel, args in calls)
+    return KernelCacheStatus(cached, len(calls), calls[0][0]._cache.cache_path)

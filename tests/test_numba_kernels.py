@@ -465,10 +465,10 @@ def test_warmup_names_a_bad_configuration(bad, message):
 
 _CACHE_STATUS = """
 import json, sys
-from dnn.backends.numba_backend import NumbaBackend
+from dnn.backends.numba_backend import NumbaBackend, kernel_cache_status
 nb = NumbaBackend()
 config = dict(activations="relu", optimizer="adam")
-before = nb.kernel_cache_status([5, 4, 1], "float32", **config)
+before = kernel_cache_status([5, 4, 1], "float32", **config)
 if sys.argv[1] == "warm up":
     nb.warmup([5, 4, 1], "float32", **config)
 print(json.dumps([before.cached, before.total, before.warm]))
