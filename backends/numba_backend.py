@@ -10,12 +10,43 @@ from __future__ import annotations
 
 import numpy
 
+from dataclasses import dataclass
+
 from . import numba_steps
-from .base import ACTIVATIONS, OUTPUTS, STATE_SIZE, Backend, adam_bias_corrections, check_output
+from .base import ACTIVATIONS, OUTPUTS, STATE_SIZE, Backend, adam_bias_corrections, check_activation, check_output
 from .blas import numpy_cblas_gemm
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+@dataclass(frozen=True)
+class KernelCacheStatus:
+    """How many of the compiled kernels a configuration needs are ready (in numba's on-disk cache or already
+    compiled in this process), out of `total`; `directory` is where numba keeps them."""
+
+    cached: int
+    total: int
+    directory: str
+
+    @property
+    def warm(self) -> bool:
+        """True when a run of the configuration compiles nothing."""
+        return self.cached == self.total
+
+
+def _is_cached(kernel, args) -> bool:
+    """Whether `kernel` has code for the types of `args` in this process or in numba's on-disk cache.
+
+    numba has no public query for its cache, so this asks the dispatcher's cache index with the key that
+    `Dispatcher.compile` looks up (the argument types, the CPU, the bytecode and the closure's constants).
+    """
+    signature = tuple(kernel.typeof_pyval(a) for a in args)
+    if signature in kernel.overloads:
+        return True
+    cache = kernel._cache
+    return cache._index_key(signature, kernel.targetctx.codegen()) in cache._cache_file._load_index()
 
 
 def _prefer_workqueue_threads() -> None:
@@ -32,6 +63,26 @@ def _prefer_workqueue_threads() -> None:
 
     if not os.environ.get("NUMBA_THREADING_LAYER") and numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "workqueue"
+
+
+def _checked_configuration(dims, dtype, hidden, output, optimizer, examples):
+    """(dtype, the hidden layers' activations, the output) of a network to warm up, or a ValueError naming the problem."""
+    if dtype is None or numpy.dtype(dtype) not in _KERNEL_DTYPES:
+        raise ValueError(f"warmup needs the network's dtype, float32 or float64; got {dtype!r}")
+    if len(dims) < 2 or not all(isinstance(n, (int, numpy.integer)) and n >= 1 for n in dims):
+        raise ValueError(f"layer_dims must be two or more positive integers, got {dims!r}")
+    hidden = [hidden] * (len(dims) - 2) if isinstance(hidden, str) else list(hidden)
+    if len(hidden) != len(dims) - 2:
+        raise ValueError(f"{len(dims) - 2} hidden layer(s) need as many activations, got {hidden!r}")
+    for name in hidden:
+        check_activation(name)
+    output = output or ("sigmoid" if dims[-1] == 1 else "softmax")
+    check_output(output)
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if examples is not None and not (isinstance(examples, (int, numpy.integer)) and examples >= 1):
+        raise ValueError(f"examples must be a positive integer (the largest batch), got {examples!r}")
+    return numpy.dtype(dtype), hidden, output
 
 
 def _kernel_dtype(*arrays):
@@ -123,27 +174,87 @@ class NumbaBackend(Backend):
         return self._codes[activation]
 
     def _parallel(self, a) -> bool:
-        return a.size >= self.parallel_min_elements
+        return self._parallel_at(a.size)
 
-    def warmup(self) -> None:
-        """Compile (or load from the on-disk cache) every kernel for float32 and float64 now, not on first use."""
-        for dtype in _KERNEL_DTYPES:
-            Z, out, dZ, Y = (numpy.zeros((2, 3), dtype) for _ in range(4))
-            b, cost = numpy.zeros((2, 1), dtype), numpy.zeros((1,), dtype)
-            self.bias_activation_forward(Z, b, ACTIVATIONS[0], out)
-            self.activation_forward(Z, ACTIVATIONS[0], Z)
-            self.activation_backward(Z, ACTIVATIONS[0], out, A=Z, db=b, db_scale=0.5)
-            self.bias_grad(Z, b, 0.5)
-            for output in OUTPUTS:
-                self.output_layer(Z, b, output, out, Y=Y, dZ=dZ, cost=cost)
-            self.gemm(Z, out, numpy.zeros((2, 2), dtype), trans_b=True, alpha=0.5, beta=1.0)
-            self._abs_sum(Z)
-            self.axpy(0.5, Z, out)
-            self.sgd_update(Z, out, 0.1)
-            self.momentum_update(Z, out, dZ, 0.1, 0.9)
-            self.adam_update(Z, out, dZ, numpy.zeros_like(Z), 0.1, 0.9, 0.999, 1e-8, 1)
-            self.multiply(Z, out, out)
-            self.all_finite(Z)
+    def warmup(self, network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
+               examples=None) -> None:
+        """Compile (or load from numba's on-disk cache) the kernels a network needs now, not on first use.
+
+        `warmup()` compiles every kernel variant for float32 and float64 (docs/numba.md gives its cold cost).
+        `warmup(net)`, or `warmup(layer_dims, dtype, activations=..., output=..., optimizer=...)` with
+        `Network`'s meaning for each, compiles only what training and evaluating that network calls: its
+        activations' forward and backward kernels, its output layer, the optimizer's update (optimizer None:
+        every optimizer's), the checks and the matrix products; `dropout=True` adds the mask product.
+        `examples`, the most examples one call will take (the batch size, or the whole set for `predict`),
+        adds the parallel variants for the arrays that reach `parallel_min_elements` elements; None
+        assumes none does. The compiled whole step (`sgd_step`) is not included.
+        """
+        for kernel, args in self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples):
+            kernel(*args)
+
+    def _kernel_calls(self, network, dtype, activations, output, optimizer, dropout, examples):
+        """[(compiled kernel, tiny arguments of the types its call site passes)] for `warmup` and `kernel_cache_status`."""
+        upd = self._upd
+        if network is None:  # every variant of every kernel, for both dtypes
+            calls = []
+            for dtype in _KERNEL_DTYPES:
+                calls += self._gemm_calls(dtype) + [self._output_call(dtype, name) for name in OUTPUTS]
+                for parallel in (False, True):
+                    calls += self._check_calls(dtype, parallel)
+                    calls += [call for name in ACTIVATIONS for call in self._layer_calls(dtype, name, parallel)]
+                    calls += [self._update_call(dtype, op, parallel) for op in upd.OPERATIONS]
+            return calls
+        if hasattr(network, "layer_dims"):  # a Network: its own configuration
+            dims, dtype, hidden, output = list(network.layer_dims), network.dtype, network.activations, network.output
+        else:
+            dims, hidden = list(network), activations
+        dtype, hidden, output = _checked_configuration(dims, dtype, hidden, output, optimizer, examples)
+        m = examples or 1
+        parameters = sum(n * (n_prev + 1) for n_prev, n in zip(dims[:-1], dims[1:]))  # θ and its gradient: (P,)
+        wide = {name for name, n in zip(hidden, dims[1:-1]) if self._parallel_at(n * m)}  # hidden layers going parallel
+        ops = {upd.AXPY} | {{"sgd": upd.AXPY, "momentum": upd.MOMENTUM, "adam": upd.ADAM}[name]
+                             for name in (OPTIMIZERS if optimizer is None else (optimizer,))}
+        calls = self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False)
+        calls += [call for name in sorted(set(hidden)) for call in self._layer_calls(dtype, name, False)]
+        calls += [call for name in sorted(wide) for call in self._layer_calls(dtype, name, True)]
+        calls += [self._update_call(dtype, op, False) for op in sorted(ops)]  # the biases are always small
+        if self._parallel_at(parameters):
+            calls += [self._update_call(dtype, op, True) for op in sorted(ops)]
+        if self._parallel_at(max(dims[0], dims[-1]) * m) or self._parallel_at(parameters):  # X, D_L or the gradient
+            calls += self._check_calls(dtype, True)
+        if dropout:
+            calls += [self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])]
+        return calls
+
+    def _parallel_at(self, elements: int) -> bool:
+        return elements >= self.parallel_min_elements
+
+    def _layer_calls(self, dtype, activation, parallel):
+        """A hidden layer's forward (numpy's tanh serves tanh's) and backward kernels, as the network calls them."""
+        Z, b, code = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), self._codes[activation]
+        calls = [] if self._forward_code(activation) is None else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
+        return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, True, Z, b, 1.0, True, True, False))]
+
+    def _check_calls(self, dtype, parallel):
+        """The bias gradient, Σ|a| and the non-finite count."""
+        Z, b, flat = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(6, dtype)
+        return [(self._act.bias_grad_kernel(parallel), (Z, b, 1.0)), (self._chk.abs_sum_kernel(parallel), (flat,)),
+                (self._chk.count_non_finite_kernel(parallel), (flat,))]  # fmt: skip
+
+    def _output_call(self, dtype, output):
+        Z, b, cost = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(1, dtype)
+        kernel = self._out.sigmoid_output if output == "sigmoid" else self._out.softmax_output
+        return kernel, (Z, b, Z.copy(), Z.copy(), Z.copy(), cost, True, True, dtype.type(1.0))
+
+    def _update_call(self, dtype, op, parallel):
+        flat = numpy.zeros(6, dtype)
+        return self._upd.update_kernel(op, parallel), (flat, flat, flat, flat, (dtype.type(1),) * 8)  # no division by 0
+
+    def _gemm_calls(self, dtype):
+        if self.cblas is None:
+            return []
+        a, out, one = numpy.zeros((2, 3), dtype), numpy.zeros((2, 2), dtype), dtype.type(1.0)
+        return [(self._blas.gemm, (self.cblas.address(dtype), self.cblas.ilp64, a, a, out, False, True, one, one))]
 
     # ------------------------------------------------------------------ linear algebra
     def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
@@ -166,7 +277,7 @@ class NumbaBackend(Backend):
         negative), never below max|a|; the whole-step strategies prove products finite with it."""
         if _kernel_dtype(a) is None:
             return float(numpy.abs(a).sum(dtype="float64"))
-        return float(self._chk.abs_sum(a, self._parallel(a)))
+        return float(self._chk.abs_sum_kernel(self._parallel(a))(a.reshape(a.size)))
 
     # ------------------------------------------------------------------ forward
     def _forward_code(self, activation):
@@ -189,7 +300,7 @@ class NumbaBackend(Backend):
         ):
             super().bias_activation_forward(Z, b, activation, out)
             return self._abs_sum(out) if abs_sum else None
-        total = self._act.bias_activation_forward(Z, b, code, out, True, out is Z, self._parallel(Z), abs_sum)
+        total = self._act.forward_kernel(code, self._parallel(Z))(Z, b, out, True, out is Z, abs_sum)
         return float(total) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
@@ -198,7 +309,7 @@ class NumbaBackend(Backend):
         if code is None or dtype is None or out.shape != Z.shape or not _separate_or_same(out, Z):
             super().activation_forward(Z, activation, out)
             return
-        self._act.bias_activation_forward(Z, self._placeholders[dtype][0], code, out, False, out is Z, self._parallel(Z), False)
+        self._act.forward_kernel(code, self._parallel(Z))(Z, self._placeholders[dtype][0], out, False, out is Z, False)
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
@@ -222,8 +333,8 @@ class NumbaBackend(Backend):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
             return self._abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
-        total = self._act.activation_backward(
-            dA, src, code, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, self._parallel(dA), abs_sum
+        total = self._act.backward_kernel(code, self._parallel(dA))(
+            dA, src, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum
         )
         return float(total) if abs_sum else None
 
@@ -231,7 +342,7 @@ class NumbaBackend(Backend):
         if _kernel_dtype(dZ, out) is None or not _column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
             super().bias_grad(dZ, out, scale)
             return
-        self._act.bias_grad(dZ, out, float(scale), self._parallel(dZ))
+        self._act.bias_grad_kernel(self._parallel(dZ))(dZ, out, float(scale))
 
     # ------------------------------------------------------------------ output layer and cost
     def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None, dZ_scale: float = 1.0) -> None:
@@ -274,7 +385,10 @@ class NumbaBackend(Backend):
     def _update(self, op, dtype, y, x=None, m1=None, m2=None, scalars=(1.0,)):
         """Run elementwise operation `op` of kernels/numba_updates.py; unused arrays get placeholders."""
         s = tuple(dtype.type(v) for v in scalars) + (dtype.type(0),) * (8 - len(scalars))
-        self._upd.update(op, y, y if x is None else x, y if m1 is None else m1, y if m2 is None else m2, s, self._parallel(y))
+        flat = y.reshape(y.size)  # 1-D views: one compiled signature per dtype, whatever the arrays' shape
+        kernel = self._upd.update_kernel(op, self._parallel(y))
+        kernel(flat, flat if x is None else x.reshape(x.size), flat if m1 is None else m1.reshape(m1.size),
+               flat if m2 is None else m2.reshape(m2.size), s)  # fmt: skip
 
     def axpy(self, alpha: float, x, y) -> None:
         dtype = self._elementwise_dtype(y, x)
@@ -341,4 +455,13 @@ class NumbaBackend(Backend):
     def all_finite(self, a) -> bool:
         if _kernel_dtype(a) is None:
             return super().all_finite(a)
-        return self._chk.count_non_finite(a, self._parallel(a)) == 0
+        return self._chk.count_non_finite_kernel(self._parallel(a))(a.reshape(a.size)) == 0
+
+
+def kernel_cache_status(network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
+                        examples=None) -> KernelCacheStatus:
+    """How many of the kernels `NumbaBackend.warmup` with the same arguments would compile are already compiled
+    or cached on disk, without compiling any (a KernelCacheStatus; `.warm` when a run compiles nothing)."""
+    calls = NumbaBackend()._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples)
+    cached = sum(_is_cached(kernel, args) for kernel, args in calls)
+    return KernelCacheStatus(cached, len(calls), calls[0][0]._cache.cache_path)

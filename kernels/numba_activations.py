@@ -1,22 +1,30 @@
 """Numba kernels for hidden layers: forward `A = g(Z + b)` and backward `dZ = dA * g'(.)` with its bias gradient.
 
-Each kernel is one pass over memory, over rows in parallel (`prange`) when the caller passes `parallel=True`
-(large arrays; below that a thread launch costs more than it saves). A row's bias-gradient sum is taken by
-the one thread that wrote the row, in a fixed order, so results do not depend on the number of threads.
-Arithmetic stays in the arrays' dtype and mirrors the NumPy reference in `backends/base.py` operation for
-operation (relu, leaky_relu, linear and the derivatives from A are bit-identical to it; exp and tanh come
-from libm instead of numpy's SIMD code); no fastmath except `row_sum`'s reassociation.
+Each kernel is one pass over memory. `forward_kernel(act, parallel)`, `backward_kernel(act, parallel)` and
+`bias_grad_kernel(parallel)` build one small compiled kernel per activation and per variant, compiled on its
+first call (and cached on disk): the activation code and the row loop are compile-time constants, so a kernel
+holds one activation's loop and nothing else, and only a run that meets an array large enough to go
+parallel (`parallel=True`: rows on numba's threads) pays for compiling the parallel variant. A row's
+bias-gradient sum is taken by the one thread that wrote the row, in a fixed order, so results do not depend
+on the number of threads. Arithmetic stays in the arrays' dtype and mirrors the NumPy reference in
+`backends/base.py` operation for operation (relu, leaky_relu, linear and the derivatives from A are
+bit-identical to it; exp and tanh come from libm instead of numpy's SIMD code); no fastmath except
+`row_sum`'s reassociation.
 
-Activations are passed as integer codes (`ACTIVATION_CODES`) so that one compiled kernel per dtype serves
-every activation. `inplace=True` means the output buffer is the input buffer: the kernel then writes
-through the input so that LLVM sees one pointer and vectorises without run-time alias checks. The row
-helpers are inlined by numba (`inline="always"`) for the same reason: as separate functions their two
-array arguments could alias, and the loop ran ~4x slower. Keep each helper's parameter names equal to
-the caller's names for the same values: numba 0.68.1 miscompiled an inlined helper inside `prange` whose
-parameter `m` was bound to a caller variable other than the caller's own `m` (wrong Adam results).
+The row helpers (`forward_row`, `backward_row`) take the activation as an integer code (`ACTIVATION_CODES`):
+inside a kernel built here it is a constant and numba prunes the other activations' branches before typing;
+`kernels/numba_step.py` passes it at run time. `inplace=True` means the output buffer is the input buffer:
+the kernel then writes through the input so that LLVM sees one pointer and vectorises without run-time
+alias checks. The row helpers are inlined by numba (`inline="always"`) for the same reason: as separate
+functions their two array arguments could alias, and the loop ran ~4x slower. Keep each helper's parameter
+names equal to the caller's names for the same values: numba 0.68.1 miscompiled an inlined helper inside
+`prange` whose parameter `m` was bound to a caller variable other than the caller's own `m` (wrong Adam
+results).
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 from numba import njit, prange
@@ -103,21 +111,23 @@ def forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs):
     return row_abs_sum(out[i]) if with_abs else 0.0
 
 
-@njit(parallel=True, cache=True)
-def bias_activation_forward(Z, b, act, out, with_bias, inplace, parallel, with_abs):
-    """Z ← Z + b (when with_bias), out ← g(Z); rows in parallel when `parallel`.  Z, out: (n, m); b: (n, 1).
+@cache
+def forward_kernel(act: int, parallel: bool):
+    """The compiled forward pass for activation code `act`, its rows in parallel (`prange`) when `parallel`.
 
-    Returns Σ|out| in float64 when with_abs, else 0.
+    kernel(Z, b, out, with_bias, inplace, with_abs): Z ← Z + b (when with_bias), out ← g(Z); returns Σ|out| in
+    float64 when with_abs, else 0. Z, out: (n, m); b: (n, 1).
     """
-    slope = Z.dtype.type(LEAKY_RELU_SLOPE)
-    total = 0.0
-    if parallel:
-        for i in prange(Z.shape[0]):
+    rows = prange if parallel else range  # a constant of the kernel: part of its cache key, like act
+
+    def bias_activation_forward(Z, b, out, with_bias, inplace, with_abs):
+        slope = Z.dtype.type(LEAKY_RELU_SLOPE)
+        total = 0.0
+        for i in rows(Z.shape[0]):
             total += forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs)
-    else:
-        for i in range(Z.shape[0]):
-            total += forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs)
-    return total
+        return total
+
+    return njit(cache=True, parallel=parallel)(bias_activation_forward)
 
 
 @njit(cache=True, inline="always")
@@ -156,29 +166,33 @@ def backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inpla
     return row_abs_sum(out[i]) if with_abs else 0.0
 
 
-@njit(parallel=True, cache=True)
-def activation_backward(dA, src, act, from_output, out, db, db_scale, with_db, inplace, parallel, with_abs):
-    """out ← dA * g'(src) and, when with_db, db ← db_scale · Σ_columns out; rows in parallel when `parallel`.
+@cache
+def backward_kernel(act: int, parallel: bool):
+    """The compiled backward pass for activation code `act`, its rows in parallel (`prange`) when `parallel`.
 
+    kernel(dA, src, from_output, out, db, db_scale, with_db, inplace, with_abs): out ← dA * g'(src), g' from the
+    layer's output (from_output) or its pre-activation, and, when with_db, db ← db_scale · Σ_columns out.
     dA, src, out: (n, m); db: (n, 1). Returns Σ|out| in float64 when with_abs, else 0.
     """
-    slope = dA.dtype.type(LEAKY_RELU_SLOPE)
-    total = 0.0
-    if parallel:
-        for i in prange(dA.shape[0]):
+    rows = prange if parallel else range
+
+    def activation_backward(dA, src, from_output, out, db, db_scale, with_db, inplace, with_abs):
+        slope = dA.dtype.type(LEAKY_RELU_SLOPE)
+        total = 0.0
+        for i in rows(dA.shape[0]):
             total += backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs)
-    else:
-        for i in range(dA.shape[0]):
-            total += backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs)
-    return total
+        return total
+
+    return njit(cache=True, parallel=parallel)(activation_backward)
 
 
-@njit(parallel=True, cache=True)
-def bias_grad(dZ, out, scale, parallel):
-    """out ← scale · Σ_columns dZ; rows in parallel when `parallel`.  dZ: (n, m); out: (n, 1)."""
-    if parallel:
-        for i in prange(dZ.shape[0]):
+@cache
+def bias_grad_kernel(parallel: bool):
+    """The compiled bias gradient kernel(dZ, out, scale): out ← scale · Σ_columns dZ.  dZ: (n, m); out: (n, 1)."""
+    rows = prange if parallel else range
+
+    def bias_grad(dZ, out, scale):
+        for i in rows(dZ.shape[0]):
             out[i, 0] = row_sum(dZ[i]) * scale
-    else:
-        for i in range(dZ.shape[0]):
-            out[i, 0] = row_sum(dZ[i]) * scale
+
+    return njit(cache=True, parallel=parallel)(bias_grad)

@@ -1,8 +1,9 @@
 """Numba kernels for the output layer: bias, sigmoid or softmax, the cross-entropy cost and dZ_L = A_L - Y in one pass.
 
 Serial: the output layer (n_L, m) is small next to the hidden layers, and a thread launch would cost more
-than it saves. The cost is summed in float64 per row (sigmoid) or per block of columns (softmax), then the
-partial sums are added in index order.
+than it saves. The cost is summed in float64 per row (sigmoid) or per block of columns (softmax), and the
+partial sums are added in index order as each is finished (what summing an array of them would do, without
+compiling an allocation and a reduction into every kernel).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def sigmoid_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
     n, m = Z.shape
     one = Z.dtype.type(1)
     zero = Z.dtype.type(0)
-    row_costs = np.zeros(n)  # (n,) float64 partial sums
+    cost_sum = 0.0  # the rows' partial sums, added in row order
     for i in range(n):
         bias = b[i, 0]
         total = 0.0
@@ -41,9 +42,9 @@ def sigmoid_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
                 total += (z if z > zero else zero) - z * y + np.log1p(e)
             if with_dZ:
                 dZ[i, j] = (a - Y[i, j]) * dZ_scale
-        row_costs[i] = total
+        cost_sum += total
     if with_cost:
-        cost[0] = row_costs.sum() / m
+        cost[0] = cost_sum / m
 
 
 @njit(cache=True)
@@ -56,7 +57,7 @@ def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
     n, m = Z.shape
     one = Z.dtype.type(1)
     blocks = (m + SOFTMAX_BLOCK - 1) // SOFTMAX_BLOCK
-    block_costs = np.zeros(blocks)  # (blocks,) float64 partial sums
+    cost_sum = 0.0  # the blocks' partial sums, added in block order
     for k in range(blocks):
         total = 0.0
         for j in range(k * SOFTMAX_BLOCK, min(m, (k + 1) * SOFTMAX_BLOCK)):
@@ -81,6 +82,6 @@ def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
                     total += Y[i, j] * (log_s + (top - Z[i, j]))  # y·(lse - z), never adding to top first
                 if with_dZ:
                     dZ[i, j] = (a - Y[i, j]) * dZ_scale
-        block_costs[k] = total
+        cost_sum += total
     if with_cost:
-        cost[0] = block_costs.sum() / m
+        cost[0] = cost_sum / m

@@ -409,27 +409,112 @@ def test_training_is_bit_identical_run_to_run_and_across_thread_counts():
         np.testing.assert_array_equal(params[key], params_again[key])
 
 
-_LIST_COMPILED = """
-import numba
-from dnn.backends.numba_backend import NumbaBackend
-from dnn.kernels import numba_activations, numba_blas, numba_checks, numba_output, numba_updates
-NumbaBackend().warmup()
-for module in (numba_activations, numba_output, numba_updates, numba_checks, numba_blas):
-    for name in dir(module):
-        kernel = getattr(module, name)
-        helper = name.startswith("_") or name in ("row_sum", "row_abs_sum", "stable_sigmoid", "forward_row", "backward_row")  # called by kernels
-        if isinstance(kernel, numba.core.registry.CPUDispatcher) and not helper:
-            print(name, "|".join(" ".join(map(str, sig)) for sig in kernel.signatures))
+# ---------------------------------------------------------------------------------------------- compile on demand
+@pytest.fixture
+def compiles(monkeypatch):
+    """The Python functions numba compiles from now on (each call of its compiler, cache loads excluded)."""
+    import numba.core.compiler as compiler
+
+    compiled, original = [], compiler.compile_extra
+    monkeypatch.setattr(compiler, "compile_extra", lambda *a, **k: compiled.append(a[2].__qualname__) or original(*a, **k))
+    return compiled
+
+
+def test_warmup_of_a_network_compiles_everything_its_training_and_evaluation_call(compiles):
+    rng = np.random.default_rng(5)
+    nb = NumbaBackend()
+    net = dnn.Network([6, 5, 4, 1], ["tanh", "leaky_relu"], dtype="float32", backend=nb)
+    X, Y = _data(rng, [6, 5, 4, 1], m=40)
+    nb.warmup(net, optimizer="momentum")
+    compiles.clear()
+    net.fit(X, Y, epochs=2, batch_size=16, optimizer="momentum", l2=0.1, seed=0)
+    net.train_step(net.batch(X, Y), lr=0.1, l2=0.1)  # SGD with the update inside the products: bias updates
+    net.evaluate(X, Y)
+    assert compiles == [], "training compiled kernels that warmup(net) did not"
+
+
+def test_warmup_compiles_only_the_layers_activations_on_the_serial_path():
+    from dnn.kernels import numba_activations
+
+    nb = NumbaBackend()
+    calls = nb._kernel_calls([8, 3, 1], "float64", "sigmoid", None, "adam", False, None)
+    built = {kernel for kernel, _ in calls}
+    assert numba_activations.backward_kernel(numba_activations.SIGMOID, False) in built
+    for name in ACTIVATIONS:
+        code = numba_activations.ACTIVATION_CODES[name]
+        assert numba_activations.backward_kernel(code, True) not in built, "a parallel kernel for a tiny network"
+        if name != "sigmoid":
+            assert numba_activations.backward_kernel(code, False) not in built, f"{name} is not in the network"
+    wide = {k for k, _ in nb._kernel_calls([8, 3, 1], "float64", "sigmoid", None, "adam", False, 1 << 17)}
+    assert numba_activations.backward_kernel(numba_activations.SIGMOID, True) in wide, "3 x 2^17 elements go parallel"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(dtype="float16"), "float32 or float64"),
+    (dict(activations="swish"), "swish"),
+    (dict(activations=["relu"]), "2 hidden layer"),
+    (dict(optimizer="rmsprop"), "rmsprop"),
+    (dict(examples=0), "examples"),
+    (dict(output="softplus"), "softplus"),
+])
+def test_warmup_names_a_bad_configuration(bad, message):
+    config = dict(dtype="float32", activations="relu", output=None, optimizer=None, examples=None) | bad
+    with pytest.raises(ValueError, match=message):
+        NumbaBackend().warmup([4, 3, 2, 1], config.pop("dtype"), **config)
+
+
+_CACHE_STATUS = """
+import json, sys
+from dnn.backends.numba_backend import NumbaBackend, kernel_cache_status
+nb = NumbaBackend()
+config = dict(activations="relu", optimizer="adam")
+before = kernel_cache_status([5, 4, 1], "float32", **config)
+if sys.argv[1] == "warm up":
+    nb.warmup([5, 4, 1], "float32", **config)
+print(json.dumps([before.cached, before.total, before.warm]))
 """
 
 
-def test_warmup_compiles_every_kernel_for_both_dtypes():
+def test_cache_status_is_cold_in_an_empty_cache_and_warm_in_the_next_process(tmp_path):
+    import json
+    import os
     import subprocess
     import sys
 
-    listing = subprocess.run([sys.executable, "-c", _LIST_COMPILED], check=True, capture_output=True, text=True).stdout
-    kernels = dict(line.split(" ", 1) for line in listing.splitlines())
-    assert {"bias_activation_forward", "activation_backward", "bias_grad", "sigmoid_output", "softmax_output",
-            "update", "count_non_finite", "abs_sum", "gemm"} <= set(kernels)
-    for name, signatures in kernels.items():
-        assert "float32" in signatures and "float64" in signatures, f"{name}: {signatures}"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def status(action):
+        done = subprocess.run([sys.executable, "-c", _CACHE_STATUS, action], env=env, check=True, capture_output=True, text=True)
+        return json.loads(done.stdout)
+
+    cached, total, warm = status("warm up")
+    assert (cached, warm) == (0, False) and total > 0
+    assert status("look") == [total, total, True]
+
+
+_COMPILES_IN_A_WARM_PROCESS = """
+import numba.core.compiler as compiler
+compiles = []
+original = compiler.compile_extra
+compiler.compile_extra = lambda *args, **kwargs: compiles.append(args[2]) or original(*args, **kwargs)
+import numpy as np, dnn
+net = dnn.Network([5, 4, 1], "relu", dtype="float32", backend="numba")
+X, Y = np.random.default_rng(0).standard_normal((5, 30)), np.arange(30) % 2
+net.fit(X, Y, epochs=2, batch_size=8, optimizer="adam", seed=0)
+net.evaluate(X, Y)
+print(len(compiles), [getattr(f, "__qualname__", f) for f in compiles])
+"""
+
+
+def test_a_second_process_loads_every_kernel_from_the_cache_without_compiling(tmp_path):
+    """Not even type inference: a cached kernel is loaded by its argument types alone."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    run = [sys.executable, "-c", _COMPILES_IN_A_WARM_PROCESS]
+    first = subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout
+    assert int(first.split()[0]) > 0, "the first process compiled nothing: the cache was not empty"
+    second = subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout
+    assert second.split()[0] == "0", f"the second process compiled: {second}"
