@@ -13,7 +13,7 @@ import numpy
 from dataclasses import dataclass
 
 from . import numba_steps
-from .base import ACTIVATIONS, OUTPUTS, STATE_SIZE, Backend, adam_bias_corrections, check_activation, check_output
+from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
 from .blas import numpy_cblas_gemm
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -187,7 +187,7 @@ class NumbaBackend(Backend):
         every optimizer's), the checks and the matrix products; `dropout=True` adds the mask product.
         `examples`, the most examples one call will take (the batch size, or the whole set for `predict`),
         adds the parallel variants for the arrays that reach `parallel_min_elements` elements; None
-        assumes none does. The compiled whole step (`sgd_step`) is not included.
+        assumes none does. For plain SGD the whole-step strategies' kernels are included (`backends/numba_steps.py`).
         """
         for kernel, args in self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples):
             kernel(*args)
@@ -224,6 +224,9 @@ class NumbaBackend(Backend):
             calls += self._check_calls(dtype, True)
         if dropout:
             calls += [self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])]
+        elif optimizer in (None, "sgd") and self.cblas is not None:  # plain SGD takes a whole-step strategy
+            small = not any(self._parallel_at(n * m) for n in dims[1:])
+            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small)
         return calls
 
     def _parallel_at(self, elements: int) -> bool:
@@ -419,27 +422,7 @@ class NumbaBackend(Backend):
         c1, c2 = adam_bias_corrections(beta1, beta2, t)
         self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
 
-    # ------------------------------------------------------------------ the step state and whole steps
-    def record_step(self, state, cost, A, Y, output: str) -> None:
-        check_output(output)
-        if (
-            _kernel_dtype(A, Y, cost) is None
-            or A.shape != Y.shape
-            or cost.shape != (1,)
-            or type(state) is not numpy.ndarray
-            or state.shape != (STATE_SIZE,)
-            or state.dtype != numpy.float64
-        ):
-            super().record_step(state, cost, A, Y, output)
-            return
-        self._step.record_step(state, cost, A, Y, output == "softmax")
-
-    def commit_step(self, state) -> None:
-        if type(state) is not numpy.ndarray or state.shape != (STATE_SIZE,) or state.dtype != numpy.float64:
-            super().commit_step(state)
-            return
-        self._step.commit_step(state)
-
+    # ------------------------------------------------------------------ whole steps
     def compile_step(self, plan):
         return numba_steps.compile_step(self, plan)
 

@@ -50,6 +50,23 @@ def compile_step(backend, plan):
     return CompiledStep(backend, plan)
 
 
+def warmup_calls(backend, dims, dtype, output, compiled: bool):
+    """[(kernel, arguments)] that compile the whole-step kernels for a network of `dims` in `dtype` (tuples of
+    per-layer arrays are typed by their length, so each depth has its own compiled step)."""
+    dtype, L = numpy.dtype(dtype), len(dims) - 1
+    two, col, flat = numpy.zeros((2, 2), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(4, dtype)
+    one, zero, sums = dtype.type(1), dtype.type(0), numpy.zeros(L)
+    layers, workspace = ((two,) * L, (col,) * L, (two,) * L, (col,) * L), ((two,) * L, two, (two,) * L)
+    blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
+    calls = [(backend._step.update_inside_products, (two, workspace[0], workspace[2], *layers, flat, flat, sums, sums,
+                                                     one, one, zero, *blas))]  # fmt: skip
+    if compiled:
+        codes = numpy.zeros(max(1, L - 1), numpy.int64)
+        calls.append((backend._step.sgd_step, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes,
+                                               output == "softmax", flat, flat, one, *blas, numpy.zeros(8))))  # fmt: skip
+    return calls
+
+
 def _input_bound(backend, batch) -> float:
     """Σ|X| of the batch, taken once and kept with it (its arrays do not change; see `Batch`)."""
     if batch._x_bound is None:

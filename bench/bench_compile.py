@@ -1,7 +1,7 @@
 """First-call cost in a fresh process, reported apart from the steady-state step benchmarks.
 
-Each round starts a new Python process that imports dnn, creates the backend, runs its `warmup()` and two
-training steps of case D, and reports the seconds of each part (dnn.perf.first_call_costs); the round's
+Each round starts a new Python process that imports dnn, creates the backend and runs two training steps of
+case D (the first compiles, or loads from the cache, what it needs), and reports the seconds of each part (dnn.perf.first_call_costs); the round's
 wall time is the benchmark, the parts go to extra_info. "cold" gives every process an empty compile cache
 (a new NUMBA_CACHE_DIR; full runs only), "warm" numba's usual on-disk cache, which the test run has filled.
 A first, untimed process checks the gradients against NumPy float64 (and fills the warm cache if it was
@@ -9,7 +9,7 @@ empty) before any round is timed.
 
 `test_cold_first_training_run` times what a new user meets first: `python -m dnn train` on a small data set
 in a fresh process whose NUMBA_CACHE_DIR is an empty directory, every backend side by side (numpy's time
-is the yardstick: issue 14 asks numba's to stay within 3x of it).
+is the yardstick: numba's should stay within 3x of it).
 """
 
 import json

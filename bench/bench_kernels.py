@@ -29,7 +29,7 @@ def test_kernel(benchmark, record_environment, bench_backend, kernel_config):
         kernel.call(backend, arrays)
         backend.synchronize()
 
-    warm_up(backend, run)
+    warm_up(run)
     nbytes = kernel.arrays_touched * shape[0] * shape[1] * np.dtype(dtype).itemsize
     record_environment(backend, dtype, kernel=kernel.name, shape=list(shape), bytes_moved=nbytes,
                        max_kernel_difference=difference)
@@ -50,7 +50,7 @@ def test_copy_of_same_bytes(benchmark, record_environment, bench_backend, kernel
 
     copy()
     assert np.array_equal(backend.to_numpy(dst), backend.to_numpy(src)), f"copyto on {backend.name} did not copy"
-    warm_up(backend, copy)
+    warm_up(copy)
     record_environment(backend, dtype, kernel="copy", shape=[count], bytes_moved=2 * count * np.dtype(dtype).itemsize)
     benchmark(copy)
 
@@ -65,7 +65,7 @@ def test_parallel_copy_of_same_bytes(benchmark, record_environment, kernel_confi
     copy = parallel_copy()
     copy(dst, src)
     assert np.array_equal(dst, src), "the parallel copy did not copy"
-    warm_up(get_backend("numba"), lambda: copy(dst, src))
+    warm_up(lambda: copy(dst, src))
     record_environment(get_backend("numba"), dtype, kernel="parallel copy", shape=[count], bytes_moved=2 * src.nbytes)
     benchmark(copy, dst, src)
 

@@ -14,7 +14,7 @@ def test_training_step(benchmark, record_environment, bench_backend, step_config
     bench = prepare_step(backend, case, dtype)
     difference = require_gradients_agree(bench)
     step = step_function(bench)
-    warm_up(backend, step)
+    warm_up(step)
     record_environment(backend, dtype, case=case.name, layer_dims=list(case.layer_dims), m=case.m,
                        gemm_flop=step_gemm_flops(case.layer_dims, case.m), max_gradient_difference=difference)
     benchmark(step)
@@ -26,7 +26,7 @@ def test_gemm_floor(benchmark, record_environment, floor_backend, step_config):
     backend = get_backend(floor_backend)
     floor = GemmFloor(backend, case.layer_dims, case.m, dtype)
     difference = require_floor_agrees(floor)
-    warm_up(backend, floor)
+    warm_up(floor)
     record_environment(backend, dtype, case=case.name, layer_dims=list(case.layer_dims), m=case.m,
                        gemm_flop=step_gemm_flops(case.layer_dims, case.m), max_product_difference=difference)
     benchmark(floor)

@@ -219,7 +219,7 @@ def time_steps(backend, case_names, timer, repeat, gemm_flops_per_s) -> list[str
                 reasons.setdefault(variant, str(exc))
                 cells.append(f" {'n/a':>16}")
                 continue
-            perf.warm_up(backend, step, calls=3)
+            perf.warm_up(step, calls=3)
             seconds = timer(step, repeat if name != "E" else max(3, repeat // 4))
             eager_seconds = seconds if variant == "dnn eager" else eager_seconds
             cells.append(f" {seconds * 1e3:>16.3f}")

@@ -99,7 +99,7 @@ def _checked_floor(backend, case, dtype):
     floor = GemmFloor(backend, case.layer_dims, case.m, dtype)
     if not floor.max_difference() <= gradient_rtol(dtype):
         return None
-    warm_up(backend, floor)
+    warm_up(floor)
     return floor
 
 
@@ -113,7 +113,7 @@ def _measure(backend, case, dtype, repeat, floor, progress) -> dict:
            "floor_ms": None, "vs_floor": None, "vs_numpy": None}
     if row["agrees"]:  # a wrong answer is not timed
         step = step_function(bench)
-        warm_up(backend, step)
+        warm_up(step)
         if floor is None:
             seconds = median_seconds(step, repeat)
         else:  # the floor is timed alongside the step, round by round, so both see the same machine speed

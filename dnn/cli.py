@@ -28,6 +28,9 @@ TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 #: Epochs between checkpoints when --checkpoint is given without --checkpoint-every.
 CHECKPOINT_EVERY = 10
+DEFAULT_LAYERS = "20,7,5"
+#: `python -m dnn train` with no options: breast_cancer's 30 features, the default hidden layers, one sigmoid unit.
+QUICK_START_DIMS = [30, *map(int, DEFAULT_LAYERS.split(",")), 1]
 #: Extensions of data files, which belong after --data, not in the MODEL position.
 DATA_EXTENSIONS = (".csv", ".h5", ".hdf5")
 
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a network (default: breast_cancer, standardised, fixed-seed split)")
     _data_options(train, default="breast_cancer")
     train.add_argument("--test", metavar="PATH", help="a separate test file (default: hold out 20%% of --data, fixed seed)")
-    train.add_argument("--layers", default="20,7,5", help="hidden layer sizes, comma separated; '' for none (default: 20,7,5)")
+    train.add_argument("--layers", default=DEFAULT_LAYERS, help=f"hidden layer sizes, comma separated; '' for none (default: {DEFAULT_LAYERS})")
     train.add_argument("--activation", default="relu", help="hidden activation: relu, leaky_relu, sigmoid, tanh, linear")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
     train.add_argument("--batch-size", type=int, default=64, help="examples per mini-batch; 0 for the full batch (default: 64)")
@@ -331,6 +334,12 @@ def _model_and_data(args, labels: bool):
 def _backends(args) -> int:
     for status in available_backends():
         print(f"{status.name:<6} {'yes' if status.available else 'no ':<3}  {status.reason or ''}".rstrip())
+        if status.name == "numba" and status.available:
+            from .backends.numba_backend import kernel_cache_status  # imports numba: only when it can run
+
+            cache = kernel_cache_status(QUICK_START_DIMS, "float32", optimizer="adam")
+            print(f"       kernel cache for the quick-start network: {'warm' if cache.warm else 'cold'} "
+                  f"({cache.cached}/{cache.total} kernels in {cache.directory}; dnn.get_backend('numba').warmup(net) warms it)")
     return 0
 
 

@@ -226,15 +226,8 @@ def require_floor_agrees(floor: GemmFloor) -> float:
     return difference
 
 
-_warmed_up: set[str] = set()
-
-
-def warm_up(backend, fn, calls: int = WARMUP_CALLS) -> None:
-    """Compile what the backend compiles ahead (its `warmup()`, once per process), then run `fn` untimed."""
-    warmup = getattr(backend, "warmup", None)
-    if callable(warmup) and backend.name not in _warmed_up:
-        warmup()
-        _warmed_up.add(backend.name)
+def warm_up(fn, calls: int = WARMUP_CALLS) -> None:
+    """Run `fn` `calls` times untimed: the first call compiles (or loads from the cache) what it needs."""
     for _ in range(calls):
         fn()
 
@@ -335,11 +328,9 @@ def environment_info(backend=None) -> dict:
 
 # ---------------------------------------------------------------------------------------------- first call
 def first_call_costs(backend_name: str, case_name: str, dtype: str) -> dict:
-    """Seconds this process spends creating the backend (importing numba or cupy), in its `warmup()`, on the
-    first training step and on the second (steady state), and the gradient difference afterwards.
-
-    Meant to run in a fresh process (bench/bench_compile.py starts one), where the first step pays for
-    every compilation that `warmup()` did not do ahead.
+    """Seconds this process spends creating the backend (importing numba or cupy), on the first training step
+    (which compiles, or loads from the cache, every kernel it needs) and on the second (steady state), and the
+    gradient difference afterwards. Meant to run in a fresh process (bench/bench_compile.py starts one).
     """
     seconds = {}
     start = time.perf_counter()
@@ -347,15 +338,10 @@ def first_call_costs(backend_name: str, case_name: str, dtype: str) -> dict:
     seconds["backend_s"] = time.perf_counter() - start
     bench = prepare_step(backend, CASES[case_name], dtype)
     step = step_function(bench)
-    warmup = getattr(backend, "warmup", None)
-    start = time.perf_counter()
-    if callable(warmup):
-        warmup()
-    seconds["warmup_s"] = time.perf_counter() - start
     for key in ("first_step_s", "second_step_s"):
         start = time.perf_counter()
         step()
         seconds[key] = time.perf_counter() - start
-    seconds["first_call_overhead_s"] = seconds["warmup_s"] + seconds["first_step_s"] - seconds["second_step_s"]
+    seconds["first_call_overhead_s"] = seconds["first_step_s"] - seconds["second_step_s"]
     seconds["max_gradient_difference"] = gradient_difference(bench.net, bench.X, bench.Y)
     return seconds

@@ -82,10 +82,13 @@ def test_resuming_from_the_command_line(tmp_path, capsys):
 
 def test_backends_lists_each_with_its_status(capsys):
     assert main(["backends"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if not line.startswith(" ")]  # indented lines add details to the one above
     assert lines[0].split()[:2] == ["numpy", "yes"]
     assert {line.split()[0] for line in lines} == {"numpy", "numba", "cupy"}
     assert all(line.split()[1] == "yes" or len(line.split()) > 2 for line in lines)  # "no" comes with a reason
+    if any(line.split()[:2] == ["numba", "yes"] for line in lines):
+        assert any("kernel cache for the quick-start network: " in line for line in out)
 
 
 @pytest.mark.parametrize(
