@@ -226,7 +226,7 @@ class NumbaBackend(Backend):
             calls += [self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])]
         elif optimizer in (None, "sgd") and self.cblas is not None:  # plain SGD takes a whole-step strategy
             small = not any(self._parallel_at(n * m) for n in dims[1:])
-            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small)
+            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small, activations=hidden)
         return calls
 
     def _parallel_at(self, elements: int) -> bool:

@@ -2,7 +2,7 @@
 
 Two strategies, both ending in `kernels.numba_step.update_inside_products` (the update, its finiteness proof
 and its fallback, written once):
-- "compiled": the whole step in one compiled call (`kernels.numba_step.sgd_step`), for networks whose every
+- "compiled": the whole step in one compiled call (`kernels.numba_step.sgd_step_kernel`), for networks whose every
   elementwise pass would run on one thread anyway (each layer's n_l·m below the parallel size) and that need
   no L2: it saves the Python between ~20 operations and loses no parallelism.
 - "fused-update": the layers' passes through the backend's own (parallel) kernels, which return Σ|A| and Σ|D|
@@ -50,7 +50,13 @@ def compile_step(backend, plan):
     return CompiledStep(backend, plan)
 
 
-def warmup_calls(backend, dims, dtype, output, compiled: bool):
+def _uniform_code(backend, activations) -> int:
+    """The one activation code of every hidden layer, or MIXED (also for no hidden layer: nothing to prune)."""
+    codes = {backend._activation_code(name) for name in activations}
+    return codes.pop() if len(codes) == 1 else backend._step.MIXED
+
+
+def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
     """[(kernel, arguments)] that compile the whole-step kernels for a network of `dims` in `dtype` (tuples of
     per-layer arrays are typed by their length, so each depth has its own compiled step)."""
     dtype, L = numpy.dtype(dtype), len(dims) - 1
@@ -62,8 +68,9 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool):
                                                      one, one, zero, *blas))]  # fmt: skip
     if compiled:
         codes = numpy.zeros(max(1, L - 1), numpy.int64)
-        calls.append((backend._step.sgd_step, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes,
-                                               output == "softmax", flat, flat, one, *blas, numpy.zeros(8))))  # fmt: skip
+        kernel = backend._step.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
+        calls.append((kernel, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes, flat, flat, one, *blas,
+                               numpy.zeros(8))))  # fmt: skip
     return calls
 
 
@@ -75,7 +82,7 @@ def _input_bound(backend, batch) -> float:
 
 
 class CompiledStep:
-    """Strategy "compiled": `kernels.numba_step.sgd_step` on the network's own buffers."""
+    """Strategy "compiled": the kernel of `kernels.numba_step.sgd_step_kernel` on the network's own buffers."""
 
     def __init__(self, backend, plan):
         p, ws, dtype = plan.params, plan.workspace, numpy.dtype(plan.dtype)
@@ -83,14 +90,13 @@ class CompiledStep:
         self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.dW[1:]), tuple(p.db[1:]))
         self.buffers = (tuple(ws.A[1:]), ws.ZL, tuple(ws.D[1:]), ws.cost)
         self.codes = numpy.array([backend._activation_code(a) for a in plan.activations] or [0], numpy.int64)
-        self.softmax = plan.output == "softmax"
         self.theta, self.grad = p.theta, p.grad
         self.blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
-        self.kernel = backend._step.sgd_step
+        self.kernel = backend._step.sgd_step_kernel(_uniform_code(backend, plan.activations), plan.output == "softmax")
 
     def __call__(self, batch, lr) -> None:
         self.kernel(batch.X, batch.Y, _input_bound(self.backend, batch), *self.layers, *self.buffers, self.codes,
-                    self.softmax, self.theta, self.grad, self.dtype.type(lr), *self.blas, self.state)  # fmt: skip
+                    self.theta, self.grad, self.dtype.type(lr), *self.blas, self.state)  # fmt: skip
 
 
 class FusedUpdateStep:

@@ -7,7 +7,7 @@ so the gradient is never stored, once Σ|A[l-1]|·Σ|D[l]| below `limit` proves 
 it, the gradients are stored, checked and applied, and nothing moves if one is not finite. Both whole-step
 strategies of the numba backend (`backends/numba_steps.py`) end with it.
 
-`sgd_step` is a whole SGD step (forward, cost, backward, update, step state) in one call, for networks small
+`sgd_step_kernel(act, softmax)` builds a whole SGD step (forward, cost, backward, update, step state) in one call, for networks small
 enough that ~20 backend calls would cost more in Python than in arithmetic. Its elementwise passes are the
 serial row helpers of `numba_activations` and the output kernels of `numba_output`, so every value is computed
 as the numba backend computes it; the row helpers are inlined rather than the parallel kernels called (calling
@@ -17,6 +17,8 @@ The step-state slots are those of `backends/base.py` (STEP_COST ... FINITE_STEPS
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 from numba import njit
@@ -108,58 +110,74 @@ def commit_step(state):
         state[7] += 1
 
 
-@njit(cache=True)
-def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, softmax, theta, grad, lr, limit, blas, ilp64, state):
-    """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.
+#: `sgd_step_kernel`'s activation argument for networks whose hidden layers differ: codes read per layer.
+MIXED = -1
 
-    X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X| (any upper bound on max|X|). W, b, dW, db: tuples of the
-    L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat vectors theta (P,) and grad (P,). A, D: tuples
-    of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean cross-entropy.
-    acts (L-1,): the hidden layers' activation codes (`numba_activations.ACTIVATION_CODES`); softmax: the
-    output layer (else sigmoid). lr: the learning rate in theta's dtype; limit, blas, ilp64: see
-    `update_inside_products`. state: the (8,) float64 step state. D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
+
+@cache
+def sgd_step_kernel(act: int, softmax: bool):
+    """The compiled whole SGD step for hidden layers that all use activation code `act` (MIXED: each layer's code
+    from `acts`) and a softmax (else sigmoid) output.
+
+    `act` and `softmax` are constants of the kernel (part of numba's cache key), so numba prunes every other
+    activation's and output's code before compiling: a uniform network's step compiles a fraction of the code.
     """
-    state[0] = 0.0
-    state[1] = 0.0
-    state[2] = 0.0
-    if state[3] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
-        return
-    L = len(W)
-    m = X.shape[1]
-    one, zero = X.dtype.type(1), X.dtype.type(0)
-    slope = X.dtype.type(LEAKY_RELU_SLOPE)
-    input_sums = np.empty(L)  # Σ|A[l-1]|, l = 1..L
-    delta_sums = np.empty(L)  # Σ|D[l]|, l = 1..L
-    input_sums[0] = x_abs_sum
-    # forward: A[l] = g(W[l]·A[l-1] + b[l]) in place in A[l]; the last product goes to ZL
-    for l in range(L):
-        A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
-        Z = ZL if l == L - 1 else A[l]  # (n_l, m)
-        gemm(blas, ilp64, W[l], A_prev, Z, False, False, one, zero)  # (n_l, n_{l-1})·(n_{l-1}, m)
-        if l < L - 1:
+
+    def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, theta, grad, lr, limit, blas, ilp64, state):
+        """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.
+
+        X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X| (any upper bound on max|X|). W, b, dW, db: tuples of the
+        L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat vectors theta (P,) and grad (P,). A, D: tuples
+        of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean cross-entropy.
+        acts (L-1,): the hidden layers' activation codes, read when act is MIXED. lr: the learning rate in
+        theta's dtype; limit, blas, ilp64: see `update_inside_products`. state: the (8,) float64 step state.
+        D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
+        """
+        state[0] = 0.0
+        state[1] = 0.0
+        state[2] = 0.0
+        if state[3] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
+            return
+        L = len(W)
+        m = X.shape[1]
+        one, zero = X.dtype.type(1), X.dtype.type(0)
+        slope = X.dtype.type(LEAKY_RELU_SLOPE)
+        input_sums = np.empty(L)  # Σ|A[l-1]|, l = 1..L
+        delta_sums = np.empty(L)  # Σ|D[l]|, l = 1..L
+        input_sums[0] = x_abs_sum
+        # forward: A[l] = g(W[l]·A[l-1] + b[l]) in place in A[l]; the last product goes to ZL
+        for l in range(L):
+            A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
+            Z = ZL if l == L - 1 else A[l]  # (n_l, m)
+            gemm(blas, ilp64, W[l], A_prev, Z, False, False, one, zero)  # (n_l, n_{l-1})·(n_{l-1}, m)
+            if l < L - 1:
+                code = act if act != MIXED else acts[l]
+                total = 0.0
+                for i in range(Z.shape[0]):
+                    total += forward_row(i, Z, b[l], code, Z, True, True, slope, True)
+                input_sums[l + 1] = total
+        # output: ZL ← ZL + b, A[L] = σ(ZL) or softmax(ZL), cost, D[L] = (1/m)·(A[L] - Y)
+        if softmax:
+            softmax_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
+        else:
+            sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
+        record_step(state, cost, A[L - 1], Y, softmax)
+        for i in range(D[L - 1].shape[0]):
+            db[L - 1][i, 0] = row_sum(D[L - 1][i])  # db[L] = Σ D[L]: (n_L, 1)
+        delta_sums[L - 1] = row_abs_sum(D[L - 1].reshape(D[L - 1].size))
+        # backward: D[l-1] = W[l]ᵀ·D[l], then D[l-1] ← D[l-1] * g'(A[l-1]) in place with db[l-1] in the same pass
+        for l in range(L - 1, 0, -1):
+            gemm(blas, ilp64, W[l], D[l], D[l - 1], True, False, one, zero)  # (n_{l-1}, n_l)·(n_l, m)
+            code = act if act != MIXED else acts[l - 1]
             total = 0.0
-            for i in range(Z.shape[0]):
-                total += forward_row(i, Z, b[l], acts[l], Z, True, True, slope, True)
-            input_sums[l + 1] = total
-    # output: ZL ← ZL + b, A[L] = σ(ZL) or softmax(ZL), cost, D[L] = (1/m)·(A[L] - Y)
-    if softmax:
-        softmax_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
-    else:
-        sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
-    record_step(state, cost, A[L - 1], Y, softmax)
-    for i in range(D[L - 1].shape[0]):
-        db[L - 1][i, 0] = row_sum(D[L - 1][i])  # db[L] = Σ D[L]: (n_L, 1)
-    delta_sums[L - 1] = row_abs_sum(D[L - 1].reshape(D[L - 1].size))
-    # backward: D[l-1] = W[l]ᵀ·D[l], then D[l-1] ← D[l-1] * g'(A[l-1]) in place with db[l-1] in the same pass
-    for l in range(L - 1, 0, -1):
-        gemm(blas, ilp64, W[l], D[l], D[l - 1], True, False, one, zero)  # (n_{l-1}, n_l)·(n_l, m)
-        total = 0.0
-        for i in range(D[l - 1].shape[0]):
-            total += backward_row(i, D[l - 1], A[l - 1], acts[l - 1], True, D[l - 1], db[l - 1], 1.0, True, True, slope, True)
-        delta_sums[l - 1] = total
-    if not np.isfinite(state[0]) or not update_inside_products(
-        X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, one, zero, limit, blas, ilp64
-    ):
-        state[3] = 1
-        return
-    commit_step(state)
+            for i in range(D[l - 1].shape[0]):
+                total += backward_row(i, D[l - 1], A[l - 1], code, True, D[l - 1], db[l - 1], 1.0, True, True, slope, True)
+            delta_sums[l - 1] = total
+        if not np.isfinite(state[0]) or not update_inside_products(
+            X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, one, zero, limit, blas, ilp64
+        ):
+            state[3] = 1
+            return
+        commit_step(state)
+
+    return njit(cache=True)(sgd_step)
