@@ -355,8 +355,9 @@ class CupyBackend(StepStateReads, Backend):
             elif W.size:
                 self._launch("chk", "add_sum_of_squares", dtype, (1,), (THREADS,), (numpy.int64(W.size), W, numpy.float64(l2 / 2), state))
 
-    def advance_step_count(self, t, state) -> None:
-        """t[0] += 1 on the device unless `state` says the step diverged: Adam's step count inside a captured step."""
+    def _advance_step_count(self, t, state) -> None:
+        """t[0] += 1 on the device unless `state` says the step diverged: Adam's step count inside a captured step
+        (the captured plan's one operation beyond the interface, `cupy_graph.advance_step_count`)."""
         self._device_scalar(t, "Adam's step count")
         self._launch("upd", "advance_step_count", None, (1,), (1,), (t, self._state_argument(state, optional=False)))
 

@@ -163,8 +163,12 @@ def _as_ref(value, names: dict):
 
 
 def advance_step_count(backend, t, state) -> None:
-    """The reference of the plan's one operation that `Backend` lacks: t[0] += 1 unless the step diverged."""
-    if not state[NONFINITE]:
+    """The plan's one operation that `Backend` lacks: t[0] += 1 unless the step diverged; the backend's own
+    kernel where it has one (CupyBackend._advance_step_count), else on the host."""
+    on_device = getattr(backend, "_advance_step_count", None)
+    if on_device is not None:
+        on_device(t, state)
+    elif not state[NONFINITE]:
         t[0] += 1
 
 

@@ -134,7 +134,7 @@ def _dnn_step(backend, case, strategy=None):
     bench = perf.prepare_step(backend, case, "float32")
     step = TrainStep(bench.net, case.m, strategy=strategy)
     if strategy is None and step.strategy != "compiled":
-        raise NotAvailable(f"dnn captured: TrainStep(net, m) takes {step.strategy!r} on {backend.name}, not a compiled step")
+        raise NotAvailable(f"dnn captured: strategy 'compiled' is not available: TrainStep(net, m) takes {step.strategy!r} on {backend.name}")
 
     def synchronised():
         step(bench.batch, perf.LEARNING_RATE)

@@ -130,7 +130,7 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     recorded.begin_step(state)
     recorded.add_l2_cost(state, [p.reshape(5, 10), g.reshape(10, 5)], 0.1)
     recorded.guard_step(state, g)
-    recorded.advance_step_count(np.zeros(1), state)
+    recorded._advance_step_count(np.zeros(1), state)
     recorded.commit_step(state)
     assert recorded._kernels.kernels() == ["axpy", "sgd_update", "sgd_update", "momentum_update", "adam_update",
                                            "multiply", "flag_non_finite", "begin_step", "add_sum_of_squares",
