@@ -12,7 +12,9 @@ handle and current stream, with α and β. float32 products use TF32 tensor core
 
 Updates take the float64 step-state vector (`state=`): a kernel reads its diverged flag on the device and
 writes nothing when it is set. The learning rate may be a float64 device scalar ((1,) cupy array) and
-Adam's `t` too, so a captured CUDA graph can serve every step (see docs/cupy.md).
+Adam's `t` too, so a captured CUDA graph can serve every step. Every step-state operation (begin, record,
+L2 cost, guard, commit) is one kernel with no host value, so `compile_step` can capture the whole step in a
+CUDA graph (`backends/cupy_graph.py`, docs/cupy.md); `cuda_graphs=False` or DNN_CUDA_GRAPHS=0 switch it off.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import numpy
 
 from .base import Backend, adam_bias_corrections, check_output
+from .cupy_graph import StepStateReads
 from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
 
 _KERNEL_DTYPES = ("float32", "float64")
@@ -29,6 +32,7 @@ _KERNEL_DTYPES = ("float32", "float64")
 THREADS = 256
 MAX_BLOCKS = 1 << 16
 TF32_ENV = "DNN_TF32"
+CUDA_GRAPHS_ENV = "DNN_CUDA_GRAPHS"
 _NULL = numpy.uint64(0)  # a null pointer argument (CuPy turns None into an invalid address)
 
 
@@ -41,30 +45,34 @@ def _blocks(size: int) -> int:
     return max(1, min(MAX_BLOCKS, -(-size // THREADS)))
 
 
-class CupyBackend(Backend):
+class CupyBackend(StepStateReads, Backend):
     """CuPy on the current CUDA device, with fused CUDA kernels and cuBLAS products."""
 
     name = "cupy"
 
-    def __init__(self, tf32: bool | None = None):
+    def __init__(self, tf32: bool | None = None, cuda_graphs: bool | None = None):
         import cupy
 
         from ..kernels.cupy_modules import CompiledKernels
         from .cublas import WORKSPACE_BYTES, load_cublas
 
-        self._use_kernels(cupy, CompiledKernels(cupy), tf32)
+        self._use_kernels(cupy, CompiledKernels(cupy), tf32, cuda_graphs)
         cupy.cuda.device.get_cublas_handle()  # makes CuPy load its libcublas before the binding looks for it
         self.cublas = load_cublas()
         self._workspace = cupy.empty((WORKSPACE_BYTES,), dtype=cupy.uint8)  # kept for every call, never reallocated
         self._flag = cupy.zeros((1,), dtype=cupy.int32)
 
-    def _use_kernels(self, xp, kernels, tf32: bool | None) -> None:
-        """The array module, the compiled kernels (anything with `function(source, kernel, dtype)`) and the TF32 choice."""
+    def _use_kernels(self, xp, kernels, tf32: bool | None, cuda_graphs: bool | None = None) -> None:
+        """The array module, the compiled kernels (anything with `function(source, kernel, dtype)`), the TF32 and
+        CUDA-graph choices."""
         from ..kernels import cupy_activations, cupy_checks, cupy_common, cupy_output, cupy_updates
 
         self.xp = xp
         #: True: float32 GEMMs may use TF32 tensor cores (off unless DNN_TF32=1 or tf32=True).
         self.tf32 = os.environ.get(TF32_ENV) == "1" if tf32 is None else bool(tf32)
+        #: True: TrainStep's "compiled" strategy captures the whole step in a CUDA graph (DNN_CUDA_GRAPHS=0 or
+        #: cuda_graphs=False switch it off; the step then runs by phases).
+        self.cuda_graphs = os.environ.get(CUDA_GRAPHS_ENV) != "0" if cuda_graphs is None else bool(cuda_graphs)
         self._kernels = kernels
         self._src = {"act": cupy_activations.SOURCE, "out": cupy_output.SOURCE, "upd": cupy_updates.SOURCE, "chk": cupy_checks.SOURCE}
         self._codes = cupy_common.ACTIVATION_CODES
@@ -321,8 +329,12 @@ class CupyBackend(Backend):
         """When the step did not diverge: the totals state[4:7] += state[0:3] and state[7] += 1."""
         self._launch("chk", "commit_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
 
+    def begin_step(self, state) -> None:
+        """state[0:3] ← 0 (the step in progress) in one kernel: no host value, no temporary."""
+        self._launch("chk", "begin_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
+
     def record_step(self, state, cost, A, Y, output: str) -> None:
-        """STEP_COST += cost·m, STEP_CORRECT ← the examples classified correctly (kernels/cupy_checks.py), m; no sync."""
+        """STEP_COST += cost·m, STEP_CORRECT ← the examples classified correctly, STEP_EXAMPLES ← m: one kernel, no sync."""
         check_output(output)
         state = self._state_argument(state, optional=False)
         dtype = self._kernel_dtype(A, Y, cost)
@@ -330,7 +342,32 @@ class CupyBackend(Backend):
             super().record_step(state, cost, A, Y, output)
             return
         n, m = A.shape
-        state[0:1] += cost.astype(numpy.float64) * m  # on the device, in float64
-        state[2] = m
-        self._launch("chk", "count_correct", dtype, (1,), (THREADS,),
-                     (A, Y, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip
+        self._launch("chk", "record_step", dtype, (1,), (THREADS,),
+                     (A, Y, cost, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip
+
+    def add_l2_cost(self, state, weights, l2: float) -> None:
+        """STEP_COST += (λ/2)·Σ‖W‖², one kernel per weight matrix summing in float64 on the device (no sync)."""
+        state = self._state_argument(state, optional=False)
+        for W in weights:
+            dtype = self._kernel_dtype(W)
+            if dtype is None:
+                super().add_l2_cost(state, [W], l2)
+            elif W.size:
+                self._launch("chk", "add_sum_of_squares", dtype, (1,), (THREADS,), (numpy.int64(W.size), W, numpy.float64(l2 / 2), state))
+
+    def _advance_step_count(self, t, state) -> None:
+        """t[0] += 1 on the device unless `state` says the step diverged: Adam's step count inside a captured step
+        (the captured plan's one operation beyond the interface, `cupy_graph.advance_step_count`)."""
+        self._device_scalar(t, "Adam's step count")
+        self._launch("upd", "advance_step_count", None, (1,), (1,), (t, self._state_argument(state, optional=False)))
+
+    # ------------------------------------------------------------------ whole steps
+    def compile_step(self, plan):
+        """Strategy "compiled": the whole step captured once in a CUDA graph and replayed (backends/cupy_graph.py).
+
+        None (the step runs by phases) for other strategies, with dropout or a gradient reducer, or when graphs
+        are switched off (`CupyBackend(cuda_graphs=False)` or DNN_CUDA_GRAPHS=0).
+        """
+        from .cupy_graph import CupyCapture, compile_captured_step
+
+        return compile_captured_step(self, plan, CupyCapture(self)) if self.cuda_graphs else None

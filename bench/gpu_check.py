@@ -8,12 +8,15 @@ In one run:
 2. each fused operation of bench/cases.py at several shapes (1x1, odd sizes, m = 1, a larger one), float32
    and float64, outputs poisoned with NaN first, within dnn.tolerances' kernel tolerance;
 3. the whole network's gradients for small and full-size cases within the gradient tolerance;
-4. `pytest -k cupy` (every CUDA kernel, the step-state kernels and cuBLAS against NumPy float64; cupy only);
-5. the card's GEMM rate (an 8192^3 float32 product through CuPy's cuBLAS);
-6. one training step per case, float32, TF32 as the backend says, median after warm-up, timed with CUDA
-   events, in every column of STEP_VARIANTS side by side: dnn eager, dnn captured (a CUDA graph: filled in
-   once the step object lands), PyTorch eager and PyTorch + CUDA graph (the same network and update, written
-   below); then TFLOP/s and the fraction of the GEMM rate of dnn's eager step.
+4. the step `TrainStep(net, m)` takes by default (on cupy: captured in a CUDA graph and replayed) against the
+   eager step (`strategy="phases"`) over several steps, SGD and Adam with L2, float32 and float64;
+5. `pytest -k cupy` (every CUDA kernel, the step-state kernels, cuBLAS and the captured step; cupy only);
+6. the card's GEMM rate (an 8192^3 float32 product through CuPy's cuBLAS);
+7. one training step per case, float32, TF32 as the backend says, median after warm-up, timed with CUDA
+   events, in every column of STEP_VARIANTS side by side: dnn eager (the step by phases), dnn captured (the
+   step `TrainStep(net, m)` picks: "compiled", a replayed CUDA graph, on cupy), PyTorch eager and PyTorch +
+   CUDA graph (the same network and update, written below); then TFLOP/s and the fraction of the GEMM rate
+   of dnn's eager step.
 Prints one table. Exits 0 when every check passed, 1 otherwise, and 0 with a one-line message when the
 backend cannot run here (no GPU or no CuPy). Meant to finish in under 4 minutes on one H100/H200.
 """
@@ -35,7 +38,7 @@ from dnn import perf
 from dnn.backends import available_backends, get_backend
 from dnn.perf import CASES, LEARNING_RATE, SMALL_VERSION, case_data, step_gemm_flops
 from dnn.step import TrainStep
-from dnn.tolerances import gradient_rtol, kernel_rtol
+from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 
 DTYPES = ("float32", "float64")
 KERNEL_SHAPES = {"small": ((1, 1), (7, 13), (33, 1), (65, 257)), "full": ((1, 1), (7, 13), (33, 1), (65, 257), (1000, 3001))}
@@ -93,6 +96,27 @@ def check_gradients(backend, case_names) -> list[str]:
     return failures
 
 
+def check_captured(backend, case_names, steps: int = 5) -> list[str]:
+    """One line per (case, dtype, optimizer) where the default step (captured on cupy) leaves the eager one."""
+    failures = []
+    for name in case_names:
+        case = CASES[name]
+        for dtype in DTYPES:
+            for optimizer in ("sgd", "adam"):
+                default, eager = perf.prepare_step(backend, case, dtype), perf.prepare_step(backend, case, dtype)
+                step = TrainStep(default.net, case.m, optimizer, l2=0.1)
+                reference = TrainStep(eager.net, case.m, optimizer, l2=0.1, strategy="phases")
+                for _ in range(steps):
+                    step(default.batch, perf.LEARNING_RATE)
+                    reference(eager.batch, perf.LEARNING_RATE)
+                expected = eager.net.get_parameters()
+                difference = max(relative_difference(value, expected[key]) for key, value in default.net.get_parameters().items())
+                if not difference <= gradient_rtol(dtype):
+                    failures.append(f"{step.strategy} step {name} {dtype} {optimizer}: parameters after {steps} steps differ "
+                                    f"from the eager step's by {difference:.3g} > {gradient_rtol(dtype):g}")  # fmt: skip
+    return failures
+
+
 def run_gpu_tests() -> list[str]:
     """`pytest -k cupy` in a child process: [] when it passed, else its last lines."""
     command = [sys.executable, "-m", "pytest", str(REPO / "tests"), "-k", "cupy", "-q", "-p", "no:cacheprovider"]
@@ -106,24 +130,27 @@ def run_gpu_tests() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- timed steps
-def dnn_eager_step(backend, case):
-    """dnn's training step (Network.train_step, operation by operation on the backend), synchronised."""
-    return perf.step_function(perf.prepare_step(backend, case, "float32"))
-
-
-def dnn_captured_step(backend, case):
-    """dnn's whole step as the backend compiles it (`TrainStep(strategy="compiled")`: a replayed CUDA graph on cupy)."""
+def _dnn_step(backend, case, strategy=None):
     bench = perf.prepare_step(backend, case, "float32")
-    try:
-        step = TrainStep(bench.net, bench.batch.X.shape[1], strategy="compiled")
-    except ValueError as exc:
-        raise NotAvailable(f"dnn captured: {exc}") from None
+    step = TrainStep(bench.net, case.m, strategy=strategy)
+    if strategy is None and step.strategy != "compiled":
+        raise NotAvailable(f"dnn captured: strategy 'compiled' is not available: TrainStep(net, m) takes {step.strategy!r} on {backend.name}")
 
-    def captured():
+    def synchronised():
         step(bench.batch, perf.LEARNING_RATE)
         backend.synchronize()
 
-    return captured
+    return synchronised
+
+
+def dnn_eager_step(backend, case):
+    """dnn's training step operation by operation on the backend (`TrainStep(strategy="phases")`), synchronised."""
+    return _dnn_step(backend, case, strategy="phases")
+
+
+def dnn_captured_step(backend, case):
+    """The step `TrainStep(net, m)` picks: "compiled", a replayed CUDA graph, on cupy; synchronised."""
+    return _dnn_step(backend, case)
 
 
 def _torch_network(case, torch):
@@ -266,6 +293,10 @@ def main(argv=None) -> int:
     gradient_failures = check_gradients(backend, dict.fromkeys(checked))
     print(f"gradients vs NumPy float64: cases {', '.join(dict.fromkeys(checked))}, {len(gradient_failures)} failed")
     failures += gradient_failures
+    captured_cases = list(dict.fromkeys(SMALL_VERSION.values()))
+    captured_failures = check_captured(backend, captured_cases)
+    print(f"default step (TrainStep(net, m)) vs eager step: cases {', '.join(captured_cases)}, {len(captured_failures)} failed")
+    failures += captured_failures
     if args.backend == "cupy" and not args.no_pytest:
         failures += run_gpu_tests()
     for line in failures:

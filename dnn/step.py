@@ -56,6 +56,7 @@ class StepPlan:
     params: object  # `dnn.parameters.Parameters`: theta, grad and their per-layer views W, b, dW, db
     workspace: object  # `dnn.propagation.Workspace` for m: A, ZL, D, cost
     state: object  # the (STATE_SIZE,) step state
+    optimizer_object: object = None  # the `dnn.optimizers.Optimizer` itself: hyperparameters, state vectors, step_count
 
 
 class StepTotals(NamedTuple):
@@ -165,7 +166,7 @@ class TrainStep:
         net = self.net
         return StepPlan(strategy, tuple(net.layer_dims), tuple(net.activations), net.output, net.dtype, self.m,
                         self.optimizer.name, self.l2, bool(self.dropout), self.reducer is not None, net.params,
-                        self.workspace, self.state.vector)  # fmt: skip
+                        self.workspace, self.state.vector, self.optimizer)  # fmt: skip
 
     def __call__(self, batch, lr: float, rng=None) -> None:
         """Take one step on `batch` (made by `Network.batch`, m examples) at learning rate `lr`; no host sync.

@@ -6,10 +6,17 @@
   finite. Sticky: it only ever writes 1, so once set the flag stays until the host resets it.
 - `commit_step`: when the step did not diverge, adds this step's cost, correct predictions and examples
   into the totals and counts the step; one thread, so it is one launch a graph can replay.
-- `count_correct`: state[STEP_CORRECT] = the number of examples classified correctly (sigmoid: A > 0.5
-  against the 0/1 labels, averaged over the output units, which for one unit is the count of columns;
-  softmax: the first argmax of A against the first argmax of the one-hot Y). One block, so the count is
-  summed in a fixed order; counts are exact in float64.
+- `begin_step`: zeroes the slots of the step in progress (cost sum, correct count, examples); one thread.
+- `record_step`: state[STEP_COST] += cost[0]·m (in double), state[STEP_EXAMPLES] = m, and
+  state[STEP_CORRECT] = the number of examples classified correctly (sigmoid: A > 0.5 against the 0/1
+  labels, averaged over the output units, which for one unit is the count of columns; softmax: the first
+  argmax of A against the first argmax of the one-hot Y). One block, so the count is summed in a fixed
+  order; counts are exact in float64.
+- `add_sum_of_squares`: state[STEP_COST] += scale·Σ x² (the L2 penalty of one weight matrix), one block,
+  summed in double in a fixed order.
+
+Every kernel here writes only device memory and takes its scalars as arguments, so none needs the host
+inside a step and each is one launch a CUDA graph can replay.
 """
 
 from __future__ import annotations
@@ -40,9 +47,14 @@ __global__ void commit_step(double* state) {
     state[STEPS_TAKEN] += 1.0;
 }
 
-// A, Y: (n, m); launched as one block of REDUCE_THREADS threads.
+__global__ void begin_step(double* state) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    for (int i = 0; i < 3; ++i) state[STEP_COST + i] = 0.0;
+}
+
+// A, Y: (n, m); cost: (1,); launched as one block of REDUCE_THREADS threads.
 template <typename T>
-__global__ void count_correct(const T* A, const T* Y, index_t n, index_t m, int softmax, double* state) {
+__global__ void record_step(const T* A, const T* Y, const T* cost, index_t n, index_t m, int softmax, double* state) {
     __shared__ double partial[REDUCE_THREADS];
     double correct = 0.0;
     for (index_t j = threadIdx.x; j < m; j += blockDim.x) {
@@ -61,9 +73,24 @@ __global__ void count_correct(const T* A, const T* Y, index_t n, index_t m, int 
         }
     }
     double total = block_sum(correct, partial);
-    if (threadIdx.x == 0) state[STEP_CORRECT] = softmax ? total : total / (double)n;
+    if (threadIdx.x == 0) {
+        state[STEP_CORRECT] = softmax ? total : total / (double)n;
+        state[STEP_COST] += (double)cost[0] * (double)m;  // the mean cost times m, in double as the reference
+        state[STEP_EXAMPLES] = (double)m;
+    }
+}
+
+// state[STEP_COST] += scale * sum(x^2), x: (size,); launched as one block of REDUCE_THREADS threads.
+template <typename T>
+__global__ void add_sum_of_squares(index_t size, const T* x, double scale, double* state) {
+    __shared__ double partial[REDUCE_THREADS];
+    double sum = 0.0;
+    for (index_t k = threadIdx.x; k < size; k += blockDim.x) sum += (double)(x[k] * x[k]);
+    double total = block_sum(sum, partial);
+    if (threadIdx.x == 0) state[STEP_COST] += scale * total;
 }
 """
 )
 
-SOURCE = KernelSource("cupy_checks", CODE, templated=("flag_non_finite", "guard_step", "count_correct"), plain=("commit_step",))
+SOURCE = KernelSource("cupy_checks", CODE, templated=("flag_non_finite", "guard_step", "record_step", "add_sum_of_squares"),
+                      plain=("begin_step", "commit_step"))

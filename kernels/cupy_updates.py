@@ -12,6 +12,7 @@ The updates are written for a later CUDA-graph capture, where one recorded launc
 - `lr_device` (a float64 scalar in device memory, or nullptr): read in place of `lr` when given.
 - `t_device` (Adam's step count as a float64 in device memory, or nullptr): when given, the bias
   corrections 1 - β^t are formed on the device in double, else the host's `c1`, `c2` are used.
+- `advance_step_count`: t += 1 unless the step diverged, so a replayed graph counts Adam's steps itself.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ __global__ void adam_update(index_t size, T* param, const T* grad, T* m, T* v, d
     }
 }
 
+// t <- t + 1 (Adam's step count in device memory), unless the step diverged; one thread, before adam_update.
+__global__ void advance_step_count(double* t, const double* state) {
+    if (blockIdx.x != 0 || threadIdx.x != 0 || step_diverged(state)) return;
+    t[0] += 1.0;
+}
+
 // out <- a * b (a dropout mask applied); out may be a or b.
 template <typename T>
 __global__ void multiply(index_t size, const T* a, const T* b, T* out) {
@@ -90,4 +97,5 @@ __global__ void multiply(index_t size, const T* a, const T* b, T* out) {
 """
 )
 
-SOURCE = KernelSource("cupy_updates", CODE, templated=("axpy", "sgd_update", "momentum_update", "adam_update", "multiply"))
+SOURCE = KernelSource("cupy_updates", CODE, templated=("axpy", "sgd_update", "momentum_update", "adam_update", "multiply"),
+                      plain=("advance_step_count",))

@@ -21,7 +21,7 @@ from dnn.kernels.cupy_modules import SOURCES
 
 DTYPES = ["float32", "float64"]
 SCALAR_TYPES = {np.int64: "index_t", np.int32: "int", np.float64: "double", np.float32: "float"}
-REDUCING_KERNELS = {"activation_backward", "sigmoid_output", "softmax_output", "count_correct"}
+REDUCING_KERNELS = {"activation_backward", "sigmoid_output", "softmax_output", "record_step", "add_sum_of_squares"}
 
 
 def kernel_parameters(code: str, kernel: str) -> list[str]:
@@ -113,7 +113,7 @@ def test_output_layer_launches_match_their_kernels(recorded, dtype, output, unit
     recorded.output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost, dZ_scale=1 / 9)
     recorded.output_layer(Z, b, output, A)  # prediction: no labels, no gradient, no cost (null pointers)
     recorded.record_step(np.zeros(STATE_SIZE), cost, A, Y, output)
-    assert recorded._kernels.kernels() == [f"{output}_output"] * 2 + ["count_correct"]
+    assert recorded._kernels.kernels() == [f"{output}_output"] * 2 + ["record_step"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -127,10 +127,14 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     recorded.adam_update(p, g, v, np.abs(m2), 0.1, 0.9, 0.999, 1e-8, 3, state=state)
     recorded.multiply(p, g, p)
     recorded.all_finite(p)
+    recorded.begin_step(state)
+    recorded.add_l2_cost(state, [p.reshape(5, 10), g.reshape(10, 5)], 0.1)
     recorded.guard_step(state, g)
+    recorded._advance_step_count(np.zeros(1), state)
     recorded.commit_step(state)
     assert recorded._kernels.kernels() == ["axpy", "sgd_update", "sgd_update", "momentum_update", "adam_update",
-                                           "multiply", "flag_non_finite", "guard_step", "commit_step"]  # fmt: skip
+                                           "multiply", "flag_non_finite", "begin_step", "add_sum_of_squares",
+                                           "add_sum_of_squares", "guard_step", "advance_step_count", "commit_step"]  # fmt: skip
     assert recorded._kernels.launches[2][2][-1] is state  # the predicate is the state itself, read on the device
 
 
