@@ -136,6 +136,8 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
                 _save(net, optimizer, checkpoint, history, settings, seed, done)
             if stop:
                 break
+        if ranks is not None:  # when fit returns on any rank, rank 0's checkpoint is on disk (a resume may read it)
+            ranks.comm.Barrier()
     return history
 
 
