@@ -3,6 +3,10 @@
 A user's mistake (a missing file, a bad option value, a model that does not fit the data) prints one line,
 ``error: ...``, on stderr and exits with status 1 (2 for a malformed command line); no traceback. Every
 option and output path is checked before data is loaded and before training or benchmarking starts.
+
+Under an MPI launcher (``mpiexec -n 2 python -m dnn train ...``, srun) `train` trains one model data-parallel
+(`dnn.distributed`): rank 0 alone prints, writes files and plots, and a rank that fails calls ``Abort`` after
+its ``error:`` line, so the other ranks never wait for it in a collective.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 
 import numpy as np
 
-from . import checkpoint, convert, data
+from . import checkpoint, convert, data, distributed
 from .backends import available_backends, get_backend
 from .backends.base import check_activation
 from .errors import DataError, DnnError
@@ -98,6 +102,7 @@ def _data_options(parser, default=None) -> None:
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    comm = None  # the MPI communicator of a data-parallel `train`, else None
     try:
         bench = argv[:1] == ["bench"]
         if bench:
@@ -116,19 +121,42 @@ def main(argv=None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "backends": _backends, "convert": convert.run}
-        return commands[args.command](args)
+        if args.command == "train":
+            comm = distributed.launch_world()  # before any backend starts its threads
+            return _train(args, comm)
+        return {"evaluate": _evaluate, "predict": _predict, "backends": _backends, "convert": convert.run}[args.command](args)
     except (DnnError, ValueError, OSError, MemoryError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
         message = f"not enough memory: {exc}" if isinstance(exc, MemoryError) else str(exc)
-        print(f"error: {_one_line(message)}", file=sys.stderr)
+        _abort_alone(comm, exc, message)
+        print(f"error: {_rank_prefix(comm)}{_one_line(message)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _abort_alone(comm, exc, "interrupted")
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: under MPI the other ranks must not wait for this one
+        _abort_alone(comm, exc, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _abort_alone(comm, exc: BaseException, message: str) -> None:
+    """Under MPI, an error this rank may have met alone prints its line and aborts every rank (no return).
+
+    Errors all ranks raise together (a disagreement found by a collective, a divergence of the shared
+    parameters) return normally on every rank instead.
+    """
+    if comm is not None and not isinstance(exc, distributed.COLLECTIVE_ERRORS):
+        distributed.abort(comm, message)
+
+
+def _rank_prefix(comm) -> str:
+    return "" if comm is None else f"rank {comm.Get_rank()} of {comm.Get_size()}: "
 
 
 # ---------------------------------------------------------------------------------------------- train
-def _train(args) -> int:
+def _train(args, comm=None) -> int:
+    """Train as the options say; under MPI (`comm`) data-parallel, with rank 0 alone printing and writing."""
+    root = comm is None or comm.Get_rank() == 0
     hidden, rates = _checked_train_options(args)
     train = data.load(args.data, label_column=args.label_column)
     if args.test:
@@ -148,19 +176,23 @@ def _train(args) -> int:
     n_out = 1 if n_classes == 2 else n_classes
     net = Network([X_train.shape[0], *hidden, n_out], activations=args.activation, dtype=args.dtype, backend=args.backend, seed=args.seed)
     optimizer = make_optimizer(args.optimizer)
-    if not args.quiet:
-        print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}: "
+    if not args.quiet and root:
+        where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
+        print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}{where}: "
               f"{X_train.shape[1]} training and {X_test.shape[1]} test examples from {args.data}")
-    progress = _Progress(args.epochs, quiet=args.quiet)
+    progress = _Progress(args.epochs, quiet=args.quiet or not root)
     try:
         history = fit(
             net, X_train, Y_train, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
             l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed,
             validation=(X_test, Y_test), callbacks=[progress], checkpoint=args.checkpoint,
             checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, resume=args.resume,
+            comm=comm,
         )
     finally:
         progress.close()
+    if not root:  # every rank holds the same model; rank 0 reports and writes it
+        return 0
     train_acc = net.evaluate(X_train, Y_train)["accuracy"]
     test_acc = net.evaluate(X_test, Y_test)["accuracy"]
     print(f"train accuracy: {train_acc:.4f}\ntest accuracy:  {test_acc:.4f}")

@@ -476,10 +476,11 @@ class SourceBatches:
         self.device: dict = {}  # k -> Batch of device buffers
 
     def epoch(self, order):
+        """(batch, (0, k, k)) for the epoch's batches of k examples, in `order`, as `fit`'s gatherer yields them."""
         for X, Y in self.reader.epoch(order):
             if not self.on_host:
                 X, Y = self._to_device(X, Y)
-            yield Batch(X, Y)
+            yield Batch(X, Y), (0, X.shape[1], X.shape[1])
 
     def _to_device(self, X, Y):
         k = X.shape[1]

@@ -8,14 +8,14 @@ needs the parameters, the optimizer's state, the seed and the epoch count.
 
 from __future__ import annotations
 
-import math
-import numbers
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from . import checkpoint as checkpoint_file
+from .distributed import GlobalColumns, Ranks, checksum
 from .errors import DivergenceError
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
@@ -45,7 +45,7 @@ class History:
 
 def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
         l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
-        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False) -> History:
+        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False, comm=None) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
 
     X may also be a `dnn.sources.Source` (with Y None): a data set on disk, checked in one streaming pass
@@ -62,95 +62,149 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     checkpoint: a path saved every `checkpoint_every` epochs and at the end; with `resume=True` an existing
     checkpoint there is loaded first and training continues from it, ending exactly where an uninterrupted
     run with the same settings ends.
+    comm: an MPI communicator (e.g. mpi4py's MPI.COMM_WORLD) to train data-parallel across its ranks: every
+    rank calls fit with the same network, data and settings, trains on its share of each global batch of
+    `batch_size` examples and ends with the parameters one process would have (see `dnn.distributed`); only
+    rank 0 writes the checkpoint. A communicator of one rank trains as without one.
 
     Raises DivergenceError naming the epoch and mini-batch when the cost or a gradient becomes non-finite; the
     parameters then hold the values of the last finite step. Each epoch's steps run without reading anything
     back from the backend; the cost, accuracy and divergence flag are read once, at the end of the epoch.
     """
-    epochs = check_count(epochs, "epochs", minimum=0)
-    optimizer = make_optimizer(optimizer)
-    lr = optimizer.default_lr if lr is None else check_positive(lr, "lr")
-    l2 = check_non_negative(l2, "l2")
-    rates = check_dropout_rates(dropout, net.num_layers - 1)
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    seed = check_count(seed, "seed", minimum=0)
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH to resume from")
-    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
-    if lr_decay is not None and not callable(lr_decay):
-        check_non_negative(lr_decay, "lr_decay")
+    ranks = Ranks(comm) if comm is not None and comm.Get_size() > 1 else None
+    # a rank that fails alone (bad input, an unwritable checkpoint) aborts the job: the others would wait forever
+    with ranks.abort_on_failure() if ranks is not None else contextlib.nullcontext():
+        epochs = check_count(epochs, "epochs", minimum=0)
+        optimizer = make_optimizer(optimizer)
+        lr = optimizer.default_lr if lr is None else check_positive(lr, "lr")
+        l2 = check_non_negative(l2, "l2")
+        rates = check_dropout_rates(dropout, net.num_layers - 1)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seed = check_count(seed, "seed", minimum=0)
+        if resume and checkpoint is None:
+            raise ValueError("resume=True needs checkpoint=PATH to resume from")
+        checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
+        if lr_decay is not None and not callable(lr_decay):
+            check_non_negative(lr_decay, "lr_decay")
 
-    if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
-        batches = SourceBatches(net, X, batch_size)
-        m, size = batches.m, batches.size
-    else:
-        data = net.batch(X, Y)
-        m = data.X.shape[1]
-        size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
-        batches = _MiniBatches(net, data, size)
-    val = net.batch(*validation) if validation is not None else None
-    settings = {
-        "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
-        "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
-    }
-    history, start = History(seed=seed), 0
-    if resume and os.path.exists(checkpoint):
-        history, start = _resume(net, optimizer, checkpoint, settings, seed)
+        if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
+            if ranks is not None:
+                raise ValueError("training from an out-of-core source on several ranks is not supported yet; "
+                                 "load the data in memory on each rank, or train in one process")
+            data, batches = None, SourceBatches(net, X, batch_size)
+            m, size = batches.m, batches.size
+        else:
+            data = net.batch(X, Y)
+            m = data.X.shape[1]
+            size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
+            batches = _MiniBatches(net, data, size, share=ranks.share if ranks is not None else None)
+        val = net.batch(*validation) if validation is not None else None
+        settings = {
+            "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
+            "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
+        }
+        history, start = History(seed=seed), 0
+        if resume and os.path.exists(checkpoint):
+            history, start = _resume(net, optimizer, checkpoint, settings, seed)
+        if ranks is not None:  # one small collective before the first step: a rank that differs fails them all
+            ranks.check_agreement(_run_description(net, optimizer, data, val, settings, seed, epochs, start, checkpoint))
 
-    state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
-    steps: dict[int, TrainStep] = {}  # batch size -> its step; the last short batch of an epoch gets its own
-    for epoch in range(start, epochs):
-        epoch_lr = _epoch_lr(lr, lr_decay, epoch)
-        # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
-        order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
-        mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
-        for batch in batches.epoch(order):
-            m_b = batch.X.shape[1]
-            if m_b not in steps:
-                steps[m_b] = TrainStep(net, m_b, optimizer, l2=l2, dropout=rates, state=state)
-            steps[m_b](batch, epoch_lr, rng=mask_rng)
-        try:
-            totals = state.read()  # the epoch's one read of the backend
-        except DivergenceError as exc:
-            raise DivergenceError(
-                f"training diverged in epoch {epoch + 1} (mini-batch {exc.step}) at learning rate {epoch_lr:g}: "
-                f"{exc}; the parameters hold the last finite step"
-            ) from exc
-        # each mini-batch scored by its own step's forward pass (before its update), weighted by its size
-        logs = _record(history, net, val, totals.cost_sum / m, totals.correct / m, epoch_lr)
-        done = epoch + 1
-        stop = any(callback(net, done, logs) for callback in callbacks)
-        if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs or stop):
-            _save(net, optimizer, checkpoint, history, settings, seed, done)
-        if stop:
-            break
+        reducer = ranks.reducer if ranks is not None else None
+        state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
+        steps: dict[int, TrainStep] = {}  # examples on this rank -> its step; the last short batch gets its own
+        for epoch in range(start, epochs):
+            epoch_lr = _epoch_lr(lr, lr_decay, epoch)
+            # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
+            order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
+            mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
+            for batch, (lo, hi, m_b) in batches.epoch(order):
+                if hi - lo not in steps:
+                    steps[hi - lo] = TrainStep(net, hi - lo, optimizer, l2=l2, dropout=rates, reducer=reducer, state=state)
+                rng = mask_rng
+                if ranks is not None and mask_rng is not None:  # this rank's columns of the global batch's masks
+                    rng = GlobalColumns(mask_rng, lo, hi, m_b)
+                    if hi == lo:
+                        rng.skip(net.layer_dims, rates, net.dtype)
+                steps[hi - lo](batch, epoch_lr, rng=rng)
+            try:
+                totals = state.read()  # the epoch's one read of the backend (global totals under MPI)
+            except DivergenceError as exc:
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch + 1} (mini-batch {exc.step}) at learning rate {epoch_lr:g}: "
+                    f"{exc}; the parameters hold the last finite step"
+                ) from exc
+            # each mini-batch scored by its own step's forward pass (before its update), weighted by its size
+            logs = _record(history, net, val, totals.cost_sum / m, totals.correct / m, epoch_lr)
+            done = epoch + 1
+            stop = any(callback(net, done, logs) for callback in callbacks)
+            if ranks is not None:  # parameters still bit-identical everywhere; a stop on one rank stops all
+                stop = ranks.end_epoch(net.backend, net.params.theta, stop, done)
+            writes = ranks is None or ranks.is_root
+            if checkpoint is not None and writes and (done % checkpoint_every == 0 or done == epochs or stop):
+                _save(net, optimizer, checkpoint, history, settings, seed, done)
+            if stop:
+                break
+        if ranks is not None:  # when fit returns on any rank, rank 0's checkpoint is on disk (a resume may read it)
+            ranks.comm.Barrier()
     return history
 
 
-class _MiniBatches:
-    """Gathers mini-batches from the placed data set into buffers reused every epoch (one per batch size)."""
+def _run_description(net, optimizer, data, val, settings, seed, epochs, start, checkpoint) -> dict:
+    """What every rank of a data-parallel run must agree on before its first step, as JSON values."""
+    return {
+        "network": [list(net.layer_dims), list(net.activations), net.output, net.dtype.name],
+        "backend": net.backend.name,
+        "data shapes (X, Y)": _shapes(data),
+        "validation shapes (X, Y)": _shapes(val),
+        "settings": settings,
+        "seed and epochs": [seed, epochs],
+        "checkpoint": checkpoint and os.fspath(checkpoint),
+        "epoch resumed from": start,
+        "parameter checksum": checksum(net.backend.to_numpy(net.params.theta)),
+        "optimizer state checksums": {name: checksum(value) for name, value in optimizer.state_dict(net).items()},
+    }
 
-    def __init__(self, net, data: Batch, size: int):
+
+def _shapes(batch: Batch | None):
+    return None if batch is None else [list(batch.X.shape), list(batch.Y.shape)]
+
+
+class _MiniBatches:
+    """Gathers mini-batches from the placed data set into buffers reused every epoch (one per batch size).
+
+    share: a callable m_b -> (lo, hi) naming the positions of each global batch of m_b examples this process
+    trains on (`dnn.distributed.Ranks.share`); None takes them all. Only those columns are gathered.
+    """
+
+    def __init__(self, net, data: Batch, size: int, share=None):
         self.backend, self.data, self.size = net.backend, data, size
         self.m = data.X.shape[1]
         self.dtype = net.dtype
+        self.share = share or (lambda m_b: (0, m_b))
         self.buffers: dict[int, Batch] = {}
 
     def epoch(self, order):
-        """The epoch's mini-batches, in `order` (a host permutation of the columns, or None for 0..m-1)."""
-        if order is None and self.size == self.m:
-            yield self.data  # full batch, no shuffling: the data itself, no gather
+        """(batch, (lo, hi, m_b)) for the epoch's global batches of m_b examples, in `order` (a host permutation
+        of the columns, or None for 0..m-1): this process's columns [lo, hi) of each, or None where it has none.
+        """
+        if order is None and self.size == self.m and self.share(self.m) == (0, self.m):
+            yield self.data, (0, self.m, self.m)  # full batch, no shuffling: the data itself, no gather
             return
         # the epoch's column order, placed on the backend once: each batch gathers through a slice of it
         order = self.backend.asarray(np.arange(self.m) if order is None else order)  # (m,)
         for start in range(0, self.m, self.size):
-            index = order[start : start + self.size]  # (m_b,) column indices
+            m_b = min(self.size, self.m - start)
+            lo, hi = self.share(m_b)
+            if hi == lo:
+                yield None, (lo, hi, m_b)
+                continue
+            index = order[start + lo : start + hi]  # (hi - lo,) column indices of this process's share
             out = self._buffers(index.shape[0])
             self.backend.take_columns(self.data.X, index, out=out.X)  # (n_x, m_b)
             self.backend.take_columns(self.data.Y, index, out=out.Y)  # (n_L, m_b)
             out._x_bound = self.data._x_bound  # a bound on the whole set's |X| bounds every batch gathered from it
-            yield out
+            yield out, (lo, hi, m_b)
 
     def _buffers(self, m_b: int) -> Batch:
         if m_b not in self.buffers:
