@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network (default: breast_cancer, standardised, fixed-seed split)")
     _data_options(train, default="breast_cancer")
-    train.add_argument("--test", metavar="PATH", help="a separate test file (default: hold out 20%% of --data, fixed seed)")
+    train.add_argument("--test", metavar="PATH", help="a separate test file or data directory (default: hold out 20%% of --data, fixed seed)")
     train.add_argument("--layers", default="20,7,5", help="hidden layer sizes, comma separated; '' for none (default: 20,7,5)")
     train.add_argument("--activation", default="relu", help="hidden activation: relu, leaky_relu, sigmoid, tanh, linear")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_options(parser, default=None) -> None:
     parser.add_argument("--data", default=default, required=default is None,
-                        help=f"{', '.join(data.BUILTIN)}, or a .h5, .npz or .csv file" + (f" (default: {default})" if default else ""))
+                        help=f"{', '.join(data.BUILTIN)}, a .h5, .npz or .csv file, or data on disk read in batches: a directory of "
+                             "X.npy/Y.npy or shards, an X.npy, an .h5 with X and Y datasets" + (f" (default: {default})" if default else ""))
     parser.add_argument("--label-column", metavar="NAME", help="the label column of a CSV file (default: the last); CSV only")
     parser.add_argument("--backend", default=None, help="numpy, numba or cupy (default: DNN_BACKEND, else numpy)")
 
@@ -163,11 +164,19 @@ def _train(args) -> int:
         progress.close()
     train_acc = net.evaluate(X_train, Y_train)["accuracy"]
     test_acc = net.evaluate(X_test, Y_test)["accuracy"]
-    print(f"train accuracy: {train_acc:.4f}\ntest accuracy:  {test_acc:.4f}")
+    cli = {"split": split, "label_column": train.label_name, "classes": list(train.classes) if train.classes else None}
+    return _report_and_save(args, net, optimizer, history, (train_acc, test_acc), extras, cli, train.feature_names)
+
+
+def _report_and_save(args, net, optimizer, history, accuracies, extras: dict, cli: dict, feature_names) -> int:
+    """Print the final (train, test) accuracies, then write the model (--save) and the cost curve (--plot) if asked.
+
+    cli: what `evaluate`/`predict` need to prepare data as training did (split, label_column, classes).
+    """
+    print(f"train accuracy: {accuracies[0]:.4f}\ntest accuracy:  {accuracies[1]:.4f}")
     if args.save:
-        extras["cli"] = {"data": _source_id(args.data), "split": split, "label_column": train.label_name,
-                         "standardize": args.standardize, "classes": list(train.classes) if train.classes else None}
-        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=train.feature_names)
+        extras["cli"] = dict(cli, data=_source_id(args.data), standardize=args.standardize)
+        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=feature_names)
         if not args.quiet:
             print(f"saved the model to {args.save}")
     if args.plot:
@@ -217,19 +226,9 @@ def _train_from_source(args, hidden, rates) -> int:
             progress.close()
         resumed = [float("nan")] * (len(history) - len(scores.cost))  # epochs before a --resume were scored then
         history.val_cost, history.val_accuracy = resumed + scores.cost, resumed + scores.accuracy
-        train_acc, test_acc = sources.evaluate(net, train_rows)["accuracy"], sources.evaluate(net, test_rows)["accuracy"]
-    print(f"train accuracy: {train_acc:.4f}\ntest accuracy:  {test_acc:.4f}")
-    if args.save:
-        extras["cli"] = {"data": _source_id(args.data), "split": split, "label_column": source.label_name,
-                         "standardize": args.standardize, "classes": None}
-        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=source.feature_names)
-        if not args.quiet:
-            print(f"saved the model to {args.save}")
-    if args.plot:
-        _plot(history, args.plot)
-        if not args.quiet:
-            print(f"wrote the cost curve to {args.plot}")
-    return 0
+        accuracies = sources.evaluate(net, train_rows)["accuracy"], sources.evaluate(net, test_rows)["accuracy"]
+    cli = {"split": split, "label_column": source.label_name, "classes": None}
+    return _report_and_save(args, net, optimizer, history, accuracies, extras, cli, source.feature_names)
 
 
 def _test_source(args, train: sources.Source) -> sources.Source:
