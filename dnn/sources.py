@@ -11,10 +11,11 @@
 Labels are class indices. Feature names, when present, come from ``features.json`` beside the ``.npy``
 files (``{"feature_names": [...], "label_name": ...}``) or the ``X`` dataset's attributes in an ``.h5``.
 
-``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call per run of
-consecutive rows), not mapped: the process's address space and resident memory never hold more than the
-buffers, so a file far larger than memory (or than an ``RLIMIT_AS`` limit) trains; the OS page cache
-keeps what fits. Every problem -- a truncated file, a shard that does not match, a NaN, a label outside
+Features in ``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call
+per run of consecutive rows), not mapped: the process's address space and resident memory never hold more
+than the buffers, so a file far larger than memory (or than an ``RLIMIT_AS`` limit) trains; the OS page
+cache keeps what fits. Labels, one number a row, are memory-mapped read-only, so that a mini-batch's labels
+are gathered without a system call each. Every problem -- a truncated file, a shard that does not match, a NaN, a label outside
 the classes -- raises `dnn.errors.DataError` naming the file and, for values, the row.
 """
 
