@@ -80,6 +80,13 @@ def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
     """)
     done, how, _ = memory_limit.run_limited(train, limit)
     assert done.returncode == 0 and "trained" in done.stdout, (how, done.stderr[-2000:])
+    command_line = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {repo!r})
+        from dnn.cli import main
+        sys.exit(main(["train", "--data", {str(tmp_path)!r}, "--layers", "", "--epochs", "1", "--batch-size", "8192", "--quiet"]))
+    """)
+    done, how, _ = memory_limit.run_limited(command_line, limit)  # held-out rows, scans, streamed scores: all within it
+    assert done.returncode == 0 and "test accuracy" in done.stdout, (how, done.stderr[-2000:])
     load = f"import numpy as np; X = np.load({str(tmp_path / 'X.npy')!r}); print('loaded', X.sum())"
     done, how, _ = memory_limit.run_limited(load, limit)
     assert done.returncode != 0 and "loaded" not in done.stdout, f"{how} did not stop loading the whole file"
