@@ -235,13 +235,18 @@ def _test_source(args, train: sources.Source) -> sources.Source:
     """--test beside a training source: another source, or a file `dnn.data.load` reads (its columns matched by name)."""
     if sources.is_source(args.test):
         test = sources.open_source(args.test)
-        if test.feature_names != train.feature_names and test.feature_names and train.feature_names:
-            raise DataError(f"the features of {args.test} ({', '.join(test.feature_names)}) are not those of "
-                            f"{args.data} ({', '.join(train.feature_names)}), in the same order")
-        return test
-    loaded = data.load(args.test, label_column=args.label_column)
-    X = _columns_by_name(loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}")
-    return sources.InMemory(X.T, loaded.Y, args.test, train.feature_names)  # X.T: (m, n_x) rows
+        named = test.feature_names and train.feature_names
+        problem = f"are not those of {args.data}, in the same order" if named and test.feature_names != train.feature_names else None
+    else:
+        loaded = data.load(args.test, label_column=args.label_column)
+        X = _columns_by_name(loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}")
+        test, problem = sources.InMemory(X.T, loaded.Y, args.test, train.feature_names), None  # X.T: (m, n_x) rows
+    if test.n_features != train.n_features:
+        problem = f"are {test.n_features} a row, those of {args.data} {train.n_features}"
+    if problem:
+        test.close()
+        raise DataError(f"the features of {args.test} {problem}")
+    return test
 
 
 class _StreamedTestScores:

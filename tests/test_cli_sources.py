@@ -95,8 +95,13 @@ def test_a_course_h5_is_not_taken_for_a_source(shared_data, tmp_path, capsys):
 def test_bad_sources_are_named_before_training(table, capsys):
     np.save(table / "dir" / "X.npy", np.load(table / "dir" / "X.npy")[:, ::-1].copy())  # another order of the same names
     (table / "dir" / "features.json").write_text('{"feature_names": ["f5", "f4", "f3", "f2", "f1", "f0"]}')
+    (table / "other").mkdir()
+    np.save(table / "other" / "X.npy", np.zeros((5, 2)))
+    np.save(table / "other" / "Y.npy", np.zeros(5))
     assert main(["train", "--data", str(table / "t.h5"), "--test", str(table / "dir"), *TRAIN]) == 1
     assert "are not those of" in capsys.readouterr().err
+    assert main(["train", "--data", str(table / "t.h5"), "--test", str(table / "other"), *TRAIN]) == 1
+    assert re.search(r"features of .*other are 2 a row, those of .*t.h5 6", capsys.readouterr().err)
     X = np.load(table / "dir" / "X.npy")
     X[123, 2] = np.nan
     np.save(table / "dir" / "X.npy", X)
