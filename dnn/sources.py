@@ -131,25 +131,8 @@ class _NpyFile:
         self.fd = os.open(path, os.O_RDONLY)
 
     def read(self, index: np.ndarray, out: np.ndarray, positions: np.ndarray | None = None) -> None:
-        """Rows `index` (k,) into rows `positions` (k,) of `out` (default 0..k-1), of this file's dtype, C-contiguous.
-
-        One positioned read per run of rows consecutive both in the file and in `out`.
-        """
-        if not len(index):
-            return
-        raw = memoryview(out.reshape(-1).view(np.uint8))  # out's bytes, row after row
-        positions = np.arange(len(index)) if positions is None else positions
-        # runs [starts[i], starts[i] + lengths[i]) of `index` whose rows follow each other in the file and in out
-        starts = np.flatnonzero(np.concatenate(([True], (np.diff(index) != 1) | (np.diff(positions) != 1))))
-        lengths = np.diff(np.append(starts, len(index))) * self.row_bytes
-        offsets = self.offset + index[starts].astype(np.int64) * self.row_bytes
-        targets = positions[starts].astype(np.int64) * self.row_bytes
-        fd = self.fd
-        for offset, target, length in zip(offsets.tolist(), targets.tolist(), lengths.tolist()):
-            buffer = raw[target : target + length]
-            n = os.preadv(fd, [buffer], offset)  # releases the GIL while it reads; usually all of it at once
-            if n < length:
-                self._pread_fully(buffer[n:], offset + n)
+        """Rows `index` (k,) into rows `positions` (k,) of `out` (default 0..k-1), of this file's dtype, C-contiguous."""
+        _pread_rows(self.fd, self.path, self.offset + index.astype(np.int64) * self.row_bytes, self.row_bytes, out, positions)
 
     def mapped(self) -> np.ndarray:
         """The whole array, memory-mapped read-only: for the labels, whose gathers then need no system call.
@@ -161,17 +144,32 @@ class _NpyFile:
             return np.empty(self.shape, self.dtype)
         return np.memmap(self.path, self.dtype, "r", self.offset, self.shape)
 
-    def _pread_fully(self, buffer: memoryview, offset: int) -> None:
-        while buffer.nbytes:
-            n = os.preadv(self.fd, [buffer], offset)  # releases the GIL while it reads
-            if n == 0:
-                raise DataError(f"{self.path} ended early (truncated while being read?) at byte {offset}")
-            buffer, offset = buffer[n:], offset + n
-
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _pread_rows(fd: int, path: str, offsets: np.ndarray, row_bytes: int, out: np.ndarray, positions=None) -> None:
+    """Rows starting at file `offsets` ((k,) bytes) into rows `positions` (k,) of `out` (default 0..k-1, C-contiguous).
+
+    One positioned read per run of rows that follow each other both in the file and in `out`.
+    """
+    if not len(offsets):
+        return
+    raw = memoryview(out.reshape(-1).view(np.uint8))  # out's bytes, row after row
+    positions = np.arange(len(offsets)) if positions is None else positions
+    # runs [starts[i], starts[i] + lengths[i]) whose rows follow each other in the file and in out
+    starts = np.flatnonzero(np.concatenate(([True], (np.diff(offsets) != row_bytes) | (np.diff(positions) != 1))))
+    lengths = np.diff(np.append(starts, len(offsets))) * row_bytes
+    targets = positions[starts].astype(np.int64) * row_bytes
+    for offset, target, length in zip(offsets[starts].tolist(), targets.tolist(), lengths.tolist()):
+        buffer = raw[target : target + length]
+        n = os.preadv(fd, [buffer], offset)  # releases the GIL while it reads; usually all of it at once
+        while n < length:  # a short read: go on from where it stopped
+            if n == 0 or not (read := os.preadv(fd, [buffer[n:]], offset + n)):
+                raise DataError(f"{path} ended early (truncated while being read?) at byte {offset + n}")
+            n += read
 
 
 class NpySource(Source):
@@ -268,8 +266,53 @@ def _npy_pairs(directory: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- .h5 files
+class _H5Rows:
+    """Positioned reads of whole rows of an uncompressed HDF5 dataset (m, n_x), from where HDF5 stored them.
+
+    A contiguous dataset is one block; a chunked one whose chunks span whole rows ((c, n_x), row-major inside,
+    as `python -m dnn convert` writes) puts row r at offset(chunk r // c) + (r % c)·row_bytes. Gathering a
+    shuffled batch is then one system call per run of rows, as for an .npy, where h5py's selection of 256
+    scattered rows costs several times a training step. `open` gives None for any other storage
+    (compressed or filtered, chunks across columns, chunks not all written), which h5py then reads.
+    """
+
+    def __init__(self, path: str, starts: np.ndarray, chunk_rows: int, row_bytes: int):
+        self.path, self.starts, self.chunk_rows, self.row_bytes = path, starts, chunk_rows, row_bytes  # starts: (chunks,) bytes
+        self.fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def open(cls, path: str, dataset) -> "_H5Rows | None":
+        import h5py
+
+        plist, (m, n) = dataset.id.get_create_plist(), dataset.shape
+        row_bytes = dataset.dtype.itemsize * n
+        if plist.get_nfilters() or m == 0:
+            return None
+        layout = plist.get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = dataset.id.get_offset()
+            return None if offset is None else cls(path, np.array([offset], np.int64), m, row_bytes)
+        if layout != h5py.h5d.CHUNKED or dataset.chunks[1] != n or not hasattr(dataset.id, "chunk_iter"):
+            return None
+        chunk_rows = dataset.chunks[0]
+        starts = np.full(-(-m // chunk_rows), -1, np.int64)  # (chunks,) byte offset of each, -1 until seen
+        dataset.id.chunk_iter(lambda info: starts.__setitem__(info.chunk_offset[0] // chunk_rows, info.byte_offset))
+        return cls(path, starts, chunk_rows, row_bytes) if (starts >= 0).all() else None
+
+    def read(self, index: np.ndarray, out: np.ndarray) -> None:
+        """Rows `index` (k,) into `out` (k, n_x) of the dataset's dtype, C-contiguous."""
+        chunk, row = np.divmod(index.astype(np.int64), self.chunk_rows)  # (k,) each
+        _pread_rows(self.fd, self.path, self.starts[chunk] + row * self.row_bytes, self.row_bytes, out)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class H5Source(Source):
-    """An HDF5 file with datasets X (m, n_x) and Y (m,), read in slices (h5py)."""
+    """An HDF5 file with datasets X (m, n_x) and Y (m,): X's rows read with positioned reads where its storage
+    allows (`_H5Rows`), else in slices with h5py; Y read into memory when the file is opened (one number a row)."""
 
     def __init__(self, path: str):
         try:
@@ -295,6 +338,12 @@ class H5Source(Source):
             raise
         self.m, self.n_features = self.X.shape
         self.dtype = self.X.dtype
+        try:
+            self.labels = self.Y[...].reshape(-1)  # (m,)
+        except OSError as exc:
+            self.file.close()
+            raise DataError(f"{path}: cannot read Y (truncated or damaged file?): {exc}") from None
+        self.rows = _H5Rows.open(path, self.X)
         names = self.X.attrs.get("feature_names")
         self.feature_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names is not None else None
         label = self.X.attrs.get("label_name")
@@ -304,13 +353,16 @@ class H5Source(Source):
         index = self._check_index(index)
         if not index.size:
             return
+        if y_out is not None:
+            y_out[...] = self.labels[index]  # (k,)
+        if self.rows is not None and X_out.dtype == self.dtype and X_out.flags.c_contiguous:
+            self.rows.read(index, X_out)
+            return
         rows, inverse = np.unique(index, return_inverse=True)  # h5py reads increasing, distinct rows
         contiguous = rows[-1] - rows[0] + 1 == rows.size
         selection = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
         try:
             X_out[...] = self.X[selection][inverse]  # (k, n_x)
-            if y_out is not None:
-                y_out[...] = self.Y[selection].reshape(-1)[inverse]  # (k,)
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read rows {rows[0]}..{rows[-1]} (truncated or damaged file?): {exc}") from None
 
@@ -318,6 +370,8 @@ class H5Source(Source):
         return f"{self.path}, row {row}"
 
     def close(self) -> None:
+        if self.rows is not None:
+            self.rows.close()
         self.file.close()
 
 

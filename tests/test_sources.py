@@ -289,3 +289,21 @@ def test_only_out_of_core_layouts_are_taken_for_sources(table, tmp_path):
         f["train_set_x"] = np.zeros((2, 4, 4, 3), np.uint8)
         f["train_set_y"] = np.array([0, 1])
     assert not sources.is_source(tmp_path / "course.h5")
+
+
+@pytest.mark.parametrize("layout, positioned", [({}, True), ({"chunks": (7, N)}, True), ({"chunks": (7, 2)}, False),
+                                                ({"chunks": (7, N), "compression": "gzip"}, False)])
+def test_h5_rows_are_read_where_hdf5_stored_them_or_else_through_h5py(layout, positioned, table, tmp_path):
+    import h5py
+
+    X, y = table
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("X", data=X, **layout)
+        f["Y"] = y
+    with sources.open_source(tmp_path / "d.h5") as source:
+        assert (source.rows is not None) == positioned  # uncompressed, whole rows: positioned reads
+        index = sources.epoch_order(M, seed=1, epoch=0)[:64]
+        X_out, y_out = np.empty((64, N)), np.empty(64)
+        source.read_rows(index, X_out, y_out)
+        np.testing.assert_array_equal(X_out, X[index])
+        np.testing.assert_array_equal(y_out, y[index])
