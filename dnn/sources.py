@@ -6,7 +6,8 @@
   or the path of such an ``X.npy`` itself;
 - a directory of shards ``X_0.npy, Y_0.npy, X_1.npy, Y_1.npy, ...`` (numbered from 0, any number of rows
   each, the same features and dtype), read as one data set in shard order;
-- an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), read in slices with h5py.
+- an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), X read with positioned reads where
+  HDF5 stored its rows uncompressed (else with h5py), Y read into memory.
 
 Labels are class indices. Feature names, when present, come from ``features.json`` beside the ``.npy``
 files (``{"feature_names": [...], "label_name": ...}``) or the ``X`` dataset's attributes in an ``.h5``.
