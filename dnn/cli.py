@@ -12,18 +12,19 @@ its ``error:`` line, so the other ranks never wait for it in a collective.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 import numpy as np
 
-from . import checkpoint, convert, data, distributed
+from . import checkpoint, convert, data, distributed, sources
 from .backends import available_backends, get_backend
 from .backends.base import check_activation
 from .errors import DataError, DnnError
 from .network import Network
 from .optimizers import OPTIMIZERS, make_optimizer
-from .outputs import check_output_path, check_plot_path, save_figure, write_text
+from .outputs import check_output_path, check_plot_path, replaced_atomically, save_figure
 from .training import fit
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network (default: breast_cancer, standardised, fixed-seed split)")
     _data_options(train, default="breast_cancer")
-    train.add_argument("--test", metavar="PATH", help="a separate test file (default: hold out 20%% of --data, fixed seed)")
+    train.add_argument("--test", metavar="PATH", help="a separate test file or data directory (default: hold out 20%% of --data, fixed seed)")
     train.add_argument("--layers", default=DEFAULT_LAYERS, help=f"hidden layer sizes, comma separated; '' for none (default: {DEFAULT_LAYERS})")
     train.add_argument("--activation", default="relu", help="hidden activation: relu, leaky_relu, sigmoid, tanh, linear")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _data_options(parser, default=None) -> None:
     parser.add_argument("--data", default=default, required=default is None,
-                        help=f"{', '.join(data.BUILTIN)}, or a .h5, .npz or .csv file" + (f" (default: {default})" if default else ""))
+                        help=f"{', '.join(data.BUILTIN)}, a .h5, .npz or .csv file, or data on disk read in batches: a directory of "
+                             "X.npy/Y.npy or shards, an X.npy, an .h5 with X and Y datasets" + (f" (default: {default})" if default else ""))
     parser.add_argument("--label-column", metavar="NAME", help="the label column of a CSV file (default: the last); CSV only")
     parser.add_argument("--backend", default=None, help="numpy, numba or cupy (default: DNN_BACKEND, else numpy)")
 
@@ -158,6 +160,8 @@ def _train(args, comm=None) -> int:
     """Train as the options say; under MPI (`comm`) data-parallel, with rank 0 alone printing and writing."""
     root = comm is None or comm.Get_rank() == 0
     hidden, rates = _checked_train_options(args)
+    if sources.is_source(args.data):
+        return _train_from_source(args, hidden, rates)
     train = data.load(args.data, label_column=args.label_column)
     if args.test:
         test = data.load(args.test, label_column=args.label_column)
@@ -195,11 +199,19 @@ def _train(args, comm=None) -> int:
         return 0
     train_acc = net.evaluate(X_train, Y_train)["accuracy"]
     test_acc = net.evaluate(X_test, Y_test)["accuracy"]
-    print(f"train accuracy: {train_acc:.4f}\ntest accuracy:  {test_acc:.4f}")
+    cli = {"split": split, "label_column": train.label_name, "classes": list(train.classes) if train.classes else None}
+    return _report_and_save(args, net, optimizer, history, (train_acc, test_acc), extras, cli, train.feature_names)
+
+
+def _report_and_save(args, net, optimizer, history, accuracies, extras: dict, cli: dict, feature_names) -> int:
+    """Print the final (train, test) accuracies, then write the model (--save) and the cost curve (--plot) if asked.
+
+    cli: what `evaluate`/`predict` need to prepare data as training did (split, label_column, classes).
+    """
+    print(f"train accuracy: {accuracies[0]:.4f}\ntest accuracy:  {accuracies[1]:.4f}")
     if args.save:
-        extras["cli"] = {"data": _source_id(args.data), "split": split, "label_column": train.label_name,
-                         "standardize": args.standardize, "classes": list(train.classes) if train.classes else None}
-        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=train.feature_names)
+        extras["cli"] = dict(cli, data=_source_id(args.data), standardize=args.standardize)
+        checkpoint.save(net, args.save, optimizer=optimizer, extras=extras, feature_names=feature_names)
         if not args.quiet:
             print(f"saved the model to {args.save}")
     if args.plot:
@@ -207,6 +219,83 @@ def _train(args, comm=None) -> int:
         if not args.quiet:
             print(f"wrote the cost curve to {args.plot}")
     return 0
+
+
+def _train_from_source(args, hidden, rates) -> int:
+    """`train --data SOURCE`: train from an out-of-core data set (`dnn.sources`), never holding it in memory.
+
+    Without --test, the test rows are the held-out fraction `train` holds out of data in memory (the same
+    row numbers), taken as views of the file in file order. One streaming pass over the training rows
+    checks them and gives the standardisation statistics; the test rows get a checking pass of their own;
+    the cost and accuracy on the test rows after every epoch, and both accuracies at the end, are streamed.
+    """
+    with sources.open_source(args.data) as source, contextlib.ExitStack() as opened:
+        if args.test:
+            train_rows, test_rows, split = source, opened.enter_context(_test_source(args, source)), None
+        else:
+            train_index, test_index = data.split_indices(source.m, TEST_FRACTION, SPLIT_SEED)
+            train_rows, test_rows = sources.Rows(source, np.sort(train_index)), sources.Rows(source, np.sort(test_index))
+            split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION}
+        summary = sources.scan(train_rows)  # the one pass over the training rows: checks and statistics
+        n_classes = max(summary.n_classes, sources.scan(test_rows).n_classes)
+        extras = {}
+        if args.standardize:
+            scaler = summary.standardizer  # from the training rows only
+            train_rows, test_rows = sources.Standardized(train_rows, scaler), sources.Standardized(test_rows, scaler)
+            extras.update(input_mean=scaler.mean, input_std=scaler.std)
+        net = Network([source.n_features, *hidden, 1 if n_classes == 2 else n_classes], activations=args.activation,
+                      dtype=args.dtype, backend=args.backend, seed=args.seed)
+        optimizer = make_optimizer(args.optimizer)
+        if not args.quiet:
+            print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}: "
+                  f"{train_rows.m} training and {test_rows.m} test examples streamed from {args.data}")
+        scores, progress = _StreamedTestScores(test_rows), _Progress(args.epochs, quiet=args.quiet)
+        try:
+            history = fit(
+                net, train_rows, None, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
+                l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed, callbacks=[scores, progress],
+                checkpoint=args.checkpoint, resume=args.resume,
+                checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every,
+            )
+        finally:
+            progress.close()
+        resumed = [float("nan")] * (len(history) - len(scores.cost))  # epochs before a --resume were scored then
+        history.val_cost, history.val_accuracy = resumed + scores.cost, resumed + scores.accuracy
+        accuracies = sources.evaluate(net, train_rows)["accuracy"], sources.evaluate(net, test_rows)["accuracy"]
+    cli = {"split": split, "label_column": source.label_name, "classes": None}
+    return _report_and_save(args, net, optimizer, history, accuracies, extras, cli, source.feature_names)
+
+
+def _test_source(args, train: sources.Source) -> sources.Source:
+    """--test beside a training source: another source, or a file `dnn.data.load` reads (its columns matched by name)."""
+    if sources.is_source(args.test):
+        test = sources.open_source(args.test)
+        named = test.feature_names and train.feature_names
+        problem = f"are not those of {args.data}, in the same order" if named and test.feature_names != train.feature_names else None
+    else:
+        loaded = data.load(args.test, label_column=args.label_column)
+        X = _columns_by_name(loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}")
+        test, problem = sources.InMemory(X.T, loaded.Y, args.test, train.feature_names), None  # X.T: (m, n_x) rows
+    if test.n_features != train.n_features:
+        problem = f"are {test.n_features} a row, those of {args.data} {train.n_features}"
+    if problem:
+        test.close()
+        raise DataError(f"the features of {args.test} {problem}")
+    return test
+
+
+class _StreamedTestScores:
+    """A `fit` callback: the cost and accuracy on a test source after every epoch, streamed, put in the epoch's logs."""
+
+    def __init__(self, test: sources.Source):
+        self.test, self.cost, self.accuracy = test, [], []
+
+    def __call__(self, net, epoch: int, logs: dict) -> bool:
+        scores = sources.evaluate(net, self.test)
+        self.cost.append(scores["cost"])
+        self.accuracy.append(scores["accuracy"])
+        logs.update(val_cost=scores["cost"], val_accuracy=scores["accuracy"])
+        return False
 
 
 def _checked_train_options(args) -> tuple[list[int], list | None]:
@@ -308,9 +397,14 @@ def _plot(history, path: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- evaluate, predict
 def _evaluate(args) -> int:
-    saved, X, Y, where = _model_and_data(args, labels=True)
-    scores = saved.network.evaluate(X, Y)
-    print(f"{where}: {X.shape[1]} examples, cost {scores['cost']:.6f}, accuracy {scores['accuracy']:.4f}")
+    if sources.is_source(args.data):
+        saved, rows, where = _model_and_source(args)
+        with rows:
+            scores, m = sources.evaluate(saved.network, rows), rows.m  # streamed, chunk by chunk
+    else:
+        saved, X, Y, where = _model_and_data(args, labels=True)
+        scores, m = saved.network.evaluate(X, Y), X.shape[1]
+    print(f"{where}: {m} examples, cost {scores['cost']:.6f}, accuracy {scores['accuracy']:.4f}")
     return 0
 
 
@@ -318,22 +412,66 @@ def _predict(args) -> int:
     if args.out:
         check_output_path(args.out, "--out")
         _check_outputs_spare_inputs({"--out": args.out}, {"MODEL": args.model, "--data": args.data})
-    saved, X, _, _ = _model_and_data(args, labels=False)
-    net = saved.network
-    proba = net.predict_proba(X)  # (n_L, m)
-    classes = net.predict(X).ravel().astype(int)  # (m,)
-    confidence = proba[0] if net.output == "sigmoid" else proba[classes, np.arange(classes.size)]  # (m,)
-    names = (saved.extras.get("cli") or {}).get("classes")
-    lines = ["prediction,probability" + (",class" if names else "")]
-    for k, p in zip(classes, confidence):
-        lines.append(f"{k},{p:.6g}" + (f",{names[k]}" if names else ""))
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        write_text(args.out, text)
-        print(f"wrote {classes.size} predictions to {args.out}")
+    if sources.is_source(args.data):
+        saved, rows, _ = _model_and_source(args)
+        with rows:
+            count = _write_predictions(saved, (X.T for X in sources.checked_features(rows)), args.out)  # (n_x, k) each
     else:
-        sys.stdout.write(text)
+        saved, X, _, _ = _model_and_data(args, labels=False)
+        count = _write_predictions(saved, [X], args.out)
+    if args.out:
+        print(f"wrote {count} predictions to {args.out}")
     return 0
+
+
+def _write_predictions(saved, inputs, out: str | None) -> int:
+    """Write 'prediction,probability[,class]' lines for each X (n_x, k) of `inputs` to `out` (atomically) or stdout."""
+    net, names = saved.network, (saved.extras.get("cli") or {}).get("classes")
+    count = 0
+    with contextlib.ExitStack() as stack:
+        target = sys.stdout
+        if out:  # written under a temporary name, renamed when complete
+            target = stack.enter_context(open(stack.enter_context(replaced_atomically(out, ".tmp")), "w"))
+        target.write("prediction,probability" + (",class" if names else "") + "\n")
+        for X in inputs:
+            proba = net.predict_proba(X)  # (n_L, k)
+            classes = net.predict(X).ravel().astype(int)  # (k,)
+            confidence = proba[0] if net.output == "sigmoid" else proba[classes, np.arange(classes.size)]  # (k,)
+            target.writelines(f"{k},{p:.6g}" + (f",{names[k]}" if names else "") + "\n" for k, p in zip(classes, confidence))
+            count += classes.size
+    return count
+
+
+def _model_and_source(args):
+    """(checkpoint, source, description): --data opened as a source, prepared as the model's training data was.
+
+    The held-out test rows when it is the source the model was trained on (split as `train` split it);
+    standardised with the model's statistics. Its features must be the model's, in the same order.
+    """
+    saved = _saved_model(args)
+    cli = saved.extras.get("cli") or {}
+    rows = source = sources.open_source(args.data)
+    where = args.data
+    if saved.feature_names and source.feature_names and tuple(saved.feature_names) != source.feature_names:
+        source.close()
+        raise DataError(f"the features of {args.data} ({', '.join(source.feature_names)}) are not those of the model "
+                        f"{args.model} ({', '.join(saved.feature_names)}), in the same order")
+    split = cli.get("split")
+    if split and _source_id(args.data) == cli.get("data"):
+        _, test = data.split_indices(source.m, split["test_fraction"], split["seed"])
+        rows, where = sources.Rows(source, np.sort(test)), f"{args.data} (the test split held out in training)"
+    if "input_mean" in saved.extras:
+        rows = sources.Standardized(rows, data.Standardizer(saved.extras["input_mean"], saved.extras["input_std"]))
+    return saved, rows, where
+
+
+def _saved_model(args):
+    """The checkpoint named by MODEL, after checking that MODEL is not a data file given in its place."""
+    if args.model in data.BUILTIN or os.path.splitext(args.model)[1].lower() in DATA_EXTENSIONS:
+        raise ValueError(f"{args.model} is data, not a model file; the model comes first: "
+                         f"python -m dnn {args.command} MODEL.npz --data {args.model}")
+    _check_label_column(args.label_column, args.data)
+    return checkpoint.load_checkpoint(args.model, backend=args.backend, network_class=Network)
 
 
 def _model_and_data(args, labels: bool):
@@ -341,11 +479,7 @@ def _model_and_data(args, labels: bool):
 
     A CSV's columns are matched to the model's features by name and put in the model's order.
     """
-    if args.model in data.BUILTIN or os.path.splitext(args.model)[1].lower() in DATA_EXTENSIONS:
-        raise ValueError(f"{args.model} is data, not a model file; the model comes first: "
-                         f"python -m dnn {args.command} MODEL.npz --data {args.model}")
-    _check_label_column(args.label_column, args.data)
-    saved = checkpoint.load_checkpoint(args.model, backend=args.backend, network_class=Network)
+    saved = _saved_model(args)
     cli = saved.extras.get("cli") or {}
     label_column = args.label_column or cli.get("label_column")
     loaded = data.load(args.data, label_column=label_column, labels=labels)

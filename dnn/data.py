@@ -55,7 +55,9 @@ def load(source: str, label_column: str | None = None, labels: bool = True) -> D
     if ext == ".csv":
         return load_csv(source, label_column=label_column, labels=labels)
     if ext not in loaders:
-        raise DataError(f"unknown data source {source!r}: use one of {', '.join(BUILTIN)} or a .h5, .npz or .csv file")
+        found = "" if os.path.exists(source) else " (no such file or directory)"
+        raise DataError(f"unknown data source {source!r}{found}: use one of {', '.join(BUILTIN)}, a .h5, .npz or .csv file, "
+                        "or a directory of .npy files (python -m dnn convert)")
     return loaders[ext](source, labels=labels)
 
 

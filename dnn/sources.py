@@ -6,15 +6,17 @@
   or the path of such an ``X.npy`` itself;
 - a directory of shards ``X_0.npy, Y_0.npy, X_1.npy, Y_1.npy, ...`` (numbered from 0, any number of rows
   each, the same features and dtype), read as one data set in shard order;
-- an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), read in slices with h5py.
+- an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), X read with positioned reads where
+  HDF5 stored its rows uncompressed (else with h5py), Y read into memory.
 
 Labels are class indices. Feature names, when present, come from ``features.json`` beside the ``.npy``
 files (``{"feature_names": [...], "label_name": ...}``) or the ``X`` dataset's attributes in an ``.h5``.
 
-``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call per run of
-consecutive rows), not mapped: the process's address space and resident memory never hold more than the
-buffers, so a file far larger than memory (or than an ``RLIMIT_AS`` limit) trains; the OS page cache
-keeps what fits. Every problem -- a truncated file, a shard that does not match, a NaN, a label outside
+Features in ``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call
+per run of consecutive rows), not mapped: the process's address space and resident memory never hold more
+than the buffers, so a file far larger than memory (or than an ``RLIMIT_AS`` limit) trains; the OS page
+cache keeps what fits. Labels, one number a row, are memory-mapped read-only, so that a mini-batch's labels
+are gathered without a system call each. Every problem -- a truncated file, a shard that does not match, a NaN, a label outside
 the classes -- raises `dnn.errors.DataError` naming the file and, for values, the row.
 """
 
@@ -49,6 +51,8 @@ class Source:
     n_features: int
     feature_names: tuple | None = None
     label_name: str | None = None
+    dtype: np.dtype = np.dtype(np.float64)  # how the features are stored: rows read in this dtype convert nothing
+    checked: "SourceSummary | None" = None  # what `scan` found in this source, so that `fit` need not read it again
 
     def read_rows(self, index, X_out: np.ndarray, y_out: np.ndarray | None) -> None:
         """Gather rows `index` ((k,) ints in [0, m), any order) into X_out (k, n_features) and y_out (k,).
@@ -127,27 +131,46 @@ class _NpyFile:
                             f"but the file has {size} bytes")
         self.fd = os.open(path, os.O_RDONLY)
 
-    def read(self, index: np.ndarray, out: np.ndarray) -> None:
-        """Rows `index` (k,) into `out` (k, ...) of this file's dtype, C-contiguous: one read per run of consecutive rows."""
-        if not len(index):
-            return
-        raw = out.reshape(len(index), -1).view(np.uint8)  # (k, row_bytes)
-        # runs of consecutive rows: [bounds[i], bounds[i + 1]) of `index`
-        bounds = np.concatenate(([0], np.flatnonzero(np.diff(index) != 1) + 1, [len(index)])).tolist()
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            self._pread_fully(memoryview(raw[a:b].reshape(-1)), self.offset + int(index[a]) * self.row_bytes)
+    def read(self, index: np.ndarray, out: np.ndarray, positions: np.ndarray | None = None) -> None:
+        """Rows `index` (k,) into rows `positions` (k,) of `out` (default 0..k-1), of this file's dtype, C-contiguous."""
+        _pread_rows(self.fd, self.path, self.offset + index.astype(np.int64) * self.row_bytes, self.row_bytes, out, positions)
 
-    def _pread_fully(self, buffer: memoryview, offset: int) -> None:
-        while buffer.nbytes:
-            n = os.preadv(self.fd, [buffer], offset)  # releases the GIL while it reads
-            if n == 0:
-                raise DataError(f"{self.path} ended early (truncated while being read?) at byte {offset}")
-            buffer, offset = buffer[n:], offset + n
+    def mapped(self) -> np.ndarray:
+        """The whole array, memory-mapped read-only: for the labels, whose gathers then need no system call.
+
+        Labels are a small fraction of the features' bytes (one number a row against n_x), so their mapping
+        costs little address space; the features themselves are never mapped.
+        """
+        if self.shape[0] == 0:
+            return np.empty(self.shape, self.dtype)
+        return np.memmap(self.path, self.dtype, "r", self.offset, self.shape)
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _pread_rows(fd: int, path: str, offsets: np.ndarray, row_bytes: int, out: np.ndarray, positions=None) -> None:
+    """Rows starting at file `offsets` ((k,) bytes) into rows `positions` (k,) of `out` (default 0..k-1, C-contiguous).
+
+    One positioned read per run of rows that follow each other both in the file and in `out`.
+    """
+    if not len(offsets):
+        return
+    raw = memoryview(out.reshape(-1).view(np.uint8))  # out's bytes, row after row
+    positions = np.arange(len(offsets)) if positions is None else positions
+    # runs [starts[i], starts[i] + lengths[i]) whose rows follow each other in the file and in out
+    starts = np.flatnonzero(np.concatenate(([True], (np.diff(offsets) != row_bytes) | (np.diff(positions) != 1))))
+    lengths = np.diff(np.append(starts, len(offsets))) * row_bytes
+    targets = positions[starts].astype(np.int64) * row_bytes
+    for offset, target, length in zip(offsets[starts].tolist(), targets.tolist(), lengths.tolist()):
+        buffer = raw[target : target + length]
+        n = os.preadv(fd, [buffer], offset)  # releases the GIL while it reads; usually all of it at once
+        while n < length:  # a short read: go on from where it stopped
+            if n == 0 or not (read := os.preadv(fd, [buffer[n:]], offset + n)):
+                raise DataError(f"{path} ended early (truncated while being read?) at byte {offset + n}")
+            n += read
 
 
 class NpySource(Source):
@@ -171,38 +194,39 @@ class NpySource(Source):
             raise
         self.starts = np.cumsum([0] + [X.shape[0] for X, _ in self.shards])  # (shards + 1,) first row of each shard
         self.m, self.n_features = int(self.starts[-1]), self.shards[0][0].shape[1]
-        self.x_dtype = self.shards[0][0].dtype
+        self.dtype = self.shards[0][0].dtype
+        self.labels = [Y.mapped().reshape(-1) for _, Y in self.shards]  # (m_s,) each
         self.feature_names, self.label_name = _features_json(os.path.dirname(pairs[0][0]), self.n_features)
 
     def read_rows(self, index, X_out, y_out) -> None:
         index = self._check_index(index)
         shard_of = np.searchsorted(self.starts, index, side="right") - 1  # (k,)
         for s in np.unique(shard_of).tolist():
-            where = np.flatnonzero(shard_of == s) if len(self.shards) > 1 else slice(None)
-            local = index[where] - self.starts[s]  # (k_s,) rows of shard s
-            X, Y = self.shards[s]
-            _read_converted(X, local, X_out, where)
+            where = np.flatnonzero(shard_of == s) if len(self.shards) > 1 else None  # (k_s,) positions in the batch
+            local = index if where is None else index[where] - self.starts[s]  # (k_s,) rows of shard s
+            _read_converted(self.shards[s][0], local, X_out, where)
             if y_out is not None:
-                _read_converted(Y, local, y_out, where)
+                y_out[slice(None) if where is None else where] = self.labels[s][local]  # (k_s,) gathered from the mapping
 
     def locate(self, row: int) -> str:
         s = int(np.searchsorted(self.starts, row, side="right") - 1)
         return f"{self.shards[s][0].path}, row {row - int(self.starts[s])}"
 
     def close(self) -> None:
+        self.labels = []  # unmapped once the arrays are gone
         for X, Y in self.shards:
             X.close()
             Y.close()
 
 
-def _read_converted(file: _NpyFile, local: np.ndarray, out: np.ndarray, where) -> None:
-    """file's rows `local` into out[where], straight into `out` when the dtype and layout allow."""
-    if isinstance(where, slice) and out.dtype == file.dtype and out.flags.c_contiguous:
-        file.read(local, out)
+def _read_converted(file: _NpyFile, local: np.ndarray, out: np.ndarray, where: np.ndarray | None) -> None:
+    """file's rows `local` into out's rows `where` (None: all), straight into `out` when its dtype and layout allow."""
+    if out.dtype == file.dtype and out.flags.c_contiguous:
+        file.read(local, out, where)
         return
-    scratch = np.empty((len(local),) + tuple(file.shape[1:]), file.dtype)  # (k_s, ...) in the file's dtype
+    scratch = np.empty((len(local),) + tuple(file.shape[1:]), file.dtype)  # (k_s, n_x) in the file's dtype
     file.read(local, scratch)
-    out[where] = scratch.reshape((len(local),) + out.shape[1:])
+    out[slice(None) if where is None else where] = scratch
 
 
 def _features_json(directory: str, n_features: int):
@@ -243,8 +267,53 @@ def _npy_pairs(directory: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------- .h5 files
+class _H5Rows:
+    """Positioned reads of whole rows of an uncompressed HDF5 dataset (m, n_x), from where HDF5 stored them.
+
+    A contiguous dataset is one block; a chunked one whose chunks span whole rows ((c, n_x), row-major inside,
+    as `python -m dnn convert` writes) puts row r at offset(chunk r // c) + (r % c)·row_bytes. Gathering a
+    shuffled batch is then one system call per run of rows, as for an .npy, where h5py's selection of 256
+    scattered rows costs several times a training step. `open` gives None for any other storage
+    (compressed or filtered, chunks across columns, chunks not all written), which h5py then reads.
+    """
+
+    def __init__(self, path: str, starts: np.ndarray, chunk_rows: int, row_bytes: int):
+        self.path, self.starts, self.chunk_rows, self.row_bytes = path, starts, chunk_rows, row_bytes  # starts: (chunks,) bytes
+        self.fd = os.open(path, os.O_RDONLY)
+
+    @classmethod
+    def open(cls, path: str, dataset) -> "_H5Rows | None":
+        import h5py
+
+        plist, (m, n) = dataset.id.get_create_plist(), dataset.shape
+        row_bytes = dataset.dtype.itemsize * n
+        if plist.get_nfilters() or m == 0:
+            return None
+        layout = plist.get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            offset = dataset.id.get_offset()
+            return None if offset is None else cls(path, np.array([offset], np.int64), m, row_bytes)
+        if layout != h5py.h5d.CHUNKED or dataset.chunks[1] != n or not hasattr(dataset.id, "chunk_iter"):
+            return None
+        chunk_rows = dataset.chunks[0]
+        starts = np.full(-(-m // chunk_rows), -1, np.int64)  # (chunks,) byte offset of each, -1 until seen
+        dataset.id.chunk_iter(lambda info: starts.__setitem__(info.chunk_offset[0] // chunk_rows, info.byte_offset))
+        return cls(path, starts, chunk_rows, row_bytes) if (starts >= 0).all() else None
+
+    def read(self, index: np.ndarray, out: np.ndarray) -> None:
+        """Rows `index` (k,) into `out` (k, n_x) of the dataset's dtype, C-contiguous."""
+        chunk, row = np.divmod(index.astype(np.int64), self.chunk_rows)  # (k,) each
+        _pread_rows(self.fd, self.path, self.starts[chunk] + row * self.row_bytes, self.row_bytes, out)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class H5Source(Source):
-    """An HDF5 file with datasets X (m, n_x) and Y (m,), read in slices (h5py)."""
+    """An HDF5 file with datasets X (m, n_x) and Y (m,): X's rows read with positioned reads where its storage
+    allows (`_H5Rows`), else in slices with h5py; Y read into memory when the file is opened (one number a row)."""
 
     def __init__(self, path: str):
         try:
@@ -269,6 +338,13 @@ class H5Source(Source):
             self.file.close()
             raise
         self.m, self.n_features = self.X.shape
+        self.dtype = self.X.dtype
+        try:
+            self.labels = self.Y[...].reshape(-1)  # (m,)
+        except OSError as exc:
+            self.file.close()
+            raise DataError(f"{path}: cannot read Y (truncated or damaged file?): {exc}") from None
+        self.rows = _H5Rows.open(path, self.X)
         names = self.X.attrs.get("feature_names")
         self.feature_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names is not None else None
         label = self.X.attrs.get("label_name")
@@ -278,13 +354,16 @@ class H5Source(Source):
         index = self._check_index(index)
         if not index.size:
             return
+        if y_out is not None:
+            y_out[...] = self.labels[index]  # (k,)
+        if self.rows is not None and X_out.dtype == self.dtype and X_out.flags.c_contiguous:
+            self.rows.read(index, X_out)
+            return
         rows, inverse = np.unique(index, return_inverse=True)  # h5py reads increasing, distinct rows
         contiguous = rows[-1] - rows[0] + 1 == rows.size
         selection = slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
         try:
             X_out[...] = self.X[selection][inverse]  # (k, n_x)
-            if y_out is not None:
-                y_out[...] = self.Y[selection].reshape(-1)[inverse]  # (k,)
         except OSError as exc:
             raise DataError(f"{self.path}: cannot read rows {rows[0]}..{rows[-1]} (truncated or damaged file?): {exc}") from None
 
@@ -292,6 +371,8 @@ class H5Source(Source):
         return f"{self.path}, row {row}"
 
     def close(self) -> None:
+        if self.rows is not None:
+            self.rows.close()
         self.file.close()
 
 
@@ -313,6 +394,67 @@ def open_source(path) -> Source:
     raise DataError(f"{path} is not an out-of-core data source: give a directory of .npy files, an X.npy or an .h5 file")
 
 
+def is_source(path) -> bool:
+    """Whether `open_source` reads `path` (rather than `dnn.data.load`): a directory, an .npy file, or an
+    .h5/.hdf5 file holding an ``X`` dataset (the course's image files hold ``*_set_x`` instead)."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if os.path.isdir(path) or ext == ".npy":
+        return True
+    if ext not in (".h5", ".hdf5") or not os.path.isfile(path):
+        return False
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return "X" in f
+    except (ImportError, OSError):  # dnn.data.load reports these for its own formats
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- views
+class Rows(Source):
+    """The rows `index` ((k,) distinct row numbers, in the order they take) of `source`, as a source of their own.
+
+    Nothing is copied: reads go through to `source`. The command line holds out its test rows this way.
+    Rows in increasing order keep `chunks` (and so `scan`) reading the file front to back.
+    """
+
+    def __init__(self, source: Source, index):
+        self.index = source._check_index(np.asarray(index, dtype=np.int64))  # (k,)
+        self.source, self.path, self.m, self.n_features = source, source.path, len(self.index), source.n_features
+        self.feature_names, self.label_name, self.dtype = source.feature_names, source.label_name, source.dtype
+
+    def read_rows(self, index, X_out, y_out) -> None:
+        self.source.read_rows(self.index[self._check_index(index)], X_out, y_out)
+
+    def locate(self, row: int) -> str:
+        return self.source.locate(int(self.index[row]))
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class InMemory(Source):
+    """Arrays already in memory, X (m, n_x) rows and y (m,) labels, as a source (e.g. a test set loaded from a CSV)."""
+
+    def __init__(self, X, y, path: str, feature_names=None, label_name=None):
+        self.X, self.y = np.asarray(X), np.asarray(y).reshape(-1)  # (m, n_x), (m,)
+        if self.X.ndim != 2 or self.y.shape != (self.X.shape[0],):
+            raise DataError(f"{path}: X has shape {self.X.shape} and y {self.y.shape}; expected (m, n_x) and (m,)")
+        self.path, (self.m, self.n_features), self.dtype = path, self.X.shape, self.X.dtype
+        self.feature_names, self.label_name = feature_names, label_name
+
+    def read_rows(self, index, X_out, y_out) -> None:
+        index = self._check_index(index)
+        X_out[...] = self.X[index]  # (k, n_x)
+        if y_out is not None:
+            y_out[...] = self.y[index]  # (k,)
+
+    def locate(self, row: int) -> str:
+        return f"{self.path}, example {row}"
+
+
 # ---------------------------------------------------------------------------------------------- standardised view
 class Standardized(Source):
     """`source` with every row standardised, (x - mean) / std in float64, as `Standardizer.transform` does."""
@@ -323,6 +465,7 @@ class Standardized(Source):
         self.source, self.standardizer = source, standardizer
         self.path, self.m, self.n_features = source.path, source.m, source.n_features
         self.feature_names, self.label_name = source.feature_names, source.label_name
+        self.checked = source.checked  # standardising finite rows keeps them finite; the labels do not change
         self.mean, self.std = standardizer.mean.reshape(-1), standardizer.std.reshape(-1)  # (n_x,) each
         self._rows = np.empty((0, self.n_features))
 
@@ -356,20 +499,12 @@ def scan(source: Source, n_classes: int | None = None, rows: int | None = None) 
     Raises DataError naming the file and row of the first NaN/inf feature or of the first label that is
     not a class index (below `n_classes` when given). The mean and standard deviation are merged over
     chunks in float64 (Chan et al.'s pairwise update of Welford's sums), equal to `Standardizer.fit` on
-    the whole array within float64 rounding.
+    the whole array within float64 rounding. The summary is also kept as `source.checked`, which tells
+    `fit` (`SourceBatches`) that the source has been checked.
     """
     count, mean, m2, largest = 0, np.zeros(source.n_features), np.zeros(source.n_features), 0.0  # mean, m2: (n_x,)
     for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
-        finite = np.isfinite(X)
-        if not finite.all():
-            row, column = (int(i) for i in np.argwhere(~finite)[0])
-            raise DataError(f"{source.locate(start + row)}: feature {_feature_name(source, column)} is {X[row, column]}; "
-                            "every feature must be a finite number")
-        bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= (n_classes if n_classes is not None else np.inf))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            allowed = f"0..{n_classes - 1}" if n_classes is not None else "0, 1, ..., C-1"
-            raise DataError(f"{source.locate(start + row)}: label {y[row]:g} is not a class index ({allowed})")
+        check_rows(source, start, X, y, n_classes)
         k = X.shape[0]
         chunk_mean = X.mean(axis=0)  # (n_x,)
         chunk_m2 = np.square(X - chunk_mean).sum(axis=0)  # (n_x,)
@@ -381,11 +516,60 @@ def scan(source: Source, n_classes: int | None = None, rows: int | None = None) 
         raise DataError(f"{source.path} holds no examples")
     std = np.sqrt(m2 / count)  # (n_x,) population standard deviation, as numpy's std
     standardizer = Standardizer(mean.reshape(-1, 1), np.where(std > 0, std, 1.0).reshape(-1, 1))
-    return SourceSummary(count, max(2, int(largest) + 1), standardizer)
+    source.checked = SourceSummary(count, max(2, int(largest) + 1), standardizer)
+    return source.checked
+
+
+def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, n_classes: int | None = None) -> None:
+    """DataError naming the file and row of the first NaN/inf in X (k, n_x) or label in y (k,) that is not a class index.
+
+    The rows are `source`'s from `start` on; labels must be below `n_classes` when it is given; y None
+    checks the features only.
+    """
+    finite = np.isfinite(X)
+    if not finite.all():
+        row, column = (int(i) for i in np.argwhere(~finite)[0])
+        raise DataError(f"{source.locate(start + row)}: feature {_feature_name(source, column)} is {X[row, column]}; "
+                        "every feature must be a finite number")
+    if y is None:
+        return
+    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= (n_classes if n_classes is not None else np.inf))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        allowed = f"0..{n_classes - 1}" if n_classes is not None else "0, 1, ..., C-1"
+        raise DataError(f"{source.locate(start + row)}: label {y[row]:g} is not a class index ({allowed})")
 
 
 def _feature_name(source: Source, column: int) -> str:
     return f"{column} ({source.feature_names[column]!r})" if source.feature_names else str(column)
+
+
+def checked_features(source: Source, rows: int | None = None):
+    """The features of `source`, X (k, n_x) float64 chunk by chunk (reused buffers), each checked for NaN/inf."""
+    for start, X, _ in source.chunks(rows):
+        check_rows(source, start, X, None)
+        yield X
+
+
+def evaluate(net, source: Source, rows: int | None = None) -> dict:
+    """{'cost', 'accuracy'} of `net` over every example of `source`, one chunk at a time, each chunk checked.
+
+    What `Network.evaluate` gives on the whole set (the mean cost and the fraction classified correctly),
+    with the sums kept per chunk, so that no more than a chunk (`Source.chunks`) is ever in memory. A
+    NaN/inf feature or a label outside the network's classes raises DataError naming the file and row.
+    """
+    n_outputs = net.layer_dims[-1]
+    n_classes = 2 if n_outputs == 1 else n_outputs
+    if source.n_features != net.layer_dims[0]:
+        raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
+    cost = correct = 0.0
+    for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
+        check_rows(source, start, X, y, n_classes)
+        scores = net.evaluate(X.T, y if n_outputs > 1 else y.reshape(1, -1))  # (n_x, k), class indices or (1, k)
+        cost, correct = cost + scores["cost"] * len(y), correct + scores["accuracy"] * len(y)
+    if source.m == 0:
+        raise DataError(f"{source.path} holds no examples")
+    return {"cost": cost / source.m, "accuracy": correct / source.m}
 
 
 # ---------------------------------------------------------------------------------------------- mini-batches
@@ -398,8 +582,9 @@ class BatchReader:
     """Host mini-batches X (n_x, k) and Y (n_L, k) of a source, gathered in a given order into reused buffers.
 
     n_outputs: the network's output units -- 1 gives Y as 0/1 labels for a sigmoid, C > 1 one-hot columns
-    for a softmax. dtype: X's and Y's dtype. standardizer: applied to every row (in float64, then
-    converted). With `prefetch` the next batch is read in a background thread into a second set of
+    for a softmax. dtype: X's and Y's dtype. standardizer (or a `Standardized` source's): applied to every
+    row in float64 while the rows, read in the file's own dtype, are turned into X's columns -- one pass
+    that gives exactly `Standardizer.transform`'s values, then X's dtype. With `prefetch` the next batch is read in a background thread into a second set of
     buffers while the caller works on the current one, so a yielded batch stays valid only until the
     next one is requested.
     """
@@ -408,12 +593,15 @@ class BatchReader:
                  standardizer: Standardizer | None = None, prefetch: bool = True):
         if source.m == 0:
             raise DataError(f"{source.path} holds no examples")
-        self.source = Standardized(source, standardizer) if standardizer is not None else source
+        if isinstance(source, Standardized):  # applied here, in the pass that makes columns, not row by row
+            source, standardizer = source.source, source.standardizer
+        self.source, self.standardizer = source, standardizer
         self.size = min(check_count(batch_size, "batch_size", minimum=1), source.m)
         self.n_outputs = check_count(n_outputs, "n_outputs", minimum=1)
         self.n_classes = 2 if n_outputs == 1 else n_outputs
         self.dtype, self.prefetch = resolve_dtype(dtype), prefetch
-        self.buffers: dict = {}  # (k, slot) -> (rows (k, n_x), labels (k,), X (n_x, k), Y (n_L, k))
+        self.buffers: dict = {}  # (k, slot) -> (rows (k, n_x) the file's dtype, labels (k,), X (n_x, k), Y (n_L, k))
+        self.centred: dict = {}  # k -> (n_x, k) float64: the rows minus the mean, before the division
 
     def epoch(self, order=None):
         """The mini-batches (X, Y) of one pass in `order` ((m,) row permutation; None: 0..m-1), the last one shorter."""
@@ -440,7 +628,7 @@ class BatchReader:
         if bad.any():  # cheap (k,) check; `scan` finds these before training starts
             row = int(np.flatnonzero(bad)[0])
             raise DataError(f"{self.source.locate(int(index[row]))}: label {labels[row]:g} is not a class index 0..{self.n_classes - 1}")
-        np.copyto(X, rows.T)  # (n_x, k), converted to the batch dtype
+        self._columns(rows, X)
         if self.n_outputs == 1:
             Y[0] = labels  # (1, k) 0/1
         else:
@@ -448,16 +636,31 @@ class BatchReader:
             Y[labels.astype(np.intp), np.arange(len(index))] = 1  # (C, k) one-hot
         return X, Y
 
+    def _columns(self, rows: np.ndarray, X: np.ndarray) -> None:
+        """X (n_x, k) = rows (k, n_x) transposed, standardised in float64 when asked, in X's dtype."""
+        if self.standardizer is None:
+            np.copyto(X, rows.T)
+            return
+        k = rows.shape[0]
+        if k not in self.centred:
+            self.centred[k] = np.empty((self.source.n_features, k))
+        centred = self.centred[k]
+        np.subtract(rows.T, self.standardizer.mean, out=centred)  # (n_x, k) float64
+        np.divide(centred, self.standardizer.std, out=X)  # (n_x, k): divided in float64, then rounded to X's dtype
+
     def _buffers(self, k: int, slot: int):
         if (k, slot) not in self.buffers:
-            rows_dtype = np.float64 if isinstance(self.source, Standardized) else self.dtype
-            self.buffers[(k, slot)] = (np.empty((k, self.source.n_features), rows_dtype), np.empty(k),
-                                       np.empty((self.source.n_features, k), self.dtype), np.empty((self.n_outputs, k), self.dtype))
+            n_x = self.source.n_features
+            self.buffers[(k, slot)] = (np.empty((k, n_x), self.source.dtype), np.empty(k),
+                                       np.empty((n_x, k), self.dtype), np.empty((self.n_outputs, k), self.dtype))
         return self.buffers[(k, slot)]
 
 
 class SourceBatches:
     """`fit`'s mini-batches from a `Source`: checked in one streaming pass, then read batch by batch from disk.
+
+    A source already scanned (`source.checked`, e.g. by the `scan` that computed its standardisation) with
+    labels that fit the network is not read again for the checks.
 
     Same interface as `fit`'s in-memory gatherer (`epoch(order)` yields `Batch`es on the network's backend),
     so that training from a file and from memory run the same loop.
@@ -467,7 +670,9 @@ class SourceBatches:
         if source.n_features != net.layer_dims[0]:
             raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
         n_outputs = net.layer_dims[-1]
-        scan(source, n_classes=2 if n_outputs == 1 else n_outputs)
+        n_classes = 2 if n_outputs == 1 else n_outputs
+        if source.checked is None or source.checked.n_classes > n_classes:  # not scanned yet, or labels to name
+            scan(source, n_classes=n_classes)
         self.m = source.m
         self.size = self.m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), self.m)
         self.reader = BatchReader(source, self.size, n_outputs, net.dtype, prefetch=prefetch)

@@ -1,15 +1,20 @@
 """`python -m dnn convert`: a CSV streamed into X.npy + Y.npy or an .h5 that reads back as the CSV does;
 and a data set larger than a process's memory limit trains from disk."""
 
+import importlib.util
 import os
-import subprocess
-import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dnn import DataError, cli, convert, data, sources
+
+# the memory-limit runner bench/train_larger_than_memory.py uses too (bench/ is scripts, not a package)
+_spec = importlib.util.spec_from_file_location("memory_limit", Path(__file__).resolve().parents[1] / "bench" / "memory_limit.py")
+memory_limit = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(memory_limit)
 
 CSV = "a,b,label\n" + "".join(f"{i * 0.25},{i},{i % 3}\n" for i in range(40))
 
@@ -53,50 +58,9 @@ def test_bad_input_and_outputs_are_named_and_leave_nothing_behind(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- a real memory limit
-def _cgroup_dir():
-    """A writable memory cgroup parent: v2's (memory in cgroup.controllers) or v1's; None without root."""
-    v2 = "/sys/fs/cgroup"
-    for root, limit_file in ((v2, "memory.max"), (f"{v2}/memory", "memory.limit_in_bytes")):
-        controllers = os.path.join(root, "cgroup.controllers")
-        if root == v2 and not (os.path.exists(controllers) and "memory" in open(controllers).read().split()):
-            continue
-        if os.path.isdir(root) and os.access(root, os.W_OK) and os.path.exists(os.path.join(root, "cgroup.procs")):
-            return root, limit_file
-    return None
-
-
-def run_limited(code: str, limit: int):
-    """Run `code` in a fresh Python under a memory limit: a cgroup when root may create one, else RLIMIT_AS."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    cgroup = _cgroup_dir()
-    if cgroup is None:
-        import resource
-
-        def limit_address_space():
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, preexec_fn=limit_address_space)
-        return done, "RLIMIT_AS"
-    root, limit_file = cgroup
-    group = os.path.join(root, f"dnn-test-{os.getpid()}")
-    os.mkdir(group)
-    try:
-        with open(os.path.join(group, limit_file), "w") as f:
-            f.write(str(limit))
-
-        def join_group():
-            with open(os.path.join(group, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
-
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, preexec_fn=join_group)
-        return done, f"cgroup {limit_file}"
-    finally:
-        os.rmdir(group)
-
-
 def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
     # RLIMIT_AS counts the interpreter's whole address space (~250 MB with numpy and dnn), a cgroup only what is resident
-    limit, m = (120 << 20, 400_000) if _cgroup_dir() else (400 << 20, 1_100_000)
+    limit, m = (120 << 20, 400_000) if memory_limit.cgroup_dir() else (400 << 20, 1_100_000)
     n = 60
     X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(m, n))  # written in slices
     for start in range(0, m, 100_000):
@@ -114,8 +78,15 @@ def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
         history = fit(Network([{n}, 1], dtype="float64"), sources.open_source({str(tmp_path)!r}), None, epochs=1, batch_size=8192)
         print("trained", history.cost[-1])
     """)
-    done, how = run_limited(train, limit)
+    done, how, _ = memory_limit.run_limited(train, limit)
     assert done.returncode == 0 and "trained" in done.stdout, (how, done.stderr[-2000:])
+    command_line = textwrap.dedent(f"""
+        import sys; sys.path.insert(0, {repo!r})
+        from dnn.cli import main
+        sys.exit(main(["train", "--data", {str(tmp_path)!r}, "--layers", "", "--epochs", "1", "--batch-size", "8192", "--quiet"]))
+    """)
+    done, how, _ = memory_limit.run_limited(command_line, limit)  # held-out rows, scans, streamed scores: all within it
+    assert done.returncode == 0 and "test accuracy" in done.stdout, (how, done.stderr[-2000:])
     load = f"import numpy as np; X = np.load({str(tmp_path / 'X.npy')!r}); print('loaded', X.sum())"
-    done, how = run_limited(load, limit)
+    done, how, _ = memory_limit.run_limited(load, limit)
     assert done.returncode != 0 and "loaded" not in done.stdout, f"{how} did not stop loading the whole file"

@@ -226,3 +226,84 @@ def test_fit_checks_the_source_before_training(table, tmp_path):
     with pytest.raises(DataError, match="5 features a row, but the network's input layer has 6"):
         fit(Network([N + 1, 1]), sources.open_source(path), None, epochs=1)
     assert all(np.array_equal(p, before[name]) for name, p in net.get_parameters().items())
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+def test_rows_of_a_source_read_through_to_it_and_name_its_rows(kind, table, tmp_path):
+    X, y = table
+    source = sources.open_source(write(kind, tmp_path, X, y))
+    picked = np.array([3, 60, 61, 62, 150, 202])
+    rows = sources.Rows(source, picked)
+    assert (rows.m, rows.n_features, rows.feature_names) == (6, N, source.feature_names)
+    X_out, y_out = np.empty((3, N)), np.empty(3)
+    rows.read_rows(np.array([5, 0, 2]), X_out, y_out)
+    np.testing.assert_array_equal(X_out, stored(kind, X)[[202, 3, 61]])
+    np.testing.assert_array_equal(y_out, y[[202, 3, 61]])
+    assert rows.locate(4) == source.locate(150)
+    with pytest.raises(IndexError, match="rows 0..202"):
+        sources.Rows(source, [0, M])
+
+
+def test_evaluate_streams_the_scores_network_evaluate_gives_on_the_whole_set(backend, table, tmp_path):
+    X, y = table
+    source = sources.open_source(write("shards", tmp_path, X, y))
+    net = Network([N, 4, CLASSES], backend=backend.name, dtype="float64")
+    streamed = sources.evaluate(net, source, rows=17)  # 12 chunks, the last shorter
+    whole = net.evaluate(X.T, y)
+    assert relative_difference(streamed["cost"], whole["cost"]) <= gradient_rtol("float64")
+    assert streamed["accuracy"] == pytest.approx(whole["accuracy"], abs=1e-12)
+    in_memory = sources.InMemory(X, y, "table.csv")
+    assert sources.evaluate(net, in_memory, rows=50) == pytest.approx(streamed, rel=gradient_rtol("float64"))
+    X[150, 1] = np.inf
+    with pytest.raises(DataError, match=r"table.csv, example 150: feature 1 is inf"):
+        sources.evaluate(net, sources.InMemory(X, y, "table.csv"))
+    with pytest.raises(DataError, match=r"X_0.npy, row 2: label 2 is not a class index \(0..1\)"):
+        sources.evaluate(Network([N, 1]), source)
+
+
+def test_a_scanned_source_is_not_read_again_by_fit_unless_its_labels_need_naming(table, tmp_path, monkeypatch):
+    X, y = table
+    source = sources.open_source(write("npy", tmp_path, X, y))
+    summary = sources.scan(source)
+    assert source.checked == summary
+    standardized = sources.Standardized(source, summary.standardizer)
+    scans = []
+    monkeypatch.setattr(sources, "scan", lambda *a, **k: scans.append(a) or summary)
+    fit(Network([N, 4, CLASSES]), standardized, None, epochs=1, batch_size=64)
+    assert scans == []
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="row 2: label 2"):  # 3 classes on disk, a sigmoid network: scanned again
+        fit(Network([N, 4, 1]), standardized, None, epochs=1, batch_size=64)
+
+
+def test_only_out_of_core_layouts_are_taken_for_sources(table, tmp_path):
+    import h5py
+
+    X, y = table
+    write("npy", tmp_path, X, y)
+    h5 = write("h5", tmp_path, X, y)
+    assert sources.is_source(tmp_path) and sources.is_source(tmp_path / "X.npy") and sources.is_source(h5)
+    (tmp_path / "d.csv").write_text("a,y\n1,0\n")
+    assert not sources.is_source(tmp_path / "d.csv") and not sources.is_source(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "course.h5", "w") as f:  # the course's layout: *_set_x, *_set_y, list_classes
+        f["train_set_x"] = np.zeros((2, 4, 4, 3), np.uint8)
+        f["train_set_y"] = np.array([0, 1])
+    assert not sources.is_source(tmp_path / "course.h5")
+
+
+@pytest.mark.parametrize("layout, positioned", [({}, True), ({"chunks": (7, N)}, True), ({"chunks": (7, 2)}, False),
+                                                ({"chunks": (7, N), "compression": "gzip"}, False)])
+def test_h5_rows_are_read_where_hdf5_stored_them_or_else_through_h5py(layout, positioned, table, tmp_path):
+    import h5py
+
+    X, y = table
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("X", data=X, **layout)
+        f["Y"] = y
+    with sources.open_source(tmp_path / "d.h5") as source:
+        assert (source.rows is not None) == positioned  # uncompressed, whole rows: positioned reads
+        index = sources.epoch_order(M, seed=1, epoch=0)[:64]
+        X_out, y_out = np.empty((64, N)), np.empty(64)
+        source.read_rows(index, X_out, y_out)
+        np.testing.assert_array_equal(X_out, X[index])
+        np.testing.assert_array_equal(y_out, y[index])
