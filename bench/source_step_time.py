@@ -59,7 +59,7 @@ def epoch_seconds(net, batches, order) -> float:
     """Wall time of one epoch of `fit`'s loop over `batches` (SGD, lr 1e-3)."""
     state, steps = StepState(net.backend, make_optimizer("sgd")), {}
     start = time.perf_counter()
-    for batch in batches.epoch(order):
+    for batch, _ in batches.epoch(order):
         m_b = batch.X.shape[1]
         if m_b not in steps:
             steps[m_b] = TrainStep(net, m_b, state.optimizer, state=state)

@@ -161,7 +161,7 @@ def _train(args, comm=None) -> int:
     root = comm is None or comm.Get_rank() == 0
     hidden, rates = _checked_train_options(args)
     if sources.is_source(args.data):
-        return _train_from_source(args, hidden, rates)
+        return _train_from_source(args, hidden, rates, comm)
     train = data.load(args.data, label_column=args.label_column)
     if args.test:
         test = data.load(args.test, label_column=args.label_column)
@@ -221,8 +221,9 @@ def _report_and_save(args, net, optimizer, history, accuracies, extras: dict, cl
     return 0
 
 
-def _train_from_source(args, hidden, rates) -> int:
+def _train_from_source(args, hidden, rates, comm=None) -> int:
     """`train --data SOURCE`: train from an out-of-core data set (`dnn.sources`), never holding it in memory.
+    Under MPI (`comm`) each rank reads only its rows of each batch, and rank 0 alone prints and writes.
 
     Without --test, the test rows are the held-out fraction `train` holds out of data in memory (the same
     row numbers), taken as views of the file in file order. One streaming pass over the training rows
@@ -246,19 +247,23 @@ def _train_from_source(args, hidden, rates) -> int:
         net = Network([source.n_features, *hidden, 1 if n_classes == 2 else n_classes], activations=args.activation,
                       dtype=args.dtype, backend=args.backend, seed=args.seed)
         optimizer = make_optimizer(args.optimizer)
-        if not args.quiet:
-            print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}: "
-                  f"{train_rows.m} training and {test_rows.m} test examples streamed from {args.data}")
-        scores, progress = _StreamedTestScores(test_rows), _Progress(args.epochs, quiet=args.quiet)
+        root = comm is None or comm.Get_rank() == 0
+        if not args.quiet and root:
+            where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
+            print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}"
+                  f"{where}: {train_rows.m} training and {test_rows.m} test examples streamed from {args.data}")
+        scores, progress = _StreamedTestScores(test_rows), _Progress(args.epochs, quiet=args.quiet or not root)
         try:
             history = fit(
                 net, train_rows, None, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
                 l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed, callbacks=[scores, progress],
                 checkpoint=args.checkpoint, resume=args.resume,
-                checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every,
+                checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, comm=comm,
             )
         finally:
             progress.close()
+        if not root:  # every rank holds the same model; rank 0 reports and writes it
+            return 0
         resumed = [float("nan")] * (len(history) - len(scores.cost))  # epochs before a --resume were scored then
         history.val_cost, history.val_accuracy = resumed + scores.cost, resumed + scores.accuracy
         accuracies = sources.evaluate(net, train_rows)["accuracy"], sources.evaluate(net, test_rows)["accuracy"]

@@ -603,12 +603,23 @@ class BatchReader:
         self.buffers: dict = {}  # (k, slot) -> (rows (k, n_x) the file's dtype, labels (k,), X (n_x, k), Y (n_L, k))
         self.centred: dict = {}  # k -> (n_x, k) float64: the rows minus the mean, before the division
 
-    def epoch(self, order=None):
-        """The mini-batches (X, Y) of one pass in `order` ((m,) row permutation; None: 0..m-1), the last one shorter."""
+    def epoch(self, order=None, share=None):
+        """The mini-batches (X, Y) of one pass in `order` ((m,) row permutation; None: 0..m-1), the last one shorter.
+
+        share: a callable k -> (lo, hi), the positions of each batch of k rows this process reads (data-parallel
+        training, `dnn.distributed`); then ((X, Y) or None where it has none, (lo, hi, k)) pairs are yielded.
+        """
         order = np.arange(self.source.m) if order is None else np.asarray(order)
         if order.shape != (self.source.m,):
             raise ValueError(f"order must be a permutation of the {self.source.m} rows, got shape {order.shape}")
-        parts = [order[start : start + self.size] for start in range(0, self.source.m, self.size)]
+        batches = [order[start : start + self.size] for start in range(0, self.source.m, self.size)]
+        spans = [(0, len(part), len(part)) if share is None else (*share(len(part)), len(part)) for part in batches]
+        parts = [part[lo:hi] for part, (lo, hi, _) in zip(batches, spans)]  # only this process's rows are read
+        for batch, span in zip(self._read_ahead(parts), spans):
+            yield batch if share is None else (batch, span)
+
+    def _read_ahead(self, parts):
+        """The batches of `parts` read in turn, each while the caller works on the one before when prefetching."""
         if not self.prefetch:
             for part in parts:
                 yield self._read(part, 0)
@@ -622,6 +633,8 @@ class BatchReader:
                 yield batch
 
     def _read(self, index: np.ndarray, slot: int):
+        if len(index) == 0:
+            return None  # this process has no rows of the batch
         rows, labels, X, Y = self._buffers(len(index), slot)
         self.source.read_rows(index, rows, labels)
         bad = (labels < 0) | (labels >= self.n_classes) | (labels != np.round(labels))
@@ -666,7 +679,7 @@ class SourceBatches:
     so that training from a file and from memory run the same loop.
     """
 
-    def __init__(self, net, source: Source, batch_size: int | None, prefetch: bool = True):
+    def __init__(self, net, source: Source, batch_size: int | None, prefetch: bool = True, share=None):
         if source.n_features != net.layer_dims[0]:
             raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
         n_outputs = net.layer_dims[-1]
@@ -679,13 +692,17 @@ class SourceBatches:
         self.backend = net.backend
         self.on_host = isinstance(self.backend.empty((1, 1), net.dtype), np.ndarray)  # no copy to a device needed
         self.device: dict = {}  # k -> Batch of device buffers
+        self.share = share or (lambda k: (0, k))  # positions of each batch of k rows this process trains on
 
     def epoch(self, order):
-        """(batch, (0, k, k)) for the epoch's batches of k examples, in `order`, as `fit`'s gatherer yields them."""
-        for X, Y in self.reader.epoch(order):
-            if not self.on_host:
-                X, Y = self._to_device(X, Y)
-            yield Batch(X, Y), (0, X.shape[1], X.shape[1])
+        """(batch, (lo, hi, k)) for the epoch's batches of k examples in `order`, as `fit`'s gatherer yields them:
+        this process's rows [lo, hi) of each, read from the file alone (None where it has none)."""
+        for host, span in self.reader.epoch(order, share=self.share):
+            if host is None:
+                yield None, span
+                continue
+            X, Y = host if self.on_host else self._to_device(*host)
+            yield Batch(X, Y), span
 
     def _to_device(self, X, Y):
         k = X.shape[1]

@@ -88,17 +88,15 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
         if lr_decay is not None and not callable(lr_decay):
             check_non_negative(lr_decay, "lr_decay")
 
+        share = ranks.share if ranks is not None else None
         if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
-            if ranks is not None:
-                raise ValueError("training from an out-of-core source on several ranks is not supported yet; "
-                                 "load the data in memory on each rank, or train in one process")
-            data, batches = None, SourceBatches(net, X, batch_size)
+            data, batches = None, SourceBatches(net, X, batch_size, share=share)  # each rank reads only its rows
             m, size = batches.m, batches.size
         else:
             data = net.batch(X, Y)
             m = data.X.shape[1]
             size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
-            batches = _MiniBatches(net, data, size, share=ranks.share if ranks is not None else None)
+            batches = _MiniBatches(net, data, size, share=share)
         val = net.batch(*validation) if validation is not None else None
         settings = {
             "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
@@ -108,7 +106,7 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
         if resume and os.path.exists(checkpoint):
             history, start = _resume(net, optimizer, checkpoint, settings, seed)
         if ranks is not None:  # one small collective before the first step: a rank that differs fails them all
-            ranks.check_agreement(_run_description(net, optimizer, data, val, settings, seed, epochs, start, checkpoint))
+            ranks.check_agreement(_run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint))
 
         reducer = ranks.reducer if ranks is not None else None
         state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
@@ -150,12 +148,12 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     return history
 
 
-def _run_description(net, optimizer, data, val, settings, seed, epochs, start, checkpoint) -> dict:
+def _run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint) -> dict:
     """What every rank of a data-parallel run must agree on before its first step, as JSON values."""
     return {
         "network": [list(net.layer_dims), list(net.activations), net.output, net.dtype.name],
         "backend": net.backend.name,
-        "data shapes (X, Y)": _shapes(data),
+        "data shapes (X, Y)": _shapes(data) if data is not None else ["source", m, net.layer_dims[0]],
         "validation shapes (X, Y)": _shapes(val),
         "settings": settings,
         "seed and epochs": [seed, epochs],

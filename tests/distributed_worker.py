@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 import dnn
-from dnn import checkpoint
+from dnn import checkpoint, sources
 from dnn.backends import available_backends
 from dnn.distributed import RanksDisagreeError
 
@@ -118,6 +118,23 @@ def library_checks(out: str) -> None:
     def other_features(r):
         n_x = 5 if r == 0 else 4
         return (dnn.Network([n_x, 6, 3], seed=2), *data(n_x=n_x))
+
+    # out of core: each rank reads only its rows of every batch from the files
+    source_dir = os.path.join(out, "source")
+    if rank == 0:
+        X, Y = data(output_units=1)
+        os.makedirs(source_dir)
+        np.save(os.path.join(source_dir, "X.npy"), np.ascontiguousarray(X.T))  # examples as rows on disk
+        np.save(os.path.join(source_dir, "Y.npy"), Y[0].astype(np.int64))
+    comm.Barrier()
+    case = Case("numba" if runnable(Case("numba", "", "")) else "numpy", "float64", "adam", output_units=1)
+    with sources.open_source(source_dir) as source:
+        rows_read, read_rows = [], source.read_rows
+        source.read_rows = lambda index, *out: rows_read.append(len(index)) or read_rows(index, *out)
+        net = dnn.Network([5, 6, 4, 1], dtype=case.dtype, backend=case.backend, seed=2, init="he")
+        net.fit(source, None, epochs=EPOCHS, batch_size=BATCH, optimizer="adam", lr=0.01, seed=11, comm=comm)
+    params["from source"] = net.params.theta
+    report["source case"], report["rows read from the source"] = case.name, sum(rows_read)
 
     report["architecture mismatch"] = _disagreement(comm, other_layers)
     report["feature mismatch"] = _disagreement(comm, other_features)

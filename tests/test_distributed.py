@@ -138,6 +138,19 @@ def test_two_ranks_take_the_steps_of_one_process_on_the_whole_global_batch(two_r
 
 
 @needs_mpi
+def test_from_an_out_of_core_source_each_rank_reads_only_its_rows(two_ranks):
+    (params0, report0), (params1, report1) = two_ranks
+    case = worker.Case(report0["source case"].split("-")[0], "float64", "adam", output_units=1)
+    net, _ = worker.train(case)  # one process, the same data in memory
+    assert relative_difference(params0["from source"], net.params.theta) <= gradient_rtol("float64")
+    assert params0["from source"].tobytes() == params1["from source"].tobytes()
+    # each rank checks every row once before training (one streaming pass), then reads its shares alone
+    trained = [report["rows read from the source"] - worker.EXAMPLES for report in (report0, report1)]
+    assert sum(trained) == worker.EXAMPLES * worker.EPOCHS  # every example of every epoch read once, by one rank
+    assert all(0 < rows < worker.EXAMPLES * worker.EPOCHS for rows in trained)
+
+
+@needs_mpi
 def test_parameters_are_bit_identical_on_every_rank(two_ranks):
     (params0, report0), (params1, report1) = two_ranks
     assert params0.keys() == params1.keys()
