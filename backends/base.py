@@ -321,13 +321,20 @@ class Backend:
     def record_step(self, state, cost, A, Y, output: str) -> None:
         """Add the (1,) mean `cost` × m to STEP_COST, count the correct predictions of A against Y, set m.
 
-        A, Y: (n_L, m) output probabilities and labels. A sigmoid output with several units counts the
-        fraction of its units predicted correctly per example, as `Network.evaluate`'s accuracy does.
+        A, Y: (n_L, m) output probabilities and labels; Y None skips the count (STEP_CORRECT 0). A sigmoid
+        output with several units counts the fraction of its units predicted correctly per example, as
+        `Network.evaluate`'s accuracy does.
         """
-        xp, m = self.xp, A.shape[1]
-        hits = self.predict_classes(A, output) == (Y if output == "sigmoid" else xp.argmax(Y, axis=0)[None, :])
+        xp, (n, m) = self.xp, A.shape
+        if Y is None:
+            correct = 0
+        elif output == "sigmoid":
+            correct = xp.count_nonzero((A > 0.5) == Y) / n  # the course's rule: class 1 where A > 0.5
+        else:
+            check_output(output)
+            correct = xp.count_nonzero(xp.argmax(A, axis=0) == xp.argmax(Y, axis=0))  # Y one-hot
         state[STEP_COST] += cost[0].astype(state.dtype) * m  # in float64: cost·m is exact
-        state[STEP_CORRECT] = hits.sum() / hits.shape[0]
+        state[STEP_CORRECT] = correct
         state[STEP_EXAMPLES] = m
 
     def add_l2_cost(self, state, weights, l2: float) -> None:

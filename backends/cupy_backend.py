@@ -337,7 +337,7 @@ class CupyBackend(StepStateReads, Backend):
         """STEP_COST += cost·m, STEP_CORRECT ← the examples classified correctly, STEP_EXAMPLES ← m: one kernel, no sync."""
         check_output(output)
         state = self._state_argument(state, optional=False)
-        dtype = self._kernel_dtype(A, Y, cost)
+        dtype = None if Y is None else self._kernel_dtype(A, Y, cost)  # no labels to count: the reference's xp code
         if dtype is None or A.ndim != 2 or Y.shape != A.shape or A.size == 0 or cost.shape != (1,):
             super().record_step(state, cost, A, Y, output)
             return

@@ -218,7 +218,7 @@ class Network:
             check_batch(self, batch)  # a clear error before a step is built for the wrong shape
             if self._sgd is None:
                 self._sgd = SGD()
-            step = self._train_steps[key] = TrainStep(self, key[0], self._sgd, l2=l2)
+            step = self._train_steps[key] = TrainStep(self, key[0], self._sgd, l2=l2, accuracy=False)  # cost alone
             if len(self._train_steps) > _KEPT:
                 self._train_steps.popitem(last=False)
         step(batch, lr)

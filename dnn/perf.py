@@ -159,7 +159,7 @@ def step_function(bench: StepBench, lr: float = LEARNING_RATE):
     """The timed unit: one SGD step on the prepared batch as `fit` takes it (a `TrainStep`, which reads nothing
     back from the backend), then a device synchronisation."""
     batch, backend = bench.batch, bench.net.backend
-    step = TrainStep(bench.net, batch.X.shape[1])
+    step = TrainStep(bench.net, batch.X.shape[1], accuracy=False)  # the step as `train_step` takes it
 
     def training_step():
         step(batch, lr)

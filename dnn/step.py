@@ -119,16 +119,19 @@ class TrainStep:
     strategy (advanced): "compiled", "fused-update" or "phases"; None takes the first the settings and the
     backend allow, and a strategy they do not allow is a ValueError saying why. state: a `StepState` shared
     with other steps of the same run (e.g. the last, shorter batch of an epoch); None makes one.
+    accuracy: count the correct predictions of each step's forward pass into the step state (what `fit`
+    reports as training accuracy); False spares the phases that pass (`read().correct` is then 0 for them).
     """
 
     def __init__(self, net, m: int, optimizer="sgd", l2: float = 0.0, dropout=None, reducer=None, strategy=None,
-                 state: StepState | None = None):
+                 state: StepState | None = None, accuracy: bool = True):
         self.net = net
         self.m = check_count(m, "m", minimum=0 if reducer is not None else 1)
         self.optimizer = make_optimizer(optimizer)
         self.l2 = check_non_negative(l2, "l2")
         self.dropout = check_dropout_rates(dropout, net.num_layers - 1)
         self.reducer = reducer
+        self.accuracy = bool(accuracy)
         self.state = state if state is not None else StepState(net.backend, self.optimizer)
         if self.state.optimizer is not self.optimizer:
             raise ValueError("steps that share a StepState must share its optimizer")
@@ -204,7 +207,7 @@ class TrainStep:
         if self.m:
             # forward and cost; with a reducer D[L] = dZ[L] (sums), else (1/m)·dZ[L] (means)
             forward(net, batch, ws, dropout=self.dropout, rng=rng, with_grad=True, dZ_scale=1.0 if reduced else None)
-            be.record_step(state, ws.cost, ws.A[net.num_layers], batch.Y, net.output)
+            be.record_step(state, ws.cost, ws.A[net.num_layers], batch.Y if self.accuracy else None, net.output)
             backward(net, batch, ws)
         else:
             params.grad[...] = 0  # no examples here: this worker contributes zero

@@ -284,3 +284,15 @@ def test_finite_products_are_proven_from_the_sums_of_their_factors():
     limit = finite_product_limit("float32")
     assert 0 < limit < float(np.finfo(np.float32).max) < finite_product_limit("float64")
     assert finite_product_limit("float64") == float(np.finfo(np.float64).max) / 16
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_a_step_counts_its_correct_predictions_unless_told_not_to(backend_name, rng):
+    net = dnn.Network([4, 5, 1], dtype="float64", backend=backend_name)
+    batch = net.batch(*_data([4, 5, 1], 12, rng))
+    expected = net.evaluate(batch, None)["accuracy"] * 12  # the forward pass before the step's update
+    counted, skipped = TrainStep(net, 12, "adam"), TrainStep(net, 12, "adam", accuracy=False)
+    counted(batch, 1e-9)
+    assert counted.read().correct == expected
+    skipped(batch, 1e-9)
+    assert skipped.read().correct == 0
