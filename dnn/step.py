@@ -218,7 +218,7 @@ class TrainStep:
             add_l2_gradient(net, self.l2, float(state[STEP_EXAMPLES]) if reduced else self.m)
             be.add_l2_cost(state, params.W[1:], self.l2)
         be.guard_step(state, params.grad)
-        self.optimizer.update(net, lr, state)
+        self.optimizer._step(net, lr, state)  # lr was checked on entry
         be.commit_step(state)
 
     def read(self) -> StepTotals:
