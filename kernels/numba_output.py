@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .numba_activations import stable_sigmoid
 
 #: Columns per block of the softmax kernel: the block's rows stay in cache between the passes over it.
 SOFTMAX_BLOCK = 64
