@@ -509,8 +509,9 @@ def _backends(args) -> int:
             from .backends.numba_backend import kernel_cache_status  # imports numba: only when it can run
 
             cache = kernel_cache_status(QUICK_START_DIMS, "float32", optimizer="adam")
-            print(f"       kernel cache for the quick-start network: {'warm' if cache.warm else 'cold'} "
-                  f"({cache.cached}/{cache.total} kernels in {cache.directory}; dnn.get_backend('numba').warmup(net) warms it)")
+            state = "warm" if cache.warm else "cold" if cache.cached == 0 else "partly warm"
+            print(f"       kernel cache for the quick-start network: {state} ({cache.cached} of the {cache.total} kernels "
+                  f"its training may call are in {cache.directory}; dnn.get_backend('numba').warmup(net) compiles them)")
     return 0
 
 
