@@ -38,11 +38,6 @@ class Parameters:
         self.dW = [None] + [grad_views[f"W{l}"] for l in range(1, L + 1)]
         self.db = [None] + [grad_views[f"b{l}"] for l in range(1, L + 1)]
 
-    @property
-    def names(self) -> list[str]:
-        """['W1', 'b1', 'W2', ...] in the vector's order."""
-        return [name for name, _, _ in self.layout]
-
     def views_of(self, vector) -> dict:
         """{'W1': view, 'b1': view, ...}: a (P,) vector laid out like the parameters, seen per parameter."""
         return {name: vector[start : start + int(np.prod(shape))].reshape(shape) for name, start, shape in self.layout}
