@@ -299,13 +299,12 @@ def compile_captured_step(backend, plan, capture):
     dropout (its masks come from the caller's generator each step: dropout steps run by phases, eagerly),
     dtypes other than float32/float64 and optimizers without a captured update.
     """
-    optimizer = getattr(plan, "optimizer_object", None)
+    optimizer = plan.optimizer
     if (
         plan.strategy != "compiled"
         or plan.reduces
         or plan.dropout
         or numpy.dtype(plan.dtype) not in (numpy.float32, numpy.float64)
-        or optimizer is None
         or optimizer.name not in CAPTURED_OPTIMIZERS
     ):
         return None

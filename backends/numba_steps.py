@@ -37,7 +37,7 @@ def compile_step(backend, plan):
         plan.strategy not in STRATEGIES
         or backend.cblas is None
         or numpy.dtype(plan.dtype) not in (numpy.float32, numpy.float64)
-        or plan.optimizer != "sgd"
+        or plan.optimizer.name != "sgd"
         or plan.dropout
         or plan.reduces
     ):
@@ -100,7 +100,11 @@ class CompiledStep:
 
 
 class FusedUpdateStep:
-    """Strategy "fused-update": the backend's kernels layer by layer, then the update inside the products."""
+    """Strategy "fused-update": the backend's kernels layer by layer, then the update inside the products.
+
+    It runs its own layer loop rather than `dnn.propagation`'s because its kernels also return Σ|A| and Σ|D|
+    from their passes (the proof's inputs), which the backend interface does not carry.
+    """
 
     def __init__(self, backend, plan):
         self.backend, self.plan = backend, plan

@@ -15,7 +15,7 @@ from .parameters import Parameters
 from .propagation import Batch, Workspace, backward, check_batch, forward
 from .optimizers import SGD
 from .step import TrainStep
-from .validation import as_matrix, check_input_rows, check_non_negative, check_positive, labels_as_matrix, resolve_dtype
+from .validation import as_matrix, check_input_rows, check_non_negative, labels_as_matrix, resolve_dtype
 
 # How many batch sizes keep their workspaces (a training batch, the last short batch, an evaluation set), and
 # how many (batch size, λ) pairs keep the steps `train_step` builds.
@@ -211,7 +211,7 @@ class Network:
         parameters left as they were, when the cost or a gradient is not finite. This is the convenience API:
         it reads the cost back every step; `dnn.step.TrainStep` (what `fit` uses) reads when it logs.
         """
-        lr, l2 = check_positive(lr, "lr"), check_non_negative(l2, "l2")
+        l2 = check_non_negative(l2, "l2")  # lr is checked by the step itself
         key = (batch.X.shape[1] if isinstance(batch, Batch) else None, l2)
         step = self._train_steps.get(key)
         if step is None:

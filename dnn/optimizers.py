@@ -57,10 +57,7 @@ class Optimizer:
 
         With a step `state` (see `dnn.step`), nothing moves when its non-finite flag is set.
         """
-        self._step(net, check_positive(lr, "lr"), state)
-
-    def _step(self, net, lr: float, state) -> None:
-        """`update` for a caller that has checked `lr` already (the training step, once per call)."""
+        lr = check_positive(lr, "lr")
         self.step_count += 1
         params, grads = net.flat_buffers()
         self._update_all(net, params, grads, lr, state)

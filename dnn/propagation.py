@@ -20,7 +20,7 @@ class Batch:
     def __init__(self, X, Y=None):
         self.X = X
         self.Y = Y
-        self._x_bound = None  # an upper bound on max|X| known from validation (Network.batch), else None
+        self._x_bound = None  # Σ|X| (a bound on max|X|), kept here by a backend that needs it (numba's whole steps)
 
     def __iter__(self):
         return iter((self.X, self.Y))

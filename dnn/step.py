@@ -23,7 +23,6 @@ count and the L2 term added once, so uneven shards stay exact.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,14 +48,13 @@ class StepPlan:
     output: str  # "sigmoid" or "softmax"
     dtype: np.dtype
     m: int  # examples per batch
-    optimizer: str  # "sgd", "momentum" or "adam"
+    optimizer: object  # the `dnn.optimizers.Optimizer`: its name, hyperparameters, state vectors, step_count
     l2: float  # λ
     dropout: bool  # some hidden layer drops units
     reduces: bool  # a gradient reducer runs between backward and the update
     params: object  # `dnn.parameters.Parameters`: theta, grad and their per-layer views W, b, dW, db
     workspace: object  # `dnn.propagation.Workspace` for m: A, ZL, D, cost
     state: object  # the (STATE_SIZE,) step state
-    optimizer_object: object = None  # the `dnn.optimizers.Optimizer` itself: hyperparameters, state vectors, step_count
 
 
 class StepTotals(NamedTuple):
@@ -99,14 +97,6 @@ class StepState:
             raise error
         self._updates_at_read = self.optimizer.step_count
         return StepTotals(float(host[TOTAL_COST]), float(host[TOTAL_CORRECT]), float(host[TOTAL_EXAMPLES]), finite)
-
-
-def _plausible_rate(lr) -> bool:
-    """True for a finite number > 0 that is not a bool (NaN fails the comparison); never raises."""
-    try:
-        return 0.0 < lr < math.inf and not isinstance(lr, bool)
-    except TypeError:
-        return False
 
 
 class TrainStep:
@@ -168,8 +158,8 @@ class TrainStep:
     def _plan(self, strategy) -> StepPlan:
         net = self.net
         return StepPlan(strategy, tuple(net.layer_dims), tuple(net.activations), net.output, net.dtype, self.m,
-                        self.optimizer.name, self.l2, bool(self.dropout), self.reducer is not None, net.params,
-                        self.workspace, self.state.vector, self.optimizer)  # fmt: skip
+                        self.optimizer, self.l2, bool(self.dropout), self.reducer is not None, net.params,
+                        self.workspace, self.state.vector)  # fmt: skip
 
     def __call__(self, batch, lr: float, rng=None) -> None:
         """Take one step on `batch` (made by `Network.batch`, m examples) at learning rate `lr`; no host sync.
@@ -177,8 +167,7 @@ class TrainStep:
         rng: the backend random generator that draws the dropout masks (with dropout). Read the cost, the
         accuracy and any divergence with `read()`.
         """
-        if not _plausible_rate(lr):  # the cheap test first: this runs every step
-            check_positive(lr, "lr")  # raises the ValueError naming what is wrong
+        check_positive(lr, "lr")  # once per step, never inside a kernel
         if not self._fits(batch):
             m = check_batch(self.net, batch) if self.m or batch is not None else 0
             if m != self.m:
@@ -218,7 +207,7 @@ class TrainStep:
             add_l2_gradient(net, self.l2, float(state[STEP_EXAMPLES]) if reduced else self.m)
             be.add_l2_cost(state, params.W[1:], self.l2)
         be.guard_step(state, params.grad)
-        self.optimizer._step(net, lr, state)  # lr was checked on entry
+        self.optimizer.update(net, lr, state)
         be.commit_step(state)
 
     def read(self) -> StepTotals:

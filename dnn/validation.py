@@ -118,6 +118,8 @@ def check_count(value, name: str, minimum: int) -> int:
 
 def check_positive(value, name: str) -> float:
     """`value` as a float when it is a finite real number > 0 (a learning rate), else ValueError naming `name`."""
+    if type(value) is float and 0.0 < value < math.inf:  # the common case, cheaply: a training step checks its lr
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
