@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import numba_steps
 from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
 from .blas import numpy_cblas_gemm
+from .numba_background import is_cached
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
@@ -34,19 +35,6 @@ class KernelCacheStatus:
     def warm(self) -> bool:
         """True when a run of the configuration compiles nothing."""
         return self.cached == self.total
-
-
-def _is_cached(kernel, args) -> bool:
-    """Whether `kernel` has code for the types of `args` in this process or in numba's on-disk cache.
-
-    numba has no public query for its cache, so this asks the dispatcher's cache index with the key that
-    `Dispatcher.compile` looks up (the argument types, the CPU, the bytecode and the closure's constants).
-    """
-    signature = tuple(kernel.typeof_pyval(a) for a in args)
-    if signature in kernel.overloads:
-        return True
-    cache = kernel._cache
-    return cache._index_key(signature, kernel.targetctx.codegen()) in cache._cache_file._load_index()
 
 
 def _prefer_workqueue_threads() -> None:
@@ -236,7 +224,7 @@ class NumbaBackend(Backend):
         """A hidden layer's forward (numpy's tanh serves tanh's) and backward kernels, as the network calls them."""
         Z, b, code = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), self._codes[activation]
         calls = [] if self._forward_code(activation) is None else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
-        return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, True, Z, b, 1.0, True, True, False))]
+        return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, Z, b, 1.0, True, True, False))]
 
     def _check_calls(self, dtype, parallel):
         """The bias gradient, Σ|a| and the non-finite count."""
@@ -291,9 +279,10 @@ class NumbaBackend(Backend):
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         self._bias_activation_forward(Z, b, activation, out, False)
 
-    def _bias_activation_forward(self, Z, b, activation: str, out, abs_sum: bool):
-        """`bias_activation_forward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
-        code = self._forward_code(activation)
+    def _bias_activation_forward(self, Z, b, activation: str, out, abs_sum: bool, libm_tanh: bool = False):
+        """`bias_activation_forward`, returning Σ|out| when `abs_sum` (from the same pass), else None; `libm_tanh`
+        takes tanh in the kernel too, as the compiled whole step does."""
+        code = self._codes.get(activation) if libm_tanh else self._forward_code(activation)
         if (
             code is None
             or _kernel_dtype(Z, b, out) is None
@@ -336,8 +325,8 @@ class NumbaBackend(Backend):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
             return self._abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
-        total = self._act.backward_kernel(code, self._parallel(dA))(
-            dA, src, A is not None, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum
+        total = self._act.backward_kernel(code, self._parallel(dA), A is not None)(
+            dA, src, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum
         )
         return float(total) if abs_sum else None
 
@@ -446,5 +435,5 @@ def kernel_cache_status(network=None, dtype=None, *, activations="relu", output=
     """How many of the kernels `NumbaBackend.warmup` with the same arguments would compile are already compiled
     or cached on disk, without compiling any (a KernelCacheStatus; `.warm` when a run compiles nothing)."""
     calls = NumbaBackend()._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples)
-    cached = sum(_is_cached(kernel, args) for kernel, args in calls)
+    cached = sum(is_cached(kernel, args) for kernel, args in calls)
     return KernelCacheStatus(cached, len(calls), calls[0][0]._cache.cache_path)

@@ -1,7 +1,7 @@
 """The numba backend's whole training steps (`Backend.compile_step`): SGD with each W updated inside its GEMM.
 
-Two strategies, both ending in `kernels.numba_step.update_inside_products` (the update, its finiteness proof
-and its fallback, written once):
+Two strategies, both ending in `kernels.numba_step.update_inside_products` (the update and its finiteness proof,
+written once) and, when the proof fails, in `FusedUpdateStep.update_stored` (the fallback, written once):
 - "compiled": the whole step in one compiled call (`kernels.numba_step.sgd_step_kernel`), for networks whose every
   elementwise pass would run on one thread anyway (each layer's n_l·m below the parallel size) and that need
   no L2: it saves the Python between ~20 operations and loses no parallelism.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy
 
 from .base import check_output
+from .numba_background import BackgroundCompile, can_compile_in_background, is_cached
 
 #: Strategies this module builds.
 STRATEGIES = ("compiled", "fused-update")
@@ -60,17 +61,16 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
     """[(kernel, arguments)] that compile the whole-step kernels for a network of `dims` in `dtype` (tuples of
     per-layer arrays are typed by their length, so each depth has its own compiled step)."""
     dtype, L = numpy.dtype(dtype), len(dims) - 1
-    two, col, flat = numpy.zeros((2, 2), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(4, dtype)
-    one, zero, sums = dtype.type(1), dtype.type(0), numpy.zeros(L)
-    layers, workspace = ((two,) * L, (col,) * L, (two,) * L, (col,) * L), ((two,) * L, two, (two,) * L)
+    two, col, one, sums = numpy.zeros((2, 2), dtype), numpy.zeros((2, 1), dtype), dtype.type(1), numpy.zeros(L)
+    layers, workspace = ((two,) * L, (col,) * L, (col,) * L), ((two,) * L, two, (two,) * L)
     blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
-    calls = [(backend._step.update_inside_products, (two, workspace[0], workspace[2], *layers, flat, flat, sums, sums,
-                                                     one, one, zero, *blas))]  # fmt: skip
+    calls = [(backend._step.update_inside_products, (two, workspace[0], workspace[2], *layers, sums, sums, one, one,
+                                                     *blas, True, False))]  # fmt: skip
     if compiled:
         codes = numpy.zeros(max(1, L - 1), numpy.int64)
         kernel = backend._step.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
-        calls.append((kernel, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes, flat, flat, one, *blas,
-                               numpy.zeros(8))))  # fmt: skip
+        calls.append((kernel, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes, one, *blas,
+                               numpy.zeros(8), True, False)))  # fmt: skip
     return calls
 
 
@@ -82,35 +82,70 @@ def _input_bound(backend, batch) -> float:
 
 
 class CompiledStep:
-    """Strategy "compiled": the kernel of `kernels.numba_step.sgd_step_kernel` on the network's own buffers."""
+    """Strategy "compiled": the kernel of `kernels.numba_step.sgd_step_kernel` on the network's own buffers.
+
+    Its cold compile takes seconds, more than a short job's whole training. So unless the strategy was asked
+    for by name, a kernel that is neither compiled nor in numba's cache is compiled in a helper process
+    (`BackgroundCompile`), and until it is ready the steps are taken by `FusedUpdateStep(like_compiled=True)`,
+    which computes the same values bit for bit (tests/test_step_strategies.py): when the switch happens depends
+    on the cache and on timing, and changes nothing in a run's history.
+    """
 
     def __init__(self, backend, plan):
         p, ws, dtype = plan.params, plan.workspace, numpy.dtype(plan.dtype)
         self.backend, self.dtype, self.state = backend, dtype, plan.state
-        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.dW[1:]), tuple(p.db[1:]))
+        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.db[1:]))
         self.buffers = (tuple(ws.A[1:]), ws.ZL, tuple(ws.D[1:]), ws.cost)
         self.codes = numpy.array([backend._activation_code(a) for a in plan.activations] or [0], numpy.int64)
-        self.theta, self.grad = p.theta, p.grad
         self.blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
         self.kernel = backend._step.sgd_step_kernel(_uniform_code(backend, plan.activations), plan.output == "softmax")
+        self.stand_in = FusedUpdateStep(backend, plan, like_compiled=True)
+        # False until the kernel is known to be compiled or cached; True at once where no helper can be started
+        self.ready = plan.requested or not can_compile_in_background()
+        self._background = None  # the helper compiling the kernel once started; False if it failed
+        self._network = (list(plan.layer_dims), dtype.name, list(plan.activations), plan.output)
+
+    def _arguments(self, batch, lr) -> tuple:
+        return (batch.X, batch.Y, _input_bound(self.backend, batch), *self.layers, *self.buffers, self.codes,
+                self.dtype.type(lr), *self.blas, self.state, True, False)  # fmt: skip
 
     def __call__(self, batch, lr) -> None:
-        self.kernel(batch.X, batch.Y, _input_bound(self.backend, batch), *self.layers, *self.buffers, self.codes,
-                    self.theta, self.grad, self.dtype.type(lr), *self.blas, self.state)  # fmt: skip
+        if not self.ready and self._background is None and is_cached(self.kernel, self._arguments(batch, lr)):
+            self.ready = True  # the first call: compiled in this process already, or in numba's cache
+        if self.ready:
+            if self.kernel(*self._arguments(batch, lr)):  # the bound proved nothing
+                self.stand_in.update_stored(batch, lr)
+            return
+        self.stand_in(batch, lr)
+        if self._background is None:  # after the stand-in's first step, whose kernels the helper then loads
+            self._background = self._start_background_compile()
+        elif self._background is not False and self._background.done():
+            self.ready = is_cached(self.kernel, self._arguments(batch, lr))  # what the helper left in the cache
+            if not self.ready:
+                self._background = False  # it failed: the stand-in takes every step
+
+    def _start_background_compile(self):
+        """The helper compiling the kernel, or False when it cannot be started (the stand-in then goes on)."""
+        dims, dtype, activations, output = self._network
+        try:
+            return BackgroundCompile.shared(dims, dtype, activations=activations, output=output, optimizer="sgd")
+        except OSError:
+            return False
 
 
 class FusedUpdateStep:
     """Strategy "fused-update": the backend's kernels layer by layer, then the update inside the products.
 
     It runs its own layer loop rather than `dnn.propagation`'s because its kernels also return Σ|A| and Σ|D|
-    from their passes (the proof's inputs), which the backend interface does not carry.
+    from their passes (the proof's inputs), which the backend interface does not carry. like_compiled: compute
+    exactly what `CompiledStep`'s kernel computes (its tanh is libm's, not numpy's faster SIMD tanh).
     """
 
-    def __init__(self, backend, plan):
-        self.backend, self.plan = backend, plan
+    def __init__(self, backend, plan, like_compiled: bool = False):
+        self.backend, self.plan, self.like_compiled = backend, plan, like_compiled
         self.dtype = numpy.dtype(plan.dtype)
         p = plan.params
-        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.dW[1:]), tuple(p.db[1:]))
+        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.db[1:]))
         self.blas = (finite_product_limit(self.dtype), backend.cblas.address(self.dtype), backend.cblas.ilp64)
         self.input_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|A[l-1]|, l = 1..L
         self.delta_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|D[l]|, l = 1..L
@@ -128,7 +163,8 @@ class FusedUpdateStep:
         A_in = batch.X
         for l in range(1, L):
             be.gemm(p.W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]
-            self.input_sums[l] = be._bias_activation_forward(ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True)
+            self.input_sums[l] = be._bias_activation_forward(ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True,
+                                                             self.like_compiled)  # fmt: skip
             A_in = ws.A[l]
         be.gemm(p.W[L], A_in, out=ws.ZL)
         be.output_layer(ws.ZL, p.b[L], plan.output, ws.A[L], Y=batch.Y, dZ=ws.D[L], cost=ws.cost, dZ_scale=1.0 / m)
@@ -141,11 +177,28 @@ class FusedUpdateStep:
                 ws.D[l - 1], plan.activations[l - 2], ws.D[l - 1], ws.A[l - 1], p.db[l - 1], True
             )
         be.guard_step(state)
+        if state[3]:
+            return
         dt = self.dtype.type
-        if state[3] or not be._step.update_inside_products(
-            batch.X, tuple(ws.A[1:]), tuple(ws.D[1:]), *self.layers, p.theta, p.grad, self.input_sums,
-            self.delta_sums, dt(lr), dt(1.0 - lr * plan.l2 / m), dt(plan.l2 / m), *self.blas,
+        if be._step.update_inside_products(
+            batch.X, tuple(ws.A[1:]), tuple(ws.D[1:]), *self.layers, self.input_sums, self.delta_sums, dt(lr),
+            dt(1.0 - lr * plan.l2 / m), *self.blas, True, False,
         ):  # fmt: skip
+            be.commit_step(state)
+        else:
+            self.update_stored(batch, lr)
+
+    def update_stored(self, batch, lr) -> None:
+        """Finish a step whose gradients the bound could not prove finite: dW[l] = D[l]·A[l-1]ᵀ (+ (λ/m)·W[l]) stored,
+        every gradient checked, then θ ← θ - lr·g; nothing moves, and NONFINITE is set, when one is not finite."""
+        be, plan, state = self.backend, self.plan, self.plan.state
+        p, ws, L = plan.params, plan.workspace, len(plan.layer_dims) - 1
+        for l in range(1, L + 1):
+            be.gemm(ws.D[l], batch.X if l == 1 else ws.A[l - 1], out=p.dW[l], trans_b=True)  # dW[l] = D[l]·A[l-1]ᵀ
+            if plan.l2:
+                be.axpy(plan.l2 / plan.m, p.W[l], p.dW[l])  # + (λ/m)·W[l]
+        if not be.all_finite(p.grad):
             state[3] = 1
             return
+        be.sgd_update(p.theta, p.grad, lr)
         be.commit_step(state)

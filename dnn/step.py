@@ -43,6 +43,7 @@ class StepPlan:
     """What a backend needs to build a whole step (`Backend.compile_step`): named fields, no positional tuples."""
 
     strategy: str  # "compiled" or "fused-update"
+    requested: bool  # the caller asked for this strategy by name: build it now, never in the background
     layer_dims: tuple  # (n_0, ..., n_L)
     activations: tuple  # the hidden layers' activation names
     output: str  # "sigmoid" or "softmax"
@@ -138,7 +139,7 @@ class TrainStep:
             if strategy == "phases":
                 return strategy, None
             why = self._why_not(strategy)
-            run = None if why else self.net.backend.compile_step(self._plan(strategy))
+            run = None if why else self.net.backend.compile_step(self._plan(strategy, requested is not None))
             if run is not None:
                 return strategy, run
             if requested:
@@ -155,10 +156,10 @@ class TrainStep:
             return "the update inside the products is plain SGD without dropout"
         return None
 
-    def _plan(self, strategy) -> StepPlan:
+    def _plan(self, strategy, requested: bool) -> StepPlan:
         net = self.net
-        return StepPlan(strategy, tuple(net.layer_dims), tuple(net.activations), net.output, net.dtype, self.m,
-                        self.optimizer, self.l2, bool(self.dropout), self.reducer is not None, net.params,
+        return StepPlan(strategy, requested, tuple(net.layer_dims), tuple(net.activations), net.output, net.dtype,
+                        self.m, self.optimizer, self.l2, bool(self.dropout), self.reducer is not None, net.params,
                         self.workspace, self.state.vector)  # fmt: skip
 
     def __call__(self, batch, lr: float, rng=None) -> None:

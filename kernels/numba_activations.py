@@ -2,8 +2,8 @@
 
 Each kernel is one pass over memory. `forward_kernel(act, parallel)`, `backward_kernel(act, parallel)` and
 `bias_grad_kernel(parallel)` build one small compiled kernel per activation and per variant, compiled on its
-first call (and cached on disk): the activation code and the row loop are compile-time constants, so a kernel
-holds one activation's loop and nothing else, and only a run that meets an array large enough to go
+first call (and cached on disk): the activation code and the row loop are compile-time constants, so a kernel's
+machine code holds one activation's loop and nothing else, and only a run that meets an array large enough to go
 parallel (`parallel=True`: rows on numba's threads) pays for compiling the parallel variant. A row's
 bias-gradient sum is taken by the one thread that wrote the row, in a fixed order, so results do not depend
 on the number of threads. Arithmetic stays in the arrays' dtype and mirrors the NumPy reference in
@@ -11,15 +11,13 @@ on the number of threads. Arithmetic stays in the arrays' dtype and mirrors the 
 bit-identical to it; exp and tanh come from libm instead of numpy's SIMD code); no fastmath except
 `row_sum`'s reassociation.
 
-The row helpers (`forward_row`, `backward_row`) take the activation as an integer code (`ACTIVATION_CODES`):
-inside a kernel built here it is a constant and numba prunes the other activations' branches before typing;
-`kernels/numba_step.py` passes it at run time. `inplace=True` means the output buffer is the input buffer:
-the kernel then writes through the input so that LLVM sees one pointer and vectorises without run-time
-alias checks. The row helpers are inlined by numba (`inline="always"`) for the same reason: as separate
-functions their two array arguments could alias, and the loop ran ~4x slower. Keep each helper's parameter
-names equal to the caller's names for the same values: numba 0.68.1 miscompiled an inlined helper inside
-`prange` whose parameter `m` was bound to a caller variable other than the caller's own `m` (wrong Adam
-results).
+The activation is an integer code (`ACTIVATION_CODES`). A kernel built here passes it to the scalar functions
+`activate` and `derivative` as a constant, so numba compiles one version of them per code (the argument is
+typed as a literal), and LLVM folds the other codes' branches away and inlines the function into the loop.
+`kernels/numba_step.py` calls the same row helpers (`activate_row`, `derivative_row`) with arguments of the
+same types, so the two share compiled code. Nothing here uses numba's own inlining (`inline="always"`): it
+deep-copies the callee's IR, every branch included, at each call site, which made the cold compile of a
+backward kernel take about twice as long.
 """
 
 from __future__ import annotations
@@ -64,51 +62,58 @@ def stable_sigmoid(z, one):
     return one / (one + e) if z >= 0 else e / (one + e)
 
 
-@njit(cache=True, inline="always")
-def _activate_row(z_row, out_row, act, slope, bias):
-    """out_row ← g(z_row + bias); out_row may be z_row.
-
-    The bias is added inside each loop (not in a pass of its own) so that an in-place store always writes a
-    new value: an in-place relu of unchanged values compiles to masked stores, ~4x slower on this CPU.
-    """
-    zero = z_row.dtype.type(0)
-    one = z_row.dtype.type(1)
+@njit(cache=True)
+def activate(z, act, one, slope):
+    """g(z) for activation code `act`, in the dtype of z, `one` (1 of that dtype) and `slope` (leaky relu's)."""
+    zero = one - one
     if act == RELU:
-        for j in range(z_row.shape[0]):
-            z = z_row[j] + bias
-            out_row[j] = zero if z < zero else z  # like np.maximum: NaN stays NaN
-    elif act == LEAKY_RELU:
-        for j in range(z_row.shape[0]):
-            z = z_row[j] + bias
-            out_row[j] = z if z > zero else z * slope
-    elif act == SIGMOID:
-        for j in range(z_row.shape[0]):
-            out_row[j] = stable_sigmoid(z_row[j] + bias, one)
-    elif act == TANH:
-        for j in range(z_row.shape[0]):
-            out_row[j] = np.tanh(z_row[j] + bias)
-    else:
-        for j in range(z_row.shape[0]):
-            out_row[j] = z_row[j] + bias
+        return zero if z < zero else z  # like np.maximum: NaN stays NaN
+    if act == LEAKY_RELU:
+        return z if z > zero else z * slope
+    if act == SIGMOID:
+        return stable_sigmoid(z, one)
+    if act == TANH:
+        return np.tanh(z)
+    return z
 
 
-@njit(cache=True, inline="always")
-def _add_bias_row(z_row, bias):
-    for j in range(z_row.shape[0]):
-        z_row[j] = z_row[j] + bias
+@njit(cache=True)
+def derivative(d, src, act, from_output, one, slope):
+    """d * g'(.) for activation code `act`, g' from the layer's output A (from_output) or its pre-activation Z."""
+    zero = one - one
+    if act == RELU:
+        return d * (one if src > zero else zero)  # a product, so d = NaN stays NaN
+    if act == LEAKY_RELU:
+        return d * (one if src > zero else slope)
+    if act == SIGMOID:
+        s = src if from_output else stable_sigmoid(src, one)
+        return d * (s * (one - s))
+    if act == TANH:
+        t = src if from_output else np.tanh(src)
+        return d * (one - t * t)
+    return d
 
 
-@njit(cache=True, inline="always")
-def forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs):
-    """Row i of the forward pass; returns Σ|out[i]| when with_abs (the row is still in cache), else 0."""
-    bias = b[i, 0] if with_bias else Z.dtype.type(0)  # + 0 leaves every value as it is, -0.0 aside
-    if inplace:
-        _activate_row(Z[i], Z[i], act, slope, bias)
-    else:
-        _activate_row(Z[i], out[i], act, slope, bias)
-        if with_bias:
-            _add_bias_row(Z[i], bias)  # Z ← Z + b as well: the row is still in cache
-    return row_abs_sum(out[i]) if with_abs else 0.0
+@njit(cache=True)
+def activate_row(row, bias, act, one, slope, with_abs):
+    """row ← g(row + bias) in place; returns Σ|row| (float64) when with_abs (the row is still in cache), else 0.
+
+    One array, so LLVM sees one pointer and vectorises without a run-time alias check (an in-place loop over
+    two arguments that are the same row fails that check and runs scalar, ~4x slower). The bias is added
+    inside the loop so that every store writes a new value: an in-place relu of unchanged values compiles
+    to masked stores, ~4x slower on this CPU.
+    """
+    for j in range(row.shape[0]):
+        row[j] = activate(row[j] + bias, act, one, slope)
+    return row_abs_sum(row) if with_abs else 0.0
+
+
+@njit(cache=True)
+def derivative_row(d_row, src_row, act, from_output, one, slope, with_abs):
+    """d_row ← d_row * g'(src_row) in place (src_row: another array's row); returns Σ|d_row| when with_abs, else 0."""
+    for j in range(d_row.shape[0]):
+        d_row[j] = derivative(d_row[j], src_row[j], act, from_output, one, slope)
+    return row_abs_sum(d_row) if with_abs else 0.0
 
 
 @cache
@@ -116,71 +121,59 @@ def forward_kernel(act: int, parallel: bool):
     """The compiled forward pass for activation code `act`, its rows in parallel (`prange`) when `parallel`.
 
     kernel(Z, b, out, with_bias, inplace, with_abs): Z ← Z + b (when with_bias), out ← g(Z); returns Σ|out| in
-    float64 when with_abs, else 0. Z, out: (n, m); b: (n, 1).
+    float64 when with_abs, else 0. Z, out: (n, m); b: (n, 1). inplace: out is Z.
     """
     rows = prange if parallel else range  # a constant of the kernel: part of its cache key, like act
 
     def bias_activation_forward(Z, b, out, with_bias, inplace, with_abs):
+        one = Z.dtype.type(1)
         slope = Z.dtype.type(LEAKY_RELU_SLOPE)
         total = 0.0
         for i in rows(Z.shape[0]):
-            total += forward_row(i, Z, b, act, out, with_bias, inplace, slope, with_abs)
+            bias = b[i, 0] if with_bias else one - one  # + 0 leaves every value as it is, -0.0 aside
+            z_row = Z[i]
+            if inplace:
+                row_total = activate_row(z_row, bias, act, one, slope, with_abs)
+            else:
+                out_row = out[i]
+                for j in range(z_row.shape[0]):
+                    out_row[j] = activate(z_row[j] + bias, act, one, slope)
+                if with_bias:
+                    for j in range(z_row.shape[0]):
+                        z_row[j] = z_row[j] + bias  # Z ← Z + b as well: the row is still in cache
+                row_total = row_abs_sum(out_row) if with_abs else 0.0
+            total += row_total  # one reduction statement: prange sums it per thread
         return total
 
     return njit(cache=True, parallel=parallel)(bias_activation_forward)
 
 
-@njit(cache=True, inline="always")
-def _derivative_row(dA_row, src_row, out_row, act, from_output, slope):
-    """out_row ← dA_row * g'(.), g' from the layer's output (from_output) or its pre-activation."""
-    zero = dA_row.dtype.type(0)
-    one = dA_row.dtype.type(1)
-    if act == RELU:
-        for j in range(dA_row.shape[0]):
-            out_row[j] = dA_row[j] * (one if src_row[j] > zero else zero)  # a product, so dA=NaN stays NaN
-    elif act == LEAKY_RELU:
-        for j in range(dA_row.shape[0]):
-            out_row[j] = dA_row[j] * (one if src_row[j] > zero else slope)
-    elif act == SIGMOID:
-        for j in range(dA_row.shape[0]):
-            s = src_row[j] if from_output else stable_sigmoid(src_row[j], one)
-            out_row[j] = dA_row[j] * (s * (one - s))
-    elif act == TANH:
-        for j in range(dA_row.shape[0]):
-            t = src_row[j] if from_output else np.tanh(src_row[j])
-            out_row[j] = dA_row[j] * (one - t * t)
-    else:
-        for j in range(dA_row.shape[0]):
-            out_row[j] = dA_row[j]
-
-
-@njit(cache=True, inline="always")
-def backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs):
-    """Row i of the backward pass; returns Σ|out[i]| when with_abs, else 0."""
-    if inplace:
-        _derivative_row(dA[i], src[i], dA[i], act, from_output, slope)
-    else:
-        _derivative_row(dA[i], src[i], out[i], act, from_output, slope)
-    if with_db:
-        db[i, 0] = row_sum(out[i]) * db_scale  # the row just written, still in cache
-    return row_abs_sum(out[i]) if with_abs else 0.0
-
-
 @cache
-def backward_kernel(act: int, parallel: bool):
-    """The compiled backward pass for activation code `act`, its rows in parallel (`prange`) when `parallel`.
+def backward_kernel(act: int, parallel: bool, from_output: bool = True):
+    """The compiled backward pass for activation code `act`, its rows in parallel (`prange`) when `parallel`, g'
+    taken from the layer's output A (`from_output`) or from its pre-activation Z.
 
-    kernel(dA, src, from_output, out, db, db_scale, with_db, inplace, with_abs): out ← dA * g'(src), g' from the
-    layer's output (from_output) or its pre-activation, and, when with_db, db ← db_scale · Σ_columns out.
-    dA, src, out: (n, m); db: (n, 1). Returns Σ|out| in float64 when with_abs, else 0.
+    kernel(dA, src, out, db, db_scale, with_db, inplace, with_abs): out ← dA * g'(src) and, when with_db,
+    db ← db_scale · Σ_columns out. dA, src, out: (n, m); db: (n, 1); inplace: out is dA. Returns Σ|out| in
+    float64 when with_abs, else 0.
     """
     rows = prange if parallel else range
 
-    def activation_backward(dA, src, from_output, out, db, db_scale, with_db, inplace, with_abs):
+    def activation_backward(dA, src, out, db, db_scale, with_db, inplace, with_abs):
+        one = dA.dtype.type(1)
         slope = dA.dtype.type(LEAKY_RELU_SLOPE)
         total = 0.0
         for i in rows(dA.shape[0]):
-            total += backward_row(i, dA, src, act, from_output, out, db, db_scale, with_db, inplace, slope, with_abs)
+            if inplace:
+                row_total = derivative_row(dA[i], src[i], act, from_output, one, slope, with_abs)
+            else:
+                d_row, src_row, out_row = dA[i], src[i], out[i]
+                for j in range(d_row.shape[0]):
+                    out_row[j] = derivative(d_row[j], src_row[j], act, from_output, one, slope)
+                row_total = row_abs_sum(out_row) if with_abs else 0.0
+            if with_db:
+                db[i, 0] = row_sum(out[i]) * db_scale  # the row just written, still in cache
+            total += row_total
         return total
 
     return njit(cache=True, parallel=parallel)(activation_backward)

@@ -59,7 +59,8 @@ def softmax_output(Z, b, A, Y, dZ, cost, with_cost, with_dZ, dZ_scale):
     cost_sum = 0.0  # the blocks' partial sums, added in block order
     for k in range(blocks):
         total = 0.0
-        for j in range(k * SOFTMAX_BLOCK, min(m, (k + 1) * SOFTMAX_BLOCK)):
+        stop = (k + 1) * SOFTMAX_BLOCK
+        for j in range(k * SOFTMAX_BLOCK, stop if stop < m else m):  # not min(): it would compile an overload
             top, k_top = Z[0, j] + b[0, 0], 0
             for i in range(n):
                 z = Z[i, j] + b[i, 0]

@@ -1,17 +1,20 @@
 """Compiled pieces of a training step: SGD with W updated inside its gradient's GEMM, the step state, a whole step.
 
-`update_inside_products` is the one place where the update inside the products, its finiteness proof and its
-fallback are written: W[l] ← decay·W[l] - lr·D[l]·A[l-1]ᵀ is one GEMM (alpha = -lr, beta = decay = 1 - lr·λ/m),
-so the gradient is never stored, once Σ|A[l-1]|·Σ|D[l]| below `limit` proves every entry of it finite
+`update_inside_products` is the one place where the update inside the products and its finiteness proof are
+written: W[l] ← decay·W[l] - lr·D[l]·A[l-1]ᵀ is one GEMM (alpha = -lr, beta = decay = 1 - lr·λ/m), so the
+gradient is never stored, once Σ|A[l-1]|·Σ|D[l]| below `limit` proves every entry of it finite
 (|Σ_k D_ik·A_jk| ≤ max|A|·Σ|D| ≤ Σ|A|·Σ|D|; a NaN or inf makes a sum non-finite). When the bound cannot prove
-it, the gradients are stored, checked and applied, and nothing moves if one is not finite. Both whole-step
-strategies of the numba backend (`backends/numba_steps.py`) end with it.
+it, nothing is updated here: the caller stores the gradients, checks and applies them (`FusedUpdateStep.
+update_stored` in `backends/numba_steps.py`), and nothing moves if one is not finite. Both whole-step
+strategies of the numba backend end with it.
 
-`sgd_step_kernel(act, softmax)` builds a whole SGD step (forward, cost, backward, update, step state) in one call, for networks small
-enough that ~20 backend calls would cost more in Python than in arithmetic. Its elementwise passes are the
-serial row helpers of `numba_activations` and the output kernels of `numba_output`, so every value is computed
-as the numba backend computes it; the row helpers are inlined rather than the parallel kernels called (calling
-a `parallel=True` kernel from here made a cold compile ~3x slower). Per-layer arrays arrive as tuples of
+`sgd_step_kernel(act, softmax)` builds a whole SGD step (forward, cost, backward, update, step state) in one
+call, for networks small enough that ~20 backend calls would cost more in Python than in arithmetic. It calls
+the functions the numba backend's own kernels call (the row helpers of `numba_activations`, the output kernels
+of `numba_output`, `numba_blas.gemm`, `update_inside_products`) with arguments of the same types, so it
+computes every value as the backend's "fused-update" strategy does, bit for bit, and shares their compiled
+code: a constant True or False passed to a compiled function is typed as a literal and compiles a version of its
+own, so the step takes `on` and `off` (True and False) as arguments. Per-layer arrays arrive as tuples of
 same-typed 2-D arrays (numba unboxes a homogeneous tuple cheaply; a reflected list would cost far more).
 The step-state slots are those of `backends/base.py` (STEP_COST ... FINITE_STEPS).
 """
@@ -24,46 +27,33 @@ import numpy as np
 from numba import njit
 
 from ..backends.base import LEAKY_RELU_SLOPE
-from .numba_activations import backward_row, forward_row, row_abs_sum, row_sum
+from .numba_activations import activate_row, derivative_row, row_abs_sum, row_sum
 from .numba_blas import gemm
 from .numba_output import sigmoid_output, softmax_output
 
 
 @njit(cache=True)
-def update_inside_products(X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, decay, l2_m, limit, blas, ilp64):
-    """One SGD update from the deltas D[l] = (1/m)·dZ[l]; True when taken, False when a gradient was not finite.
+def update_inside_products(X, A, D, W, b, db, input_sums, delta_sums, lr, decay, limit, blas, ilp64, on, off):
+    """One SGD update from the deltas D[l] = (1/m)·dZ[l] when the bound proves every gradient finite: True when
+    taken; False when it proves nothing, and then nothing was updated (the caller stores the gradients, checks
+    and applies them: `backends/numba_steps.py`, `FusedUpdateStep.update_stored`).
 
-    X (n_0, m) and A (tuple of L (n_l, m)): the layer inputs are X, A[0], ..., A[L-2]. W, b, dW, db: tuples of
-    the layers' views into theta (P,) and grad (P,); db already holds the bias gradients. input_sums[l] bounds
-    Σ|input of layer l|, delta_sums[l] = Σ|D[l]| (float64). lr, decay = 1 - lr·λ/m, l2_m = λ/m: the dtype's
-    scalars. limit: `finite_product_limit(dtype)`. blas, ilp64: numpy's cblas_?gemm (`numba_blas.gemm`).
+    X (n_0, m) and A (tuple of L (n_l, m)): the layer inputs are X, A[0], ..., A[L-2]. W, b, db: tuples of the
+    layers' views into theta and grad; db already holds the bias gradients. input_sums[l] bounds Σ|input of
+    layer l|, delta_sums[l] = Σ|D[l]| (float64). lr, decay = 1 - lr·λ/m: the dtype's scalars. limit:
+    `finite_product_limit(dtype)`. blas, ilp64: numpy's cblas_?gemm (`numba_blas.gemm`). on, off: True and
+    False, see `sgd_step_kernel`.
     """
     L = len(W)
-    one, zero = X.dtype.type(1), X.dtype.type(0)
-    step = -lr  # p + (-lr)·g is exactly p - lr·g, as `sgd_update` computes it
-    bounded = True
     for l in range(L):
         if not input_sums[l] * delta_sums[l] <= limit:  # NaN fails too
-            bounded = False
-    if bounded:
-        for l in range(L):
-            A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
-            gemm(blas, ilp64, D[l], A_prev, W[l], False, True, step, decay)  # W ← decay·W - lr·D·A_prevᵀ
-            for i in range(b[l].shape[0]):
-                b[l][i, 0] += step * db[l][i, 0]
-        return True
-    for l in range(L):  # a gradient may not be finite: store and check them before anything is updated
-        A_prev = X if l == 0 else A[l - 1]
-        gemm(blas, ilp64, D[l], A_prev, dW[l], False, True, one, zero)  # dW[l] = D[l]·A[l-1]ᵀ
-        if l2_m != zero:
-            w, dw = W[l].reshape(W[l].size), dW[l].reshape(dW[l].size)
-            for k in range(dw.size):
-                dw[k] += l2_m * w[k]  # + (λ/m)·W, as `axpy` adds it
-    for k in range(grad.size):  # no fastmath here: it would let LLVM fold isfinite to True
-        if not np.isfinite(grad[k]):
             return False
-    for k in range(theta.size):
-        theta[k] += step * grad[k]
+    step = -lr  # p + (-lr)·g is exactly p - lr·g, as `sgd_update` computes it
+    for l in range(L):
+        A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
+        gemm(blas, ilp64, D[l], A_prev, W[l], off, on, step, decay)  # W ← decay·W - lr·D·A_prevᵀ
+        for i in range(b[l].shape[0]):
+            b[l][i, 0] += step * db[l][i, 0]
     return True
 
 
@@ -123,21 +113,23 @@ def sgd_step_kernel(act: int, softmax: bool):
     activation's and output's code before compiling: a uniform network's step compiles a fraction of the code.
     """
 
-    def sgd_step(X, Y, x_abs_sum, W, b, dW, db, A, ZL, D, cost, acts, theta, grad, lr, limit, blas, ilp64, state):
+    def sgd_step(X, Y, x_abs_sum, W, b, db, A, ZL, D, cost, acts, lr, limit, blas, ilp64, state, on, off):
         """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.
+        Returns True when the bound proved nothing and the caller must finish the step with stored gradients
+        (`update_inside_products`), else False.
 
-        X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X| (any upper bound on max|X|). W, b, dW, db: tuples of the
-        L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat vectors theta (P,) and grad (P,). A, D: tuples
+        X (n_0, m), Y (n_L, m): the batch; x_abs_sum: Σ|X| (any upper bound on max|X|). W, b, db: tuples of the
+        L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat parameters and gradient. A, D: tuples
         of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean cross-entropy.
         acts (L-1,): the hidden layers' activation codes, read when act is MIXED. lr: the learning rate in
         theta's dtype; limit, blas, ilp64: see `update_inside_products`. state: the (8,) float64 step state.
-        D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
+        on, off: True and False. D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
         """
         state[0] = 0.0
         state[1] = 0.0
         state[2] = 0.0
         if state[3] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
-            return
+            return False
         L = len(W)
         m = X.shape[1]
         one, zero = X.dtype.type(1), X.dtype.type(0)
@@ -149,35 +141,41 @@ def sgd_step_kernel(act: int, softmax: bool):
         for l in range(L):
             A_prev = X if l == 0 else A[l - 1]  # (n_{l-1}, m)
             Z = ZL if l == L - 1 else A[l]  # (n_l, m)
-            gemm(blas, ilp64, W[l], A_prev, Z, False, False, one, zero)  # (n_l, n_{l-1})·(n_{l-1}, m)
+            gemm(blas, ilp64, W[l], A_prev, Z, off, off, one, zero)  # (n_l, n_{l-1})·(n_{l-1}, m)
             if l < L - 1:
-                code = act if act != MIXED else acts[l]
                 total = 0.0
                 for i in range(Z.shape[0]):
-                    total += forward_row(i, Z, b[l], code, Z, True, True, slope, True)
+                    if act == MIXED:
+                        total += activate_row(Z[i], b[l][i, 0], acts[l], one, slope, on)
+                    else:
+                        total += activate_row(Z[i], b[l][i, 0], act, one, slope, on)
                 input_sums[l + 1] = total
         # output: ZL ← ZL + b, A[L] = σ(ZL) or softmax(ZL), cost, D[L] = (1/m)·(A[L] - Y)
         if softmax:
-            softmax_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
+            softmax_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, on, on, X.dtype.type(1.0 / m))
         else:
-            sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, True, True, X.dtype.type(1.0 / m))
+            sigmoid_output(ZL, b[L - 1], A[L - 1], Y, D[L - 1], cost, on, on, X.dtype.type(1.0 / m))
         record_step(state, cost, A[L - 1], Y, softmax)
         for i in range(D[L - 1].shape[0]):
             db[L - 1][i, 0] = row_sum(D[L - 1][i])  # db[L] = Σ D[L]: (n_L, 1)
         delta_sums[L - 1] = row_abs_sum(D[L - 1].reshape(D[L - 1].size))
         # backward: D[l-1] = W[l]ᵀ·D[l], then D[l-1] ← D[l-1] * g'(A[l-1]) in place with db[l-1] in the same pass
         for l in range(L - 1, 0, -1):
-            gemm(blas, ilp64, W[l], D[l], D[l - 1], True, False, one, zero)  # (n_{l-1}, n_l)·(n_l, m)
-            code = act if act != MIXED else acts[l - 1]
+            gemm(blas, ilp64, W[l], D[l], D[l - 1], on, off, one, zero)  # (n_{l-1}, n_l)·(n_l, m)
             total = 0.0
             for i in range(D[l - 1].shape[0]):
-                total += backward_row(i, D[l - 1], A[l - 1], code, True, D[l - 1], db[l - 1], 1.0, True, True, slope, True)
+                if act == MIXED:
+                    total += derivative_row(D[l - 1][i], A[l - 1][i], acts[l - 1], True, one, slope, on)
+                else:
+                    total += derivative_row(D[l - 1][i], A[l - 1][i], act, True, one, slope, on)
+                db[l - 1][i, 0] = row_sum(D[l - 1][i])  # the row just written, still in cache
             delta_sums[l - 1] = total
-        if not np.isfinite(state[0]) or not update_inside_products(
-            X, A, D, W, b, dW, db, theta, grad, input_sums, delta_sums, lr, one, zero, limit, blas, ilp64
-        ):
+        if not np.isfinite(state[0]):
             state[3] = 1
-            return
+            return False
+        if not update_inside_products(X, A, D, W, b, db, input_sums, delta_sums, lr, one, limit, blas, ilp64, on, off):
+            return True
         commit_step(state)
+        return False
 
     return njit(cache=True)(sgd_step)

@@ -33,9 +33,10 @@ def update_kernel(op: int, parallel: bool):
 
     def update(y, x, m1, m2, s):
         n = y.size
-        chunk = CHUNK if parallel else max(n, 1)
+        chunk = CHUNK if parallel else (n if n > 0 else 1)  # conditionals, not min/max: each compiles an overload
         for c in chunks((n + chunk - 1) // chunk):
-            lo, hi = c * chunk, min(n, (c + 1) * chunk)
+            lo, hi = c * chunk, (c + 1) * chunk
+            hi = hi if hi < n else n
             if op == AXPY:  # y ← y + s0·x; the SGD step is s0 = -lr (p + (-lr)·g is exactly p - lr·g)
                 for k in range(lo, hi):
                     y[k] += s[0] * x[k]

@@ -335,7 +335,7 @@ def test_cuda_graphs_are_on_unless_switched_off(monkeypatch):
     gpu._use_kernels(np, RecordingKernels(), tf32=False)
     assert gpu.cuda_graphs is False
     planned, _ = _pair("sigmoid", 1, "float32")
-    plan = TrainStep(planned, 8, "sgd", strategy="compiled")._plan("compiled")
+    plan = TrainStep(planned, 8, "sgd", strategy="compiled")._plan("compiled", True)
     assert gpu.compile_step(plan) is None  # switched off: TrainStep takes the next strategy
     gpu._use_kernels(np, RecordingKernels(), tf32=False, cuda_graphs=True)  # the option wins over the environment
     assert gpu.cuda_graphs is True

@@ -319,25 +319,26 @@ def test_uncovered_inputs_fall_back_to_the_reference(nb_without_kernels, rng, la
         dA, b = _random(rng, (4, 6), "float32"), _random(rng, (4, 1), "float32")
     else:
         dA, b = make((4, 6)), make((4, 1))
-    for be in (nb_without_kernels if layout != "mixed dtypes" else NumbaBackend(), REF):
-        results = []
+    def results(be):
+        values = []
         for activation in ACTIVATIONS:
             z, out, db = Z.copy(order="K"), np.empty_like(Z), np.empty((4, 1), b.dtype)
             be.bias_activation_forward(z, b, activation, out)
             be.activation_backward(dA, activation, z, A=out, db=db, db_scale=0.5)
-            results += [out, z, db]
+            values += [out, z, db]
         p = Z.copy(order="K")
         be.sgd_update(p, dA, 0.1)
-        results.append(p)
+        values.append(p)
         if layout != "mixed dtypes":
-            results.append(np.array([be.all_finite(Z)]))
-        if be is REF:
-            for actual, expected in zip(got, results):
-                if layout == "mixed dtypes":
-                    _assert_close(actual, expected, "float64", "mixed dtypes")
-                else:
-                    np.testing.assert_array_equal(actual, expected)
-        got = results
+            values.append(np.array([be.all_finite(Z)]))
+        return values
+
+    candidate = nb_without_kernels if layout != "mixed dtypes" else NumbaBackend()
+    for actual, expected in zip(results(candidate), results(REF), strict=True):
+        if layout == "mixed dtypes":
+            _assert_close(actual, expected, "float64", "mixed dtypes")
+        else:
+            np.testing.assert_array_equal(actual, expected)
 
 
 def test_overlapping_but_different_buffers_fall_back_to_the_reference(nb_without_kernels, rng):
@@ -518,3 +519,68 @@ def test_a_second_process_loads_every_kernel_from_the_cache_without_compiling(tm
     assert int(first.split()[0]) > 0, "the first process compiled nothing: the cache was not empty"
     second = subprocess.run(run, env=env, check=True, capture_output=True, text=True).stdout
     assert second.split()[0] == "0", f"the second process compiled: {second}"
+
+
+# ------------------------------------------------------------------------------- the compiled step, compiled aside
+_TRAIN_UNTIL_THE_KERNEL_RUNS = """
+import json, sys, time
+import numba.core.compiler as compiler
+compiled = []
+original = compiler.compile_extra
+compiler.compile_extra = lambda *args, **kwargs: compiled.append(args[2].__qualname__) or original(*args, **kwargs)
+import numpy as np, dnn
+from dnn.step import TrainStep
+steps = int(sys.argv[1])  # 0: until the kernel has taken 3 steps
+rng = np.random.default_rng(0)
+net = dnn.Network([8, 6, 4, 1], "tanh", dtype="float32", backend="numba", seed=0)
+step, batch = TrainStep(net, 40), net.batch(rng.standard_normal((8, 40)), np.arange(40) % 2)
+ready, costs, deadline = [], [], time.monotonic() + 300
+while (len(costs) < steps) if steps else (ready[-3:] != [True] * 3 and time.monotonic() < deadline):
+    step(batch, 0.05)
+    ready.append(step._whole_step.ready)  # True: the next step runs the compiled kernel
+    costs.append(step.read().cost)
+    time.sleep(0 if steps else 0.01)  # leave the other core to the helper
+print(json.dumps({"ready": ready, "costs": costs, "theta": net.flat_buffers()[0].tolist(),
+                  "compiled_the_step_here": any("sgd_step" in name for name in compiled)}))
+"""
+
+
+def test_a_cold_compiled_step_switches_to_the_kernel_a_helper_compiled_and_keeps_the_history(tmp_path):
+    """Cold cache: the stand-in takes the steps, a helper process compiles the kernel into the cache, the step
+    switches to it without compiling it here; a warm run takes the kernel from the start, and both histories
+    are the same bit for bit (the switch point depends on timing, the numbers must not)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+
+    def run(steps):
+        done = subprocess.run([sys.executable, "-c", _TRAIN_UNTIL_THE_KERNEL_RUNS, str(steps)], env=env, check=True,
+                              capture_output=True, text=True, timeout=420)  # fmt: skip
+        return json.loads(done.stdout)
+
+    cold = run(0)
+    assert not cold["ready"][0] and cold["ready"][-3:] == [True] * 3, "the kernel never became ready"
+    assert not cold["compiled_the_step_here"], "the training process compiled the whole step itself"
+    warm = run(len(cold["costs"]))
+    assert all(warm["ready"]) and not warm["compiled_the_step_here"]
+    assert warm["costs"] == cold["costs"] and warm["theta"] == cold["theta"]
+
+
+_START_A_HELPER_AND_EXIT = """
+from dnn.backends.numba_background import BackgroundCompile
+print(BackgroundCompile([784, 512, 256, 128, 10], "float64", activations="sigmoid", optimizer="sgd").pid)
+"""
+
+
+def test_no_background_compile_outlives_the_process_that_started_it():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _START_A_HELPER_AND_EXIT], check=True, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(done.stdout), 0)

@@ -238,9 +238,10 @@ def command_line_world(tmp_path_factory):
     patches.undo()
 
 
-#: Pieces of a command line: an option with a value (most of them, so that many lines get past parsing), or one token.
+#: Pieces of a command line: an option with a value (most of them, so that many lines get past parsing), or one token
+#: of any characters a command line can carry (text that survives UTF-8, as argv does).
 PIECES = st.one_of(st.tuples(st.sampled_from(OPTIONS), st.sampled_from(VALUES)), st.tuples(st.sampled_from(OPTIONS)),
-                   st.tuples(st.sampled_from(VALUES)), st.tuples(st.text(max_size=6)))
+                   st.tuples(st.sampled_from(VALUES)), st.tuples(st.text(st.characters(codec="utf-8", include_characters=" "), max_size=6)))
 
 
 @given(command=st.sampled_from(COMMANDS), pieces=st.lists(PIECES, max_size=5))

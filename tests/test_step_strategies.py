@@ -6,6 +6,8 @@ checked) and "compiled" (the backend takes the whole step in one call). Each mus
 phase-by-phase step, and none may move anything when a cost or gradient is not finite.
 """
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,8 @@ from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
 from dnn.backends.numba_steps import finite_product_limit  # noqa: E402
 
 # (strategy, how the numba backend is set up for it)
-WAYS = ["phases", "compiled", "fused-update", "fused-update-stored-gradients", "phases-without-numpy-cblas"]
+WAYS = ["phases", "compiled", "compiled-stored-gradients", "fused-update", "fused-update-stored-gradients",
+        "phases-without-numpy-cblas"]
 
 
 def _numba(way, monkeypatch):
@@ -31,7 +34,7 @@ def _numba(way, monkeypatch):
     backend = NumbaBackend()
     if backend.cblas is None:
         pytest.skip("numpy's CBLAS was not found: the numba backend has no whole-step strategy")
-    if way == "fused-update-stored-gradients":
+    if way.endswith("stored-gradients"):
         monkeypatch.setattr("dnn.backends.numba_steps.finite_product_limit", lambda dtype: 0.0)  # nothing provable
     return backend
 
@@ -51,7 +54,7 @@ def _agrees(candidate, reference, dtype):
     return relative_difference(theta, reference.flat_buffers()[0]) <= gradient_rtol(dtype)
 
 
-@pytest.mark.parametrize("way,l2", [(way, l2) for way in WAYS for l2 in (0.0, 0.7) if not (way == "compiled" and l2)])
+@pytest.mark.parametrize("way,l2", [(way, l2) for way in WAYS for l2 in (0.0, 0.7) if not (way.startswith("compiled") and l2)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("dims,m,activation", [([6, 8, 5, 1], 20, "tanh"), ([7, 9, 4], 13, "relu"), ([3, 1], 1, "relu")])
 def test_every_sgd_strategy_takes_the_reference_step(way, l2, dtype, dims, m, activation, rng, monkeypatch):
@@ -125,6 +128,70 @@ def test_a_strategy_that_cannot_run_is_a_clear_error(strategy, settings, reason,
     backend = settings.pop("backend", None) or _numba("compiled", monkeypatch)
     with pytest.raises(ValueError, match=reason):
         TrainStep(dnn.Network([4, 3, 1], backend=backend), 8, strategy=strategy, **settings)
+
+
+class _Compiling:
+    """A background compile of the whole-step kernel that has not finished (done=False) or has failed (done=True)."""
+
+    def __init__(self, done):
+        self._done = done
+
+    def done(self):
+        return self._done
+
+
+def _cold_cache(monkeypatch, done=False):
+    """The whole-step kernel is not in numba's cache, and its background compile is `_Compiling(done)`."""
+    monkeypatch.setattr("dnn.backends.numba_steps.is_cached", lambda kernel, args: False)
+    monkeypatch.setattr("dnn.backends.numba_steps.BackgroundCompile.shared", lambda *args, **kwargs: _Compiling(done))
+
+
+@pytest.mark.parametrize("activations", ["relu", "leaky_relu", "sigmoid", "tanh", "linear", ["tanh", "relu"]])
+@pytest.mark.parametrize("dims", [[6, 8, 5, 1], [6, 8, 5, 4]])  # a sigmoid and a softmax output
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_while_the_compiled_step_compiles_its_stand_in_takes_the_same_steps_bit_for_bit(activations, dims, dtype,
+                                                                                        rng, monkeypatch):
+    backend = _numba("compiled", monkeypatch)
+    X, Y = _data(dims, 20, rng)
+    nets = [dnn.Network(dims, activations=activations, dtype=dtype, backend=backend, seed=1) for _ in range(2)]
+    kernel_step = TrainStep(nets[0], 20, strategy="compiled")  # asked for by name: the kernel, compiled now
+    _cold_cache(monkeypatch)
+    stand_in_step = TrainStep(nets[1], 20)  # chosen by default: the stand-in while the kernel compiles
+    assert stand_in_step.strategy == "compiled"
+    batches = [net.batch(X, Y) for net in nets]
+    for _ in range(20):
+        kernel_step(batches[0], 0.3)
+        stand_in_step(batches[1], 0.3)
+    assert kernel_step._whole_step.ready and not stand_in_step._whole_step.ready
+    assert kernel_step.read() == stand_in_step.read()
+    np.testing.assert_array_equal(nets[0].flat_buffers()[0], nets[1].flat_buffers()[0])
+
+
+def test_when_the_background_compile_fails_the_stand_in_takes_every_step(rng, monkeypatch):
+    backend = _numba("compiled", monkeypatch)
+    _cold_cache(monkeypatch, done=True)
+    net = dnn.Network([6, 8, 1], backend=backend)
+    step, batch = TrainStep(net, 20), net.batch(*_data([6, 8, 1], 20, rng))
+    for _ in range(3):
+        step(batch, 0.1)
+    assert step._whole_step._background is False and not step._whole_step.ready
+    assert step.read().steps == 3
+
+
+def test_steps_that_need_the_same_kernel_share_one_background_compile(rng, monkeypatch):
+    """A run's full mini-batches and its shorter last one need the same compiled kernel: one helper compiles it."""
+    from dnn.backends.numba_background import BackgroundCompile
+
+    backend = _numba("compiled", monkeypatch)
+    started = []
+    monkeypatch.setattr("dnn.backends.numba_steps.is_cached", lambda kernel, args: False)
+    monkeypatch.setattr(BackgroundCompile, "_running", weakref.WeakValueDictionary())
+    monkeypatch.setattr(BackgroundCompile, "__init__", lambda self, *args, **kwargs: started.append(args))
+    monkeypatch.setattr(BackgroundCompile, "done", lambda self: False)
+    net = dnn.Network([6, 8, 1], backend=backend)
+    X, Y = _data([6, 8, 1], 20, rng)
+    net.fit(X, Y, epochs=2, batch_size=8, optimizer="sgd", seed=0)  # batches of 8, 8 and 4
+    assert started == [([6, 8, 1], "float32")], f"helpers started: {started}"
 
 
 def test_the_update_inside_the_products_makes_no_update_or_check_pass(rng, monkeypatch):
