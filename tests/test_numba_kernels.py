@@ -530,7 +530,7 @@ original = compiler.compile_extra
 compiler.compile_extra = lambda *args, **kwargs: compiled.append(args[2].__qualname__) or original(*args, **kwargs)
 import numpy as np, dnn
 from dnn.step import TrainStep
-steps = int(sys.argv[1])  # 0: until the kernel has taken 3 steps
+steps = int(sys.argv[1])  # 0: until the kernel is ready and has taken two steps
 rng = np.random.default_rng(0)
 net = dnn.Network([8, 6, 4, 1], "tanh", dtype="float32", backend="numba", seed=0)
 step, batch = TrainStep(net, 40), net.batch(rng.standard_normal((8, 40)), np.arange(40) % 2)
