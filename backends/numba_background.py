@@ -81,3 +81,8 @@ class BackgroundCompile:
     def done(self) -> bool:
         """True once the child has exited (successfully or not); a cheap poll, no wait."""
         return self._process.poll() is not None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has exited (0: it compiled everything), else None."""
+        return self._process.returncode

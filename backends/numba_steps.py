@@ -13,6 +13,8 @@ Both need numpy's own CBLAS (alpha and beta on numpy's BLAS), plain SGD, no drop
 
 from __future__ import annotations
 
+import warnings
+
 import numpy
 
 from .base import check_output
@@ -122,15 +124,23 @@ class CompiledStep:
         elif self._background is not False and self._background.done():
             self.ready = is_cached(self.kernel, self._arguments(batch, lr))  # what the helper left in the cache
             if not self.ready:
-                self._background = False  # it failed: the stand-in takes every step
+                self._background = _gave_up(f"the helper process ended with exit status {self._background.returncode}")
 
     def _start_background_compile(self):
         """The helper compiling the kernel, or False when it cannot be started (the stand-in then goes on)."""
         dims, dtype, activations, output = self._network
         try:
             return BackgroundCompile.shared(dims, dtype, activations=activations, output=output, optimizer="sgd")
-        except OSError:
-            return False
+        except OSError as error:
+            return _gave_up(f"no helper process could be started ({error})")
+
+
+def _gave_up(why: str) -> bool:
+    """Say once, for this step, that its kernel will not be ready, and why; False (`CompiledStep._background`)."""
+    warnings.warn(f"numba's whole training step could not be compiled aside: {why}. Training goes on kernel by "
+                  "kernel (the same numbers, more time per step); warmup(net) compiles it here.", RuntimeWarning,
+                  stacklevel=4)  # fmt: skip
+    return False
 
 
 class FusedUpdateStep:

@@ -6,6 +6,7 @@ checked) and "compiled" (the backend takes the whole step in one call). Each mus
 phase-by-phase step, and none may move anything when a cost or gradient is not finite.
 """
 
+import warnings
 import weakref
 
 import numpy as np
@@ -135,6 +136,7 @@ class _Compiling:
 
     def __init__(self, done):
         self._done = done
+        self.returncode = 1 if done else None
 
     def done(self):
         return self._done
@@ -172,8 +174,12 @@ def test_when_the_background_compile_fails_the_stand_in_takes_every_step(rng, mo
     _cold_cache(monkeypatch, done=True)
     net = dnn.Network([6, 8, 1], backend=backend)
     step, batch = TrainStep(net, 20), net.batch(*_data([6, 8, 1], 20, rng))
-    for _ in range(3):
-        step(batch, 0.1)
+    step(batch, 0.1)  # the stand-in's step; the helper starts
+    with pytest.warns(RuntimeWarning, match="exit status 1. Training goes on kernel by kernel"):
+        step(batch, 0.1)  # the helper has failed: said once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step(batch, 0.1)  # and not again
     assert step._whole_step._background is False and not step._whole_step.ready
     assert step.read().steps == 3
 
