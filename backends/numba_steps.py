@@ -94,22 +94,19 @@ class CompiledStep:
     """
 
     def __init__(self, backend, plan):
-        p, ws, dtype = plan.params, plan.workspace, numpy.dtype(plan.dtype)
-        self.backend, self.dtype, self.state = backend, dtype, plan.state
-        self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.db[1:]))
-        self.buffers = (tuple(ws.A[1:]), ws.ZL, tuple(ws.D[1:]), ws.cost)
+        self.stand_in = FusedUpdateStep(backend, plan, like_compiled=True)  # its per-layer views serve the kernel too
+        ws = plan.workspace
+        self.buffers = (self.stand_in.activations, ws.ZL, self.stand_in.deltas, ws.cost)
         self.codes = numpy.array([backend._activation_code(a) for a in plan.activations] or [0], numpy.int64)
-        self.blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
         self.kernel = backend._step.sgd_step_kernel(_uniform_code(backend, plan.activations), plan.output == "softmax")
-        self.stand_in = FusedUpdateStep(backend, plan, like_compiled=True)
         # False until the kernel is known to be compiled or cached; True at once where no helper can be started
         self.ready = plan.requested or not can_compile_in_background()
         self._background = None  # the helper compiling the kernel once started; False if it failed
-        self._network = (list(plan.layer_dims), dtype.name, list(plan.activations), plan.output)
 
     def _arguments(self, batch, lr) -> tuple:
-        return (batch.X, batch.Y, _input_bound(self.backend, batch), *self.layers, *self.buffers, self.codes,
-                self.dtype.type(lr), *self.blas, self.state, True, False)  # fmt: skip
+        s = self.stand_in
+        return (batch.X, batch.Y, _input_bound(s.backend, batch), *s.layers, *self.buffers, self.codes,
+                s.dtype.type(lr), *s.blas, s.plan.state, True, False)  # fmt: skip
 
     def __call__(self, batch, lr) -> None:
         if not self.ready and self._background is None and is_cached(self.kernel, self._arguments(batch, lr)):
@@ -128,9 +125,10 @@ class CompiledStep:
 
     def _start_background_compile(self):
         """The helper compiling the kernel, or False when it cannot be started (the stand-in then goes on)."""
-        dims, dtype, activations, output = self._network
+        plan = self.stand_in.plan
         try:
-            return BackgroundCompile.shared(dims, dtype, activations=activations, output=output, optimizer="sgd")
+            return BackgroundCompile.shared(list(plan.layer_dims), self.stand_in.dtype.name,
+                                            activations=list(plan.activations), output=plan.output, optimizer="sgd")
         except OSError as error:
             return _gave_up(f"no helper process could be started ({error})")
 
@@ -156,6 +154,7 @@ class FusedUpdateStep:
         self.dtype = numpy.dtype(plan.dtype)
         p = plan.params
         self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.db[1:]))
+        self.activations, self.deltas = tuple(plan.workspace.A[1:]), tuple(plan.workspace.D[1:])  # made once, not per step
         self.blas = (finite_product_limit(self.dtype), backend.cblas.address(self.dtype), backend.cblas.ilp64)
         self.input_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|A[l-1]|, l = 1..L
         self.delta_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|D[l]|, l = 1..L
@@ -191,7 +190,7 @@ class FusedUpdateStep:
             return
         dt = self.dtype.type
         if be._step.update_inside_products(
-            batch.X, tuple(ws.A[1:]), tuple(ws.D[1:]), *self.layers, self.input_sums, self.delta_sums, dt(lr),
+            batch.X, self.activations, self.deltas, *self.layers, self.input_sums, self.delta_sums, dt(lr),
             dt(1.0 - lr * plan.l2 / m), *self.blas, True, False,
         ):  # fmt: skip
             be.commit_step(state)
