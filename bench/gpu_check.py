@@ -24,7 +24,6 @@ backend cannot run here (no GPU or no CuPy). Meant to finish in under 4 minutes 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -131,16 +130,13 @@ def run_gpu_tests() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- timed steps
 def _dnn_step(backend, case, strategy=None):
+    """`perf.step_function` for the case in float32: the strategy named, else "compiled" (on cupy the step
+    `TrainStep(net, m)` takes: a replayed CUDA graph) for the captured column."""
     bench = perf.prepare_step(backend, case, "float32")
-    step = TrainStep(bench.net, case.m, strategy=strategy)
-    if strategy is None and step.strategy != "compiled":
-        raise NotAvailable(f"dnn captured: strategy 'compiled' is not available: TrainStep(net, m) takes {step.strategy!r} on {backend.name}")
-
-    def synchronised():
-        step(bench.batch, perf.LEARNING_RATE)
-        backend.synchronize()
-
-    return synchronised
+    try:
+        return perf.step_function(bench, strategy=strategy or "compiled")
+    except ValueError as exc:  # "compiled" refused: the captured column has nothing to time
+        raise NotAvailable(f"dnn captured on {backend.name}: {exc}") from None
 
 
 def dnn_eager_step(backend, case):
@@ -177,20 +173,20 @@ def _torch_network(case, torch):
     return step
 
 
-def _torch():
+def _torch(backend):
     try:
         import torch
     except ImportError as exc:
         raise NotAvailable(f"PyTorch: not installed ({exc})") from exc
     if not torch.cuda.is_available():
         raise NotAvailable("PyTorch: no CUDA device visible to torch")
-    torch.backends.cuda.matmul.allow_tf32 = os.environ.get("DNN_TF32") == "1"  # the same TF32 choice as dnn's
+    torch.backends.cuda.matmul.allow_tf32 = bool(getattr(backend, "tf32", False))  # the same TF32 choice as dnn's
     return torch
 
 
 def torch_eager_step(backend, case):
     """The same step in PyTorch eager mode (autograd), synchronised."""
-    torch = _torch()
+    torch = _torch(backend)
     step = _torch_network(case, torch)
 
     def synchronised():
@@ -202,7 +198,7 @@ def torch_eager_step(backend, case):
 
 def torch_graph_step(backend, case):
     """The same step captured once in a torch.cuda.CUDAGraph and replayed."""
-    torch = _torch()
+    torch = _torch(backend)
     step = _torch_network(case, torch)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

@@ -158,7 +158,6 @@ def _rank_prefix(comm) -> str:
 # ---------------------------------------------------------------------------------------------- train
 def _train(args, comm=None) -> int:
     """Train as the options say; under MPI (`comm`) data-parallel, with rank 0 alone printing and writing."""
-    root = comm is None or comm.Get_rank() == 0
     hidden, rates = _checked_train_options(args)
     if sources.is_source(args.data):
         return _train_from_source(args, hidden, rates, comm)
@@ -180,27 +179,38 @@ def _train(args, comm=None) -> int:
     n_out = 1 if n_classes == 2 else n_classes
     net = Network([X_train.shape[0], *hidden, n_out], activations=args.activation, dtype=args.dtype, backend=args.backend, seed=args.seed)
     optimizer = make_optimizer(args.optimizer)
-    if not args.quiet and root:
-        where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
-        print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}{where}: "
-              f"{X_train.shape[1]} training and {X_test.shape[1]} test examples from {args.data}")
-    progress = _Progress(args.epochs, quiet=args.quiet or not root)
-    try:
-        history = fit(
-            net, X_train, Y_train, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
-            l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed,
-            validation=(X_test, Y_test), callbacks=[progress], checkpoint=args.checkpoint,
-            checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, resume=args.resume,
-            comm=comm,
-        )
-    finally:
-        progress.close()
-    if not root:  # every rank holds the same model; rank 0 reports and writes it
+    history = _fit(args, net, optimizer, X_train, Y_train, rates, comm, validation=(X_test, Y_test),
+                   described=f"{X_train.shape[1]} training and {X_test.shape[1]} test examples from {args.data}")
+    if not _is_root(comm):  # every rank holds the same model; rank 0 reports and writes it
         return 0
     train_acc = net.evaluate(X_train, Y_train)["accuracy"]
     test_acc = net.evaluate(X_test, Y_test)["accuracy"]
     cli = {"split": split, "label_column": train.label_name, "classes": list(train.classes) if train.classes else None}
     return _report_and_save(args, net, optimizer, history, (train_acc, test_acc), extras, cli, train.feature_names)
+
+
+def _is_root(comm) -> bool:
+    """Whether this process prints and writes: the only one, or rank 0 of an MPI run."""
+    return comm is None or comm.Get_rank() == 0
+
+
+def _fit(args, net, optimizer, X, Y, rates, comm, described: str, callbacks=(), validation=None):
+    """Say what is trained on what (`described`; rank 0, unless --quiet), then `fit` with the command line's
+    options and a progress bar after the other callbacks; returns the History."""
+    if not args.quiet and _is_root(comm):
+        where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
+        print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}"
+              f"{where}: {described}")
+    progress = _Progress(args.epochs, quiet=args.quiet or not _is_root(comm))
+    try:
+        return fit(
+            net, X, Y, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
+            l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed, validation=validation,
+            callbacks=[*callbacks, progress], checkpoint=args.checkpoint, resume=args.resume,
+            checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, comm=comm,
+        )
+    finally:
+        progress.close()
 
 
 def _report_and_save(args, net, optimizer, history, accuracies, extras: dict, cli: dict, feature_names) -> int:
@@ -247,26 +257,16 @@ def _train_from_source(args, hidden, rates, comm=None) -> int:
         net = Network([source.n_features, *hidden, 1 if n_classes == 2 else n_classes], activations=args.activation,
                       dtype=args.dtype, backend=args.backend, seed=args.seed)
         optimizer = make_optimizer(args.optimizer)
-        root = comm is None or comm.Get_rank() == 0
-        if not args.quiet and root:
-            where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
-            print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}"
-                  f"{where}: {train_rows.m} training and {test_rows.m} test examples streamed from {args.data}")
-        scores, progress = _StreamedTestScores(test_rows), _Progress(args.epochs, quiet=args.quiet or not root)
-        try:
-            history = fit(
-                net, train_rows, None, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
-                l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed, callbacks=[scores, progress],
-                checkpoint=args.checkpoint, resume=args.resume,
-                checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, comm=comm,
-            )
-        finally:
-            progress.close()
-        if not root:  # every rank holds the same model; rank 0 reports and writes it
+        scores = _StreamedTestScores(test_rows)
+        history = _fit(args, net, optimizer, train_rows, None, rates, comm, callbacks=[scores],
+                       described=f"{train_rows.m} training and {test_rows.m} test examples streamed from {args.data}")
+        if not _is_root(comm):  # every rank holds the same model; rank 0 reports and writes it
             return 0
         resumed = [float("nan")] * (len(history) - len(scores.cost))  # epochs before a --resume were scored then
         history.val_cost, history.val_accuracy = resumed + scores.cost, resumed + scores.accuracy
-        accuracies = sources.evaluate(net, train_rows)["accuracy"], sources.evaluate(net, test_rows)["accuracy"]
+        # the last epoch's test accuracy is the final network's (a --resume with no epoch left streams it here)
+        test_accuracy = scores.accuracy[-1] if scores.accuracy else sources.evaluate(net, test_rows)["accuracy"]
+        accuracies = sources.evaluate(net, train_rows)["accuracy"], test_accuracy
     cli = {"split": split, "label_column": source.label_name, "classes": None}
     return _report_and_save(args, net, optimizer, history, accuracies, extras, cli, source.feature_names)
 

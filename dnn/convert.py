@@ -9,16 +9,17 @@ when complete: an interrupted conversion leaves no partial data set behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
 from .data import CsvTable
 from .errors import DataError
+from .outputs import replaced_atomically
 from .validation import resolve_dtype
 
 #: Bytes reserved for a streamed .npy header: written first with the shape unknown, rewritten at the end.
@@ -79,13 +80,11 @@ def _blocks(table: CsvTable, progress: bool):
 
 
 def _write_npy(table: CsvTable, out: str, dtype: np.dtype, progress: bool) -> int:
-    temporary = {}
-    try:
-        for name in ("X.npy", "Y.npy"):
-            fd, temporary[name] = tempfile.mkstemp(prefix=f".{name}.", dir=out)
-            os.close(fd)
+    with contextlib.ExitStack() as renamed_when_all_succeed:  # each file to a temporary name, renamed at the end
+        x_path, y_path, meta_path = (renamed_when_all_succeed.enter_context(replaced_atomically(os.path.join(out, name), ""))
+                                     for name in ("X.npy", "Y.npy", "features.json"))  # fmt: skip
         m = 0
-        with open(temporary["X.npy"], "wb") as fx, open(temporary["Y.npy"], "wb") as fy:
+        with open(x_path, "wb") as fx, open(y_path, "wb") as fy:
             fx.write(b"\0" * _NPY_HEADER_BYTES)  # the header, once the number of rows is known
             fy.write(b"\0" * _NPY_HEADER_BYTES)
             for block in _blocks(table, progress):
@@ -99,17 +98,9 @@ def _write_npy(table: CsvTable, out: str, dtype: np.dtype, progress: bool) -> in
                 f.write(_npy_header(array_dtype, shape))
                 f.flush()
                 os.fsync(f.fileno())
-        meta = {"feature_names": list(table.feature_names), "label_name": table.header[table.label_index]}
-        fd, temporary["features.json"] = tempfile.mkstemp(prefix=".features.json.", dir=out)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f)
-        for name, path in temporary.items():
-            os.replace(path, os.path.join(out, name))
+        with open(meta_path, "w") as f:
+            json.dump({"feature_names": list(table.feature_names), "label_name": table.header[table.label_index]}, f)
         return m
-    finally:
-        for path in temporary.values():
-            if os.path.exists(path):
-                os.remove(path)
 
 
 def _npy_header(dtype: np.dtype, shape: tuple) -> bytes:
@@ -127,28 +118,21 @@ def _write_h5(table: CsvTable, out: str, dtype: np.dtype, progress: bool) -> int
         import h5py
     except ImportError as exc:
         raise DataError(f"writing {out} needs h5py ({exc}); pip install 'dnn-engine[data]'") from None
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", dir=os.path.dirname(os.path.abspath(out)))
-    os.close(fd)
-    try:
-        with h5py.File(temporary, "w") as f:
-            n = table.n_features
-            rows = max(1, (1 << 20) // (n * dtype.itemsize))  # ~1 MiB chunks of whole rows
-            X = f.create_dataset("X", shape=(0, n), maxshape=(None, n), dtype=dtype, chunks=(rows, n))
-            Y = f.create_dataset("Y", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(rows,))
-            X.attrs["feature_names"] = list(table.feature_names)
-            X.attrs["label_name"] = table.header[table.label_index]
-            m = 0
-            for block in _blocks(table, progress):
-                k = block.features.shape[0]
-                X.resize(m + k, axis=0)
-                Y.resize(m + k, axis=0)
-                X[m : m + k] = block.features  # (k, n_x)
-                Y[m : m + k] = block.labels
-                m += k
-            if m == 0:
-                raise DataError(f"{table.path} needs a header row and at least one data row")
-        os.replace(temporary, out)
-        return m
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with replaced_atomically(out, ".h5") as temporary, h5py.File(temporary, "w") as f:
+        n = table.n_features
+        rows = max(1, (1 << 20) // (n * dtype.itemsize))  # ~1 MiB chunks of whole rows
+        X = f.create_dataset("X", shape=(0, n), maxshape=(None, n), dtype=dtype, chunks=(rows, n))
+        Y = f.create_dataset("Y", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(rows,))
+        X.attrs["feature_names"] = list(table.feature_names)
+        X.attrs["label_name"] = table.header[table.label_index]
+        m = 0
+        for block in _blocks(table, progress):
+            k = block.features.shape[0]
+            X.resize(m + k, axis=0)
+            Y.resize(m + k, axis=0)
+            X[m : m + k] = block.features  # (k, n_x)
+            Y[m : m + k] = block.labels
+            m += k
+        if m == 0:
+            raise DataError(f"{table.path} needs a header row and at least one data row")
+    return m

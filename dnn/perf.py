@@ -30,7 +30,7 @@ import numpy as np
 from .backends import get_backend
 from .gradcheck import float64_reference, kinked_pre_activations
 from .network import Network
-from .step import TrainStep
+from .step import STRATEGIES, TrainStep
 from .tolerances import gradient_rtol, relative_difference
 
 #: The learning rate of every timed step (the course's).
@@ -155,17 +155,24 @@ def require_gradients_agree(bench: StepBench) -> float:
     return difference
 
 
-def step_function(bench: StepBench, lr: float = LEARNING_RATE):
+def step_function(bench: StepBench, lr: float = LEARNING_RATE, strategy: str | None = None):
     """The timed unit: one SGD step on the prepared batch as `fit` takes it (a `TrainStep`, which reads nothing
-    back from the backend), then a device synchronisation.
+    back from the backend), then a device synchronisation. strategy: the one to time (None: the first the
+    step allows, as `fit` takes it).
 
-    The step takes the strategy `fit` would, asked for by name: a whole step that `fit` would compile in the
-    background while a stand-in takes the first steps is then compiled (or loaded) at the first call, so
-    that what is timed after the warm-up is the step a long run settles on.
+    The strategy is always asked for by name: a whole step that `fit` would compile in the background while a
+    stand-in takes the first steps is then compiled (or loaded) at the first call, so that what is timed after
+    the warm-up is the step a long run settles on. Asked for by name, a strategy the step cannot take raises
+    ValueError before it builds anything.
     """
     batch, backend, m = bench.batch, bench.net.backend, bench.batch.X.shape[1]
-    strategy = TrainStep(bench.net, m, accuracy=False).strategy  # the strategy `train_step` and `fit` take
-    step = TrainStep(bench.net, m, strategy=strategy, accuracy=False)
+    for candidate in (strategy,) if strategy else STRATEGIES:  # the order `TrainStep` tries them in
+        try:
+            step = TrainStep(bench.net, m, strategy=candidate, accuracy=False)
+            break
+        except ValueError:
+            if strategy:
+                raise
 
     def training_step():
         step(batch, lr)
