@@ -136,7 +136,7 @@ def _dnn_step(backend, case, strategy=None):
     try:
         return perf.step_function(bench, strategy=strategy or "compiled")
     except ValueError as exc:  # "compiled" refused: the captured column has nothing to time
-        raise NotAvailable(f"dnn captured on {backend.name}: {exc}") from None
+        raise NotAvailable(f"dnn captured: {exc}") from None
 
 
 def dnn_eager_step(backend, case):
