@@ -22,6 +22,7 @@ from .errors import ModelFileError, NonFiniteError
 from .initializers import check_layer_dims
 from .optimizers import Optimizer, make_optimizer
 from .outputs import replaced_atomically
+from .parameters import layout as parameter_layout
 from .validation import resolve_dtype
 
 if TYPE_CHECKING:  # the network module imports this one, not the other way round
@@ -192,19 +193,18 @@ def _feature_names(path: str, meta: dict, net: "Network") -> tuple | None:
 
 def _parameters(path: str, arrays: dict, dims: list, dtype) -> dict:
     params = {}
-    for l in range(1, len(dims)):
-        for name, shape in ((f"W{l}", (dims[l], dims[l - 1])), (f"b{l}", (dims[l], 1))):
-            key = f"param/{name}"
-            if key not in arrays:
-                raise ModelFileError(f"{path} has no parameter {name} although its architecture {dims} needs it")
-            value = arrays[key]
-            if value.shape != shape:
-                raise ModelFileError(f"{path}: parameter {name} has shape {value.shape}, the architecture {dims} needs {shape}")
-            if value.dtype != dtype:
-                raise ModelFileError(f"{path}: parameter {name} has dtype {value.dtype}, the file says {dtype.name}")
-            if not np.all(np.isfinite(value)):
-                raise ModelFileError(f"{path}: parameter {name} holds non-finite values")
-            params[name] = value
+    for name, _, shape in parameter_layout(dims):
+        key = f"param/{name}"
+        if key not in arrays:
+            raise ModelFileError(f"{path} has no parameter {name} although its architecture {dims} needs it")
+        value = arrays[key]
+        if value.shape != shape:
+            raise ModelFileError(f"{path}: parameter {name} has shape {value.shape}, the architecture {dims} needs {shape}")
+        if value.dtype != dtype:
+            raise ModelFileError(f"{path}: parameter {name} has dtype {value.dtype}, the file says {dtype.name}")
+        if not np.all(np.isfinite(value)):
+            raise ModelFileError(f"{path}: parameter {name} holds non-finite values")
+        params[name] = value
     return params
 
 

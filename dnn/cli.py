@@ -439,8 +439,9 @@ def _write_predictions(saved, inputs, out: str | None) -> int:
             target = stack.enter_context(open(stack.enter_context(replaced_atomically(out, ".tmp")), "w"))
         target.write("prediction,probability" + (",class" if names else "") + "\n")
         for X in inputs:
-            proba = net.predict_proba(X)  # (n_L, k)
-            classes = net.predict(X).ravel().astype(int)  # (k,)
+            A = net.forward(X)  # (n_L, k) on the backend: one forward pass serves both columns
+            proba = net.backend.to_numpy(A)  # what `predict_proba` returns
+            classes = net.backend.to_numpy(net.backend.predict_classes(A, net.output)).ravel().astype(int)  # (k,) as `predict`
             confidence = proba[0] if net.output == "sigmoid" else proba[classes, np.arange(classes.size)]  # (k,)
             target.writelines(f"{k},{p:.6g}" + (f",{names[k]}" if names else "") + "\n" for k, p in zip(classes, confidence))
             count += classes.size

@@ -155,9 +155,8 @@ CSV_BLOCK_ROWS = 8192
 
 
 class CsvBlock(NamedTuple):
-    """Consecutive data rows of a CSV: features (k, n_x) and labels (k,) float64, from file line `first_line` on."""
+    """Consecutive data rows of a CSV: features (k, n_x) and labels (k,) float64."""
 
-    first_line: int
     features: np.ndarray
     labels: np.ndarray | None
     chars_read: int  # characters of the file read up to this block's end (its bytes, for ASCII): for progress bars
@@ -261,7 +260,7 @@ class CsvTable:
             if bad.size:
                 raise DataError(f"{self.path}, {self._line(lines, first_line, bad[0])}, column {self.header[self.label_index]!r}: "
                                 f"labels must be class indices 0, 1, ..., C-1; found {labels[bad[0]]:g}")
-        return CsvBlock(first_line, features, labels, chars_read)
+        return CsvBlock(features, labels, chars_read)
 
     @staticmethod
     def _line(lines: list, first_line: int, row: int) -> str:

@@ -8,11 +8,11 @@ import numpy as np
 
 from . import checkpoint, training
 from .backends import get_backend
-from .backends.base import check_activation, check_output
+from .backends.base import STEP_CORRECT, STEP_EXAMPLES, check_activation, check_output
 from .errors import ShapeError
 from .initializers import check_layer_dims, initial_parameters
 from .parameters import Parameters
-from .propagation import Batch, Workspace, backward, check_batch, forward
+from .propagation import Batch, Workspace, add_l2_gradient, backward, check_batch, forward
 from .optimizers import SGD
 from .step import TrainStep
 from .validation import as_matrix, check_input_rows, check_non_negative, labels_as_matrix, resolve_dtype
@@ -141,7 +141,7 @@ class Network:
         if isinstance(X, Batch):
             check_batch(self, X, labelled=labelled)
             return X
-        return self.batch(X, Y) if labelled else self.batch(X)
+        return self.batch(X, Y)  # unlabelled callers pass no Y
 
     # ------------------------------------------------------------------ computation
     def _run(self, batch: Batch, masks=None, with_grad=False):
@@ -196,12 +196,12 @@ class Network:
         batch = self._as_batch(X, Y)
         l2 = check_non_negative(l2, "l2")
         ws = self._run(batch, masks=self._check_masks(dropout_masks, batch.X.shape[1]), with_grad=True)
+        if l2:
+            add_l2_gradient(self, l2, ws.m)  # dW[l] += (λ/m)·W[l], as a training step adds it
         grads = {}
-        for param, grad, name in self.gradient_buffers():
+        for _, grad, name in self.gradient_buffers():
             grads[f"d{name}"] = self.backend.empty(grad.shape, self.dtype)
             self.backend.copyto(grads[f"d{name}"], grad)
-            if l2 and name.startswith("W"):
-                self.backend.axpy(l2 / ws.m, param, grads[f"d{name}"])  # + (λ/m)·W from the L2 penalty
         return self._cost(ws, l2), grads
 
     def train_step(self, batch: Batch, lr: float = 0.0075, l2: float = 0.0) -> float:
@@ -245,7 +245,7 @@ class Network:
         be, state = self.backend, self.backend.new_step_state()
         be.record_step(state, ws.cost, ws.A[self.num_layers], batch.Y, self.output)
         counts = be.to_numpy(state)
-        return {"cost": self._cost(ws, 0.0), "accuracy": float(counts[1] / counts[2])}
+        return {"cost": self._cost(ws, 0.0), "accuracy": float(counts[STEP_CORRECT] / counts[STEP_EXAMPLES])}
 
     # ------------------------------------------------------------------ training and model files
     def fit(self, X, Y, epochs: int = 100, **options):

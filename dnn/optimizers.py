@@ -9,18 +9,10 @@ and can be exported and imported as host arrays, which is how checkpoints carry 
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .errors import ModelFileError
-from .validation import check_positive
-
-
-def _is_decay(beta) -> bool:
-    """True for a real number in [0, 1) (a moving average's decay), not a bool."""
-    return not isinstance(beta, bool) and isinstance(beta, numbers.Real) and 0.0 <= beta < 1.0
+from .validation import check_positive, is_fraction
 
 
 class Optimizer:
@@ -113,7 +105,7 @@ class Momentum(Optimizer):
 
     def __init__(self, beta: float = 0.9):
         super().__init__()
-        if not _is_decay(beta):
+        if not is_fraction(beta):
             raise ValueError(f"momentum beta must be in [0, 1), got {beta!r}")
         self.beta = float(beta)
 
@@ -134,11 +126,9 @@ class Adam(Optimizer):
     def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         super().__init__()
         for label, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not _is_decay(beta):
+            if not is_fraction(beta):
                 raise ValueError(f"adam {label} must be in [0, 1), got {beta!r}")
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
-            raise ValueError(f"adam eps must be positive, got {eps!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), check_positive(eps, "adam eps")
 
     def config(self) -> dict:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

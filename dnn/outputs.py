@@ -85,10 +85,3 @@ def save_figure(fig, path: str) -> None:
     extension = os.path.splitext(path)[1]
     with replaced_atomically(path, extension) as temporary:
         fig.savefig(temporary, format=extension.lstrip(".").lower())
-
-
-def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with replaced_atomically(path, ".tmp") as temporary:
-        with open(temporary, "w") as f:
-            f.write(text)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def _layout(shapes) -> list[tuple[str, int, tuple[int, ...]]]:
-    """[(name, offset, shape)] of W1, b1, W2, ... packed one after the other in a flat vector."""
-    layout, offset = [], 0
-    for l, (w_shape, b_shape) in enumerate(shapes, start=1):
-        for name, shape in ((f"W{l}", w_shape), (f"b{l}", b_shape)):
-            layout.append((name, offset, tuple(shape)))
+def layout(layer_dims) -> list[tuple[str, int, tuple[int, ...]]]:
+    """[(name, offset, shape)] of W1 (n_1, n_0), b1 (n_1, 1), W2, ... packed one after the other in a flat vector."""
+    entries, offset = [], 0
+    for l in range(1, len(layer_dims)):
+        for name, shape in ((f"W{l}", (layer_dims[l], layer_dims[l - 1])), (f"b{l}", (layer_dims[l], 1))):
+            entries.append((name, offset, shape))
             offset += int(np.prod(shape))
-    return layout
+    return entries
 
 
 class Parameters:
@@ -26,13 +26,12 @@ class Parameters:
     """
 
     def __init__(self, backend, layer_dims, dtype):
-        shapes = [((layer_dims[l], layer_dims[l - 1]), (layer_dims[l], 1)) for l in range(1, len(layer_dims))]
-        self.layout = _layout(shapes)
+        self.layout = layout(layer_dims)
         size = sum(int(np.prod(shape)) for _, _, shape in self.layout)
         self.theta = backend.zeros((size,), dtype)  # (P,)
         self.grad = backend.zeros((size,), dtype)  # (P,)
         views, grad_views = self.views_of(self.theta), self.views_of(self.grad)
-        L = len(shapes)
+        L = len(layer_dims) - 1
         self.W = [None] + [views[f"W{l}"] for l in range(1, L + 1)]
         self.b = [None] + [views[f"b{l}"] for l in range(1, L + 1)]
         self.dW = [None] + [grad_views[f"W{l}"] for l in range(1, L + 1)]

@@ -551,6 +551,14 @@ def checked_features(source: Source, rows: int | None = None):
         yield X
 
 
+def _outputs_and_classes(net, source: Source) -> tuple[int, int]:
+    """(output units, classes) of `net` after checking that `source`'s rows fit its input layer."""
+    if source.n_features != net.layer_dims[0]:
+        raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
+    n_outputs = net.layer_dims[-1]
+    return n_outputs, 2 if n_outputs == 1 else n_outputs
+
+
 def evaluate(net, source: Source, rows: int | None = None) -> dict:
     """{'cost', 'accuracy'} of `net` over every example of `source`, one chunk at a time, each chunk checked.
 
@@ -558,10 +566,7 @@ def evaluate(net, source: Source, rows: int | None = None) -> dict:
     with the sums kept per chunk, so that no more than a chunk (`Source.chunks`) is ever in memory. A
     NaN/inf feature or a label outside the network's classes raises DataError naming the file and row.
     """
-    n_outputs = net.layer_dims[-1]
-    n_classes = 2 if n_outputs == 1 else n_outputs
-    if source.n_features != net.layer_dims[0]:
-        raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
+    n_outputs, n_classes = _outputs_and_classes(net, source)
     cost = correct = 0.0
     for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
         check_rows(source, start, X, y, n_classes)
@@ -680,17 +685,14 @@ class SourceBatches:
     """
 
     def __init__(self, net, source: Source, batch_size: int | None, prefetch: bool = True, share=None):
-        if source.n_features != net.layer_dims[0]:
-            raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
-        n_outputs = net.layer_dims[-1]
-        n_classes = 2 if n_outputs == 1 else n_outputs
+        n_outputs, n_classes = _outputs_and_classes(net, source)
         if source.checked is None or source.checked.n_classes > n_classes:  # not scanned yet, or labels to name
             scan(source, n_classes=n_classes)
         self.m = source.m
         self.size = self.m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), self.m)
         self.reader = BatchReader(source, self.size, n_outputs, net.dtype, prefetch=prefetch)
         self.backend = net.backend
-        self.on_host = isinstance(self.backend.empty((1, 1), net.dtype), np.ndarray)  # no copy to a device needed
+        self.on_host = self.backend.xp is np  # the backend's arrays are numpy's: no copy to a device needed
         self.device: dict = {}  # k -> Batch of device buffers
         self.share = share or (lambda k: (0, k))  # positions of each batch of k rows this process trains on
 

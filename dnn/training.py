@@ -19,7 +19,7 @@ from .distributed import GlobalColumns, Ranks, checksum
 from .errors import DivergenceError
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
-from .sources import Source, SourceBatches
+from .sources import Source, SourceBatches, epoch_order
 from .step import StepState, TrainStep
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
 
@@ -114,7 +114,7 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
         for epoch in range(start, epochs):
             epoch_lr = _epoch_lr(lr, lr_decay, epoch)
             # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
-            order = np.random.default_rng([seed, epoch, 0]).permutation(m) if shuffle and size < m else None
+            order = epoch_order(m, seed, epoch) if shuffle and size < m else None
             mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
             for batch, (lo, hi, m_b) in batches.epoch(order):
                 if hi - lo not in steps:
@@ -201,7 +201,7 @@ class _MiniBatches:
             out = self._buffers(index.shape[0])
             self.backend.take_columns(self.data.X, index, out=out.X)  # (n_x, m_b)
             self.backend.take_columns(self.data.Y, index, out=out.Y)  # (n_L, m_b)
-            out._x_bound = self.data._x_bound  # a bound on the whole set's |X| bounds every batch gathered from it
+            out._x_bound = None  # new contents in the reused buffer: a bound kept for the previous batch is stale
             yield out, (lo, hi, m_b)
 
     def _buffers(self, m_b: int) -> Batch:

@@ -132,6 +132,11 @@ def check_non_negative(value, name: str) -> float:
     return float(value)
 
 
+def is_fraction(value) -> bool:
+    """True for a real number in [0, 1), not a bool: a drop rate, a moving average's decay."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and 0.0 <= value < 1.0
+
+
 def check_dropout_rates(dropout, hidden: int) -> list | None:
     """One drop rate per hidden layer, or None when nothing is dropped."""
     if dropout is None:
@@ -142,7 +147,7 @@ def check_dropout_rates(dropout, hidden: int) -> list | None:
     if len(rates) != hidden:
         raise ValueError(f"dropout needs one rate per hidden layer ({hidden}), got {len(rates)}: {rates!r}")
     for rate in rates:
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+        if not is_fraction(rate):
             raise ValueError(f"dropout rates must be in [0, 1) (the fraction of units dropped), got {rate!r}")
     rates = [float(rate) for rate in rates]
     return rates if any(rates) else None
