@@ -81,10 +81,18 @@ def _machine(full: bool) -> dict:
     return machine_summary(get_backend("numpy"), full)
 
 
+#: Wall time of `pytest bench --benchmark-only` on the project's 2-core machine (docs/benchmarks.md), by size.
+EXPECTED_DURATION = {False: "about 8 min", True: "well over 10 min (C and E take seconds per step)"}
+
+
 def pytest_report_header(config):
-    mode = "full sizes" if bench_full(config) else "small test-run sizes (--bench-full for the real cases)"
-    summary = ", ".join(f"{key}={value}" for key, value in _machine(bench_full(config)).items())
-    return [f"dnn benchmarks: {mode}", f"dnn machine: {summary}"]
+    full = bench_full(config)
+    mode = "full sizes" if full else "small test-run sizes (--bench-full for the real cases)"
+    summary = ", ".join(f"{key}={value}" for key, value in _machine(full).items())
+    lines = [f"dnn benchmarks: {mode}", f"dnn machine: {summary}"]
+    if config.getoption("benchmark_only", default=False):
+        lines.insert(0, f"dnn benchmarks: expect {EXPECTED_DURATION[full]} on 2 cores")
+    return lines
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

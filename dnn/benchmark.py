@@ -5,7 +5,8 @@ dtype, in this process: a check of each array library's GEMM floor (dnn.perf.Gem
 backend a check of the whole network's gradients against NumPy float64 (a backend that disagrees is
 reported WRONG, is not timed, and makes the command exit with status 1), a warm-up, and the medians of
 --repeat steps and --repeat floors timed in alternation (so that both see the same machine speed).
-NumPy is always measured: it is the baseline of the ratios.
+NumPy, the baseline of the xNumPy ratios, is measured unless --backends leaves it out. Before measuring, the
+command prints how long it expects to take, from this machine's own GEMM rate.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
+import time
+
+import numpy as np
 
 from .backends import available_backends, backend_names, get_backend
 from .perf import (
@@ -34,6 +39,8 @@ from .validation import FLOAT_DTYPES
 #: Finishes in a few seconds on 2 cores; C takes ~0.1-0.3 s a step and E ~2.5-5 s, so they are opt-in.
 DEFAULT_CASES = "A,B,D"
 DEFAULT_REPEAT = 15
+#: The table's widest line, in characters; --json has everything at full length.
+TABLE_WIDTH = 100
 
 
 def _name_list(text: str, valid, what: str) -> list[str]:
@@ -77,18 +84,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=_cases, default=DEFAULT_CASES,
                         help=f"comma-separated cases (default: {DEFAULT_CASES}). Known: {cases}")
     parser.add_argument("--backends", type=_backends, default=None,
-                        help="comma-separated backends (default: every one available here); numpy is always measured")
+                        help="comma-separated backends (default: every one available here); the GEMM floor is always "
+                             "measured, numpy (the xNumPy baseline) only when listed")
     parser.add_argument("--dtype", type=_dtypes, default="float32,float64", help="comma-separated dtypes (default: both)")
     parser.add_argument("--repeat", type=_positive_int, default=DEFAULT_REPEAT,
                         help=f"timed steps per measurement; the median is reported (default: {DEFAULT_REPEAT})")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table "
+                                                            "(every column, and the environment in full)")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw ms per step as a bar chart into this image (png, svg, pdf, ...)")
 
 
 def _chosen_backends(names):
-    """Backends to measure, numpy first. Without names: every available one, the others reported as skipped."""
+    """Backends to measure, numpy first when measured. Without names: every available one, the others reported
+    as skipped."""
     if names:
-        return [get_backend(name) for name in dict.fromkeys(["numpy", *names])], []
+        return [get_backend(name) for name in sorted(dict.fromkeys(names), key=lambda name: name != "numpy")], []
     statuses = available_backends()
     skipped = [f"{status.name}: {status.reason}" for status in statuses if not status.available]
     return [get_backend(status.name) for status in statuses if status.available], skipped
@@ -137,12 +147,48 @@ def measure(case_names, backend_names_, dtypes, repeat, progress=lambda message:
                 if library not in floors:
                     floors[library] = _checked_floor(backend, case, dtype)
                 group.append(_measure(backend, case, dtype, repeat, floors[library], progress))
-            numpy_ms = group[0]["ms_per_step"]  # numpy comes first
+            numpy_ms = group[0]["ms_per_step"] if group[0]["backend"] == "numpy" else None  # numpy comes first, if measured
             for row in group:
                 if row["ms_per_step"] is not None and numpy_ms:
                     row["vs_numpy"] = row["ms_per_step"] / numpy_ms
             rows.extend(group)
     return rows, skipped
+
+
+#: Step-equivalents one (case, dtype, backend) costs besides its timed steps: the float64 gradient check, the
+#: warm-up of the step and of the floor, the floor's own check.
+_UNTIMED_STEPS = 8
+#: Each step is timed beside its GEMM floor, which costs about as much again.
+_TIMED_PER_REPEAT = 2
+#: Seconds a backend needs per dtype and case before its first step: data, networks, the float64 reference,
+#: kernels loaded from (or, the first time, compiled into) numba's cache. Measured 2-4 s on 2 cores.
+_SETUP_SECONDS = 3.0
+
+
+def estimated_seconds(case_names, backend_count: int, dtypes, repeat: int) -> float:
+    """How long `measure` will take, from this machine's GEMM rate in each dtype and the cases' products.
+
+    A step costs about its products' time at that rate; the estimate is the order of magnitude a person needs
+    to decide whether to wait, not a measurement.
+    """
+    total = 0.0
+    for dtype in dtypes:
+        seconds_per_flop = 1 / _gemm_rate(dtype)
+        for name in case_names:
+            step = step_gemm_flops(CASES[name].layer_dims, CASES[name].m) * seconds_per_flop
+            total += backend_count * ((_UNTIMED_STEPS + _TIMED_PER_REPEAT * repeat) * step + _SETUP_SECONDS)
+    return total
+
+
+def _gemm_rate(dtype, n: int = 384) -> float:
+    """FLOP/s of one n×n×n product through numpy in `dtype`, best of three (a quick probe, ~10 ms)."""
+    a = np.ones((n, n), dtype)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def _fmt(value, spec, missing="-"):
@@ -161,6 +207,7 @@ def format_table(rows, environment, repeat, skipped) -> str:
     if (environment["load_average"] or 0) > (environment["cpu_count"] or 1):
         lines.append("warning: the machine is busier than it has CPUs; threaded timings are unreliable")
     lines += [f"skipped {line}" for line in skipped]
+    lines = [wrapped for line in lines for wrapped in textwrap.wrap(line, TABLE_WIDTH, subsequent_indent="  ")]
     header = f"{'backend':<8} {'case':<8} {'dtype':<8} {'ms/step':>9} {'GFLOP/s':>8} {'xNumPy':>7} {'xfloor':>7} {'floor ms':>9} {'grad diff':>10}"
     lines += ["", header, "-" * len(header)]
     for row in rows:
@@ -179,6 +226,11 @@ def format_table(rows, environment, repeat, skipped) -> str:
         "WRONG: above that, so not timed. Timings on a shared machine are noisy: compare ratios within one run.",
     ]
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration for a person: "20 s", "3 min"."""
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
 
 
 def write_plot(rows, path, title: str) -> None:
@@ -211,6 +263,10 @@ def run(args) -> int:
     # argparse converts string defaults with `type`, so every list option is a list of valid names here.
     if args.plot:
         check_plot_path(args.plot, "--plot")  # before measuring: a plot that cannot be written is known now
+    backend_count = len(args.backends) if args.backends else sum(status.available for status in available_backends())
+    expected = estimated_seconds(args.cases, backend_count, args.dtype, args.repeat)
+    print(f"dnn bench: cases {','.join(args.cases)}, {', '.join(args.dtype)}, {backend_count} backend(s), "
+          f"{args.repeat} timed steps each: expect about {_duration(expected)}", file=sys.stderr, flush=True)
     rows, skipped = measure(args.cases, args.backends, args.dtype, args.repeat,
                             progress=lambda message: print(message, file=sys.stderr, flush=True))
     environment = environment_info()
