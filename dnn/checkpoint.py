@@ -1,13 +1,18 @@
 """Saving and loading a Network as one `.npz` file, atomically written and validated on load.
 
 The file holds only arrays (read back with ``allow_pickle=False``, so loading a model never runs code):
-``meta`` is a JSON string (format name and version, architecture, activations, output, dtype, the feature
-names the network was trained on, optimizer name and hyperparameters, training state for resuming, small
-extras), ``param/W1``, ``param/b1``, ... the parameters, ``optimizer/<slot>/<name>`` the optimizer's state
+``meta`` is a JSON string (format name and version, its kind, architecture, activations, output, dtype, the
+feature names the network was trained on, optimizer name and hyperparameters, training state for resuming,
+small extras), ``param/W1``, ``param/b1``, ... the parameters, ``optimizer/<slot>/<name>`` the optimizer's state
 and ``extra/<name>`` any array extras (the command line keeps its input standardisation there). A save
 writes a temporary file in the target's directory and renames it into place, so a crash mid-save leaves the
 previous file intact; a network or optimizer state holding NaN or infinity is refused before anything is
 written, since it could not be loaded.
+
+A file is one of two kinds: a *model* (``train --save``, `Network.save`: a network to evaluate and predict
+with) or a *checkpoint* (``train --checkpoint``, ``fit(checkpoint=...)``: a model plus the training state a
+run resumes from). The kind is written in the file; files written before it was (format versions 1 and 2)
+are checkpoints when they hold training state and models otherwise.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ if TYPE_CHECKING:  # the network module imports this one, not the other way roun
     from .network import Network
 
 FORMAT = "dnn-network"
-#: Version 2 added ``feature_names``; version 1 files load with feature_names None.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: Version 2 added ``feature_names`` (version 1 files load with feature_names None); version 3 added ``kind``.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: What a file is: a model to use, or a checkpoint (a model with the training state a run resumes from).
+KINDS = ("model", "checkpoint")
 #: Every .npz is a zip archive, and a zip archive starts with a local file header.
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -44,6 +51,7 @@ class Checkpoint(NamedTuple):
     training: dict | None  # the state `dnn.training.fit` needs to resume; None for a plain saved model
     extras: dict  # name -> host array or JSON value, as given to `save`
     feature_names: tuple | None = None  # the name of each input row the network was trained on, if known
+    kind: str = "model"  # one of KINDS: "checkpoint" exactly when the file holds training state
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -51,6 +59,7 @@ def save(net: "Network", path, optimizer: Optimizer | None = None, training: dic
          feature_names=None) -> None:
     """Write `net` (and optionally its optimizer's state, training state and extras) to `path` atomically.
 
+    With `training` state the file is a checkpoint, without it a model (its ``kind``).
     extras: name -> NumPy array (stored as an array) or JSON-serialisable value (stored in the metadata).
     feature_names: one name per input unit (layer_dims[0]), in the order of X's rows, or None.
     Raises NonFiniteError when a parameter or the optimizer's state holds NaN or infinity, and
@@ -65,6 +74,7 @@ def save(net: "Network", path, optimizer: Optimizer | None = None, training: dic
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "kind": "model" if training is None else "checkpoint",
         "layer_dims": net.layer_dims,
         "activations": net.activations,
         "output": net.output,
@@ -143,7 +153,19 @@ def load_checkpoint(path, backend=None, *, network_class) -> Checkpoint:
         raise ModelFileError(f"{path}: its training state or extras are not what dnn writes (JSON objects)")
     extras = dict(meta.get("extras") or {})
     extras.update({key[len("extra/"):]: value for key, value in arrays.items() if key.startswith("extra/")})
-    return Checkpoint(net, optimizer, meta.get("training"), extras, _feature_names(path, meta, net))
+    return Checkpoint(net, optimizer, meta.get("training"), extras, _feature_names(path, meta, net), _kind(path, meta))
+
+
+def _kind(path: str, meta: dict) -> str:
+    """The file's kind: as written (version 3 on), else told by its training state; the two must agree."""
+    held = "model" if meta.get("training") is None else "checkpoint"
+    kind = meta.get("kind", held)
+    if kind not in KINDS:
+        raise ModelFileError(f"{path}: its kind {kind!r} is none of {', '.join(KINDS)}")
+    if kind != held:
+        raise ModelFileError(f"{path} says it is a {kind} but {'holds' if held == 'checkpoint' else 'lacks'} "
+                             "the training state of a checkpoint")
+    return kind
 
 
 def _read_arrays(path: str) -> dict:

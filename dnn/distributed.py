@@ -11,8 +11,10 @@ mini-batch of `batch_size` examples, exactly as one process would:
   L2 once (`dnn.step`), so every rank applies the single-process update and the optimizer states agree;
 - dropout masks are the global batch's masks: every rank draws the (n_l, m_b) uniforms of the whole batch
   from the shared generator and keeps its own columns (`GlobalColumns`), so R ranks equal one process;
-- before the first step one small collective compares architecture, dtype, backend, data shape, settings,
-  start epoch and a checksum of the initial parameters (`Ranks.check_agreement`); at each epoch end one more
+- before the first step one small collective compares architecture, dtype, backend, data shape, every
+  setting, start epoch, a checksum of the initial parameters and the data's fingerprint -- a hash of the
+  data each rank read and how it was prepared (`dnn.training.data_fingerprint`; the command line's covers
+  the file, the standardisation, split and label column) -- (`Ranks.check_agreement`); at each epoch end one more
   compares a checksum of the parameters and merges the callbacks' stop requests (`Ranks.end_epoch`).
   A difference raises `RanksDisagreeError` on every rank; none waits in a collective the others never join.
 - an error raised on one rank only inside `fit` prints that rank's message and calls `comm.Abort()`
@@ -37,7 +39,7 @@ from .backends.base import STEP_COST, STEP_EXAMPLES
 from .errors import DivergenceError, DnnError
 
 #: What `pip install` brings MPI with; named in the error when a launcher started dnn without mpi4py.
-MPI_EXTRA = "pip install 'dnn-engine[mpi]'"
+MPI_EXTRA = "pip install '.[mpi]' in the dnn source tree"
 #: Environment variables in which launchers announce the job's size: MPICH's Hydra and Slurm's PMI-2
 #: (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE), MVAPICH (MV2_COMM_WORLD_SIZE).
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -49,8 +51,33 @@ class RanksDisagreeError(DnnError, ValueError):
     """The ranks of a data-parallel run do not describe the same training run; raised on every rank at once."""
 
 
+class RanksRefusedError(DnnError, ValueError):
+    """A check every rank ran (`checked_together`) failed on at least one; raised on every rank at once."""
+
+
 #: Errors every rank raises together (from the same collective data), so no rank needs to abort the job.
-COLLECTIVE_ERRORS = (RanksDisagreeError, DivergenceError)
+COLLECTIVE_ERRORS = (RanksDisagreeError, RanksRefusedError, DivergenceError)
+
+
+def checked_together(comm, check, *args):
+    """`check(*args)` on every rank of `comm` (None: in this process alone), failing on every rank if it fails on any.
+
+    A user's mistake (a bad option, a missing file, bad data) usually fails on every rank at once. Raised as
+    one RanksRefusedError on all of them, it is reported once, and no rank is left waiting in a collective.
+    The message is the problem when every rank met the same one, else each rank's problem.
+    """
+    if comm is None or comm.Get_size() == 1:
+        return check(*args)
+    try:
+        result, problem = check(*args), None
+    except (DnnError, ValueError, OSError, MemoryError) as exc:
+        result, problem = None, " ".join(str(exc).splitlines())
+    problems = comm.allgather(problem)  # (size,) one message or None per rank
+    if not any(problems):
+        return result
+    if all(problem == problems[0] for problem in problems):
+        raise RanksRefusedError(problems[0])
+    raise RanksRefusedError("; ".join(f"rank {rank}: {problem}" for rank, problem in enumerate(problems) if problem))
 
 
 # ---------------------------------------------------------------------------------------------- launching

@@ -3,12 +3,17 @@
 Reproducibility: every epoch draws its shuffle (on the host) and its dropout masks (on the backend) from
 generators seeded with (seed, epoch), so the same seed gives the same run on a backend, and a run resumed
 from a checkpoint at epoch k continues exactly as the uninterrupted run would have: a checkpoint only
-needs the parameters, the optimizer's state, the seed and the epoch count.
+needs the parameters, the optimizer's state, the seed and the epoch count. It also records the run's
+settings and a fingerprint of its data (`data_fingerprint`, `source_fingerprint`) and how the data was
+prepared, so that a resume with other data, preprocessing or settings is refused instead of continuing a
+different run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +21,7 @@ import numpy as np
 
 from . import checkpoint as checkpoint_file
 from .distributed import GlobalColumns, Ranks, checksum
-from .errors import DivergenceError
+from .errors import DivergenceError, ModelFileError
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
 from .sources import Source, SourceBatches, epoch_order
@@ -35,6 +40,9 @@ class History:
     val_accuracy: list = field(default_factory=list)
     lr: list = field(default_factory=list)  # learning rate used in the epoch
     seed: int | None = None  # the seed the run used (drawn from the OS when fit got seed=None)
+    # the epoch of the checkpoint a resumed run continued from (None: it started at epoch 0); not part of the
+    # run's record, so a resumed run's History equals the uninterrupted one's
+    resumed_from: int | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return len(self.cost)
@@ -45,7 +53,8 @@ class History:
 
 def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
         l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
-        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False, comm=None) -> History:
+        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False, comm=None, fingerprint=None,
+        extras=None, feature_names=None) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
 
     X may also be a `dnn.sources.Source` (with Y None): a data set on disk, checked in one streaming pass
@@ -59,9 +68,15 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     decay, epoch counted from 0) or a callable (lr, epoch) -> lr. validation: (X_val, Y_val) evaluated after
     every epoch. callbacks: callables `callback(net, epoch, logs)` called after each epoch (epoch counted from
     1, logs a dict of that epoch's numbers); one that returns True stops training.
-    checkpoint: a path saved every `checkpoint_every` epochs and at the end; with `resume=True` an existing
-    checkpoint there is loaded first and training continues from it, ending exactly where an uninterrupted
-    run with the same settings ends.
+    checkpoint: a path saved every `checkpoint_every` epochs and at the end; with `resume=True` the checkpoint
+    there (it must exist) is loaded first and training continues from it, ending exactly where an uninterrupted
+    run with the same settings ends. A checkpoint from a run with other settings, another network or other
+    data is refused, naming what differs. fingerprint: JSON values that identify the data and how it was
+    prepared, as the caller knows them (the command line: a hash of the file it read, its standardisation,
+    split and label column); None: a hash of the data as placed on the backend (`data_fingerprint`, or
+    `source_fingerprint` of a source) and of `validation`. It is stored in every checkpoint, compared on
+    resume and across MPI ranks. extras, feature_names: stored with every checkpoint as `dnn.checkpoint.save`
+    stores them (the command line keeps its input standardisation there), so a checkpoint serves as a model file.
     comm: an MPI communicator (e.g. mpi4py's MPI.COMM_WORLD) to train data-parallel across its ranks: every
     rank calls fit with the same network, data and settings, trains on its share of each global batch of
     `batch_size` examples and ends with the parameters one process would have (see `dnn.distributed`); only
@@ -84,6 +99,9 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
         seed = check_count(seed, "seed", minimum=0)
         if resume and checkpoint is None:
             raise ValueError("resume=True needs checkpoint=PATH to resume from")
+        if resume and not os.path.exists(checkpoint):  # a fresh start would silently train from epoch 0
+            raise ModelFileError(f"cannot resume: the checkpoint {os.fspath(checkpoint)} does not exist "
+                                 "(leave out resume=True to start a run that writes it)")
         checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
         if lr_decay is not None and not callable(lr_decay):
             check_non_negative(lr_decay, "lr_decay")
@@ -98,15 +116,20 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
             size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
             batches = _MiniBatches(net, data, size, share=share)
         val = net.batch(*validation) if validation is not None else None
+        if fingerprint is None and (checkpoint is not None or ranks is not None):  # hashed only where it is compared
+            fingerprint = {"data hash": source_fingerprint(X) if data is None else _batch_fingerprint(net, data),
+                           "validation data hash": None if val is None else _batch_fingerprint(net, val)}
+        fingerprint = _json(fingerprint, "fingerprint")
         settings = {
             "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
             "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
         }
         history, start = History(seed=seed), 0
-        if resume and os.path.exists(checkpoint):
-            history, start = _resume(net, optimizer, checkpoint, settings, seed)
+        if resume:
+            history, start = _resume(net, optimizer, checkpoint, settings, seed, fingerprint)
         if ranks is not None:  # one small collective before the first step: a rank that differs fails them all
-            ranks.check_agreement(_run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint))
+            run = dict(settings, checkpoint_every=checkpoint_every, resume=bool(resume))
+            ranks.check_agreement(_run_description(net, optimizer, data, m, val, run, seed, epochs, start, checkpoint, fingerprint))
 
         reducer = ranks.reducer if ranks is not None else None
         state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
@@ -140,7 +163,8 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
                 stop = ranks.end_epoch(net.backend, net.params.theta, stop, done)
             writes = ranks is None or ranks.is_root
             if checkpoint is not None and writes and (done % checkpoint_every == 0 or done == epochs or stop):
-                _save(net, optimizer, checkpoint, history, settings, seed, done)
+                record = {"epoch": done, "seed": seed, "settings": settings, "fingerprint": fingerprint, "history": history.as_dict()}
+                checkpoint_file.save(net, checkpoint, optimizer=optimizer, training=record, extras=extras, feature_names=feature_names)
             if stop:
                 break
         if ranks is not None:  # when fit returns on any rank, rank 0's checkpoint is on disk (a resume may read it)
@@ -148,9 +172,14 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     return history
 
 
-def _run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint) -> dict:
-    """What every rank of a data-parallel run must agree on before its first step, as JSON values."""
+def _run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint, fingerprint) -> dict:
+    """What every rank of a data-parallel run must agree on before its first step, as JSON values.
+
+    Each entry of the fingerprint is a field of its own ("data hash", "preprocessing", ...), so that a
+    disagreement names which one differs.
+    """
     return {
+        **fingerprint,
         "network": [list(net.layer_dims), list(net.activations), net.output, net.dtype.name],
         "backend": net.backend.name,
         "data shapes (X, Y)": _shapes(data) if data is not None else ["source", m, net.layer_dims[0]],
@@ -238,25 +267,97 @@ def _epoch_lr(lr: float, lr_decay, epoch: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _save(net, optimizer, path, history, settings, seed, epochs_done) -> None:
-    state = {"epoch": epochs_done, "seed": seed, "settings": settings, "history": history.as_dict()}
-    checkpoint_file.save(net, path, optimizer=optimizer, training=state)
+def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerprint: dict) -> tuple[History, int]:
+    """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch).
 
-
-def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int) -> tuple[History, int]:
-    """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch)."""
+    Refused, naming the difference, when the checkpoint's network, settings or data fingerprint are not
+    this run's. A checkpoint written before fingerprints were recorded is checked on network and settings only.
+    """
     saved = checkpoint_file.load_checkpoint(path, backend=net.backend, network_class=type(net))
-    if saved.training is None:
-        raise ValueError(f"cannot resume from {path}: it is a saved model without training state")
+    if saved.kind != "checkpoint":
+        raise ValueError(f"cannot resume from {path}: it is a model file (written by --save or Network.save), "
+                         "not a checkpoint; a run resumes from the file --checkpoint (fit's checkpoint=) wrote")
     mine = (net.layer_dims, net.activations, net.output, net.dtype.name)
     theirs = (saved.network.layer_dims, saved.network.activations, saved.network.output, saved.network.dtype.name)
     if mine != theirs:
         raise ValueError(f"cannot resume from {path}: it holds a network {theirs}, this one is {mine}")
-    recorded = dict(saved.training["settings"], seed=saved.training["seed"])
-    asked = dict(settings, seed=seed)
-    changed = [f"{key}={recorded.get(key)!r} there, {value!r} here" for key, value in asked.items() if recorded.get(key) != value]
+    recorded = saved.training.get("fingerprint")  # first: other data is why sizes in the settings differ too
+    changed = _changes(recorded, fingerprint) if recorded is not None else []
+    if changed:
+        raise ValueError(f"cannot resume from {path}: the run was trained on other data or prepared it otherwise "
+                         f"({'; '.join(changed)})")
+    changed = _changes(dict(saved.training["settings"], seed=saved.training["seed"]), dict(settings, seed=seed))
     if changed:
         raise ValueError(f"cannot resume from {path}: the run used other settings ({'; '.join(changed)})")
     net.set_parameters(saved.network.get_parameters())
     optimizer.load_state_dict(net, saved.optimizer.state_dict(saved.network))
-    return History(**saved.training["history"]), int(saved.training["epoch"])
+    start = int(saved.training["epoch"])
+    return History(**dict(saved.training["history"], resumed_from=start)), start
+
+
+def _changes(recorded: dict, asked: dict, prefix: str = "") -> list[str]:
+    """'key=recorded there, asked here' for each entry that differs, nested dicts named by dotted keys."""
+    changed = []
+    for key in sorted(set(recorded) | set(asked)):
+        there, here = recorded.get(key), asked.get(key)
+        if isinstance(there, dict) and isinstance(here, dict):
+            changed += _changes(there, here, f"{prefix}{key}.")
+        elif there != here:
+            changed.append(f"{prefix}{key}={there!r} there, {here!r} here")
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------- fingerprints
+#: Bytes of float64 features up to which `source_fingerprint` hashes every row; above, a sample of rows.
+FINGERPRINT_ALL_ROWS_BYTES = 64 << 20
+#: Rows `source_fingerprint` reads from a larger source, spread evenly from the first to the last.
+FINGERPRINT_SAMPLE_ROWS = 1024
+
+
+def data_fingerprint(*arrays) -> str:
+    """A 128-bit BLAKE2b hash (hex) of the arrays' shapes, dtypes and values, None counted as absent.
+
+    The same values give the same hash in any memory layout (the bytes hashed are those of a C-ordered copy).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        if array is None:
+            digest.update(b"None;")
+            continue
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def source_fingerprint(source: Source) -> str:
+    """A hash (as `data_fingerprint`) of a data set on disk, read as float64 rows and labels.
+
+    Up to `FINGERPRINT_ALL_ROWS_BYTES` of features every row is hashed; a larger set hashes its size and
+    `FINGERPRINT_SAMPLE_ROWS` rows spread evenly through it, which costs a few reads at any size and tells
+    data sets apart unless they differ only in rows it does not read.
+    """
+    digest = hashlib.blake2b(f"{source.m}x{source.n_features}".encode(), digest_size=16)
+    if source.m * source.n_features * 8 <= FINGERPRINT_ALL_ROWS_BYTES:
+        for _, X, y in source.chunks():
+            digest.update(data_fingerprint(X, y).encode())  # (k, n_x), (k,)
+        return digest.hexdigest()
+    index = np.unique(np.linspace(0, source.m - 1, FINGERPRINT_SAMPLE_ROWS).astype(np.int64))  # (k,) increasing
+    X, y = np.empty((index.size, source.n_features)), np.empty(index.size)  # (k, n_x), (k,)
+    source.read_rows(index, X, y)
+    digest.update(data_fingerprint(index, X, y).encode())
+    return digest.hexdigest()
+
+
+def _batch_fingerprint(net, batch: Batch) -> str:
+    """`data_fingerprint` of a placed batch (X (n_x, m) and Y (n_L, m) in the network's dtype), read back once."""
+    return data_fingerprint(net.backend.to_numpy(batch.X), net.backend.to_numpy(batch.Y))
+
+
+def _json(value, name: str):
+    """`value` after checking that it is made of JSON values (it is written into checkpoints' metadata)."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON values (dicts, lists, strings, numbers), got {value!r}: {exc}") from None
+    return value

@@ -2,8 +2,8 @@
 
 `python tests/distributed_worker.py OUT` trains every case of CASES data-parallel, runs the resume, stop and
 mismatch scenarios, and writes OUT/rank{r}.npz (parameters per case) and OUT/rank{r}.json (messages, counts).
-`python tests/distributed_worker.py cli-fails-on-rank-1 ARGS...` runs `python -m dnn ARGS` on rank 0 and the
-same with a --data file that does not exist on rank 1.
+`python tests/distributed_worker.py cli ARGS... [--on-rank-1 MORE...]` runs `python -m dnn ARGS` on every rank,
+with MORE appended on rank 1 (a --data file that does not exist there, another CSV, --no-standardize).
 The cases are also imported by the test, which trains them in one process as the reference.
 """
 
@@ -119,6 +119,11 @@ def library_checks(out: str) -> None:
         n_x = 5 if r == 0 else 4
         return (dnn.Network([n_x, 6, 3], seed=2), *data(n_x=n_x))
 
+    def other_values(r):  # the same shapes; one value differs on rank 1
+        X, Y = data()
+        X[2, 3] += r
+        return dnn.Network([5, 6, 3], seed=2), X, Y
+
     # out of core: each rank reads only its rows of every batch from the files
     source_dir = os.path.join(out, "source")
     if rank == 0:
@@ -138,23 +143,24 @@ def library_checks(out: str) -> None:
 
     report["architecture mismatch"] = _disagreement(comm, other_layers)
     report["feature mismatch"] = _disagreement(comm, other_features)
+    report["data mismatch"] = _disagreement(comm, other_values)
 
     np.savez(os.path.join(out, f"rank{rank}.npz"), **{name: np.asarray(value) for name, value in params.items()})
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
 
 
-def cli_fails_on_rank_1(argv: list) -> int:
+def cli_with_more_on_rank_1(argv: list) -> int:
     from mpi4py import MPI
 
     from dnn import cli
 
-    if MPI.COMM_WORLD.Get_rank() == 1:
-        argv = [*argv, "--data", "no-such-file-on-rank-1.csv"]
-    return cli.main(argv)
+    marker = argv.index("--on-rank-1") if "--on-rank-1" in argv else len(argv)
+    common, more = argv[:marker], argv[marker + 1 :]
+    return cli.main(common + (more if MPI.COMM_WORLD.Get_rank() == 1 else []))
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "cli-fails-on-rank-1":
-        sys.exit(cli_fails_on_rank_1(sys.argv[2:]))
+    if sys.argv[1] == "cli":
+        sys.exit(cli_with_more_on_rank_1(sys.argv[2:]))
     library_checks(sys.argv[1])

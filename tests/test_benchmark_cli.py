@@ -1,6 +1,7 @@
 """`python -m dnn bench` and bench/gpu_check.py, on tiny cases so they run in the normal test run."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,31 @@ def test_benchmark_data_keeps_every_relu_unit_off_its_kink():
         Z = params[f"W{l}"] @ A + params[f"b{l}"]  # the float64 pre-activations of hidden layer l
         assert np.abs(Z[Z != 0]).min() >= KINK_MARGIN  # exact zeros (a dead previous layer) are exact in every dtype
         A = np.maximum(Z, 0)
+
+
+def test_the_command_says_how_long_it_expects_to_take_before_measuring(capsys):
+    status, _, err = bench(capsys, *TINY)
+    assert status == 0
+    first = err.splitlines()[0]
+    assert first.startswith("dnn bench: cases D") and re.search(r"expect about \d+ (s|min)$", first), first
+
+
+def test_the_estimate_grows_with_the_work_asked_for():
+    one = dnn.benchmark.estimated_seconds(["D"], 1, ["float32"], 5)
+    assert dnn.benchmark.estimated_seconds(["D", "C"], 1, ["float32"], 5) > one
+    assert dnn.benchmark.estimated_seconds(["D"], 2, ["float32", "float64"], 50) > 2 * one
+
+
+@pytest.mark.skipif(not next(s.available for s in available_backends() if s.name == "numba"), reason="numba cannot run here")
+def test_naming_one_backend_measures_only_it_and_its_floor(capsys):
+    status, out, _ = bench(capsys, "--cases", "D", "--backends", "numba", "--repeat", "2", "--dtype", "float32")
+    assert status == 0
+    rows = table_rows(out)
+    assert list(rows) == [("numba", "D", "float32")]
+    ms, gflops, vs_numpy, vs_floor, floor_ms, _ = rows[("numba", "D", "float32")]
+    assert vs_numpy == "-" and float(vs_floor) > 0 and float(floor_ms) > 0  # no NumPy baseline without numpy
+
+
+def test_the_table_fits_in_a_terminal(capsys):
+    _, out, _ = bench(capsys, *TINY)
+    assert max(map(len, out.splitlines())) <= dnn.benchmark.TABLE_WIDTH <= 120

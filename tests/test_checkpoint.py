@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -88,7 +92,9 @@ def _rewrite(path, meta=None, arrays=None, remove=()):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        (dict(meta={"format_version": 99}), "format version 99; this version of dnn reads versions 1, 2"),
+        (dict(meta={"format_version": 99}), "format version 99; this version of dnn reads versions 1, 2, 3"),
+        (dict(meta={"kind": "weights"}), "its kind 'weights' is none of model, checkpoint"),
+        (dict(meta={"kind": "checkpoint"}), "says it is a checkpoint but lacks the training state"),
         (dict(meta={"format": "other"}), "not a dnn model file"),
         (dict(remove=["meta"]), "no 'meta' entry"),
         (dict(arrays={"param/W1": np.zeros((2, 2), np.float32)}), r"W1 has shape \(2, 2\)"),
@@ -216,3 +222,89 @@ def test_a_failed_save_names_the_users_path_not_a_temporary_file(tmp_path):
     with pytest.raises(dnn.ModelFileError) as error:
         _trained("numpy")[0].save(target)
     assert str(error.value) == f"cannot write model file {target}: No such file or directory; the previous file is unchanged"
+
+
+# ---------------------------------------------------------------------------------------------- kinds
+def test_a_file_says_whether_it_is_a_model_or_a_checkpoint(tmp_path):
+    net, adam, _ = _trained("numpy")
+    checkpoint.save(net, tmp_path / "model.npz", optimizer=adam)
+    checkpoint.save(net, tmp_path / "run.npz", optimizer=adam, training={"epoch": 3})
+    for name, kind in (("model.npz", "model"), ("run.npz", "checkpoint")):
+        with np.load(tmp_path / name) as npz:
+            assert json.loads(str(npz["meta"]))["kind"] == kind
+        assert checkpoint.load_checkpoint(tmp_path / name, network_class=dnn.Network).kind == kind
+
+
+def test_a_model_file_claiming_training_state_is_rejected(tmp_path):
+    path = tmp_path / "run.npz"
+    checkpoint.save(_trained("numpy")[0], path, training={"epoch": 3})
+    _rewrite(path, meta={"kind": "model"})
+    with pytest.raises(dnn.ModelFileError, match="says it is a model but holds the training state of a checkpoint"):
+        checkpoint.load_checkpoint(path, network_class=dnn.Network)
+
+
+@pytest.mark.parametrize("training, kind", [(None, "model"), ({"epoch": 3}, "checkpoint")])
+def test_a_file_from_before_kinds_loads_as_the_kind_its_training_state_tells(tmp_path, training, kind):
+    path = tmp_path / "old.npz"
+    net, _, X = _trained("numpy")
+    checkpoint.save(net, path, training=training)
+    with np.load(path) as npz:
+        content = {key: npz[key] for key in npz.files}
+    meta = json.loads(str(content["meta"]))
+    del meta["kind"]
+    content["meta"] = np.asarray(json.dumps(dict(meta, format_version=2)))
+    np.savez(path, **content)
+    saved = checkpoint.load_checkpoint(path, network_class=dnn.Network)
+    assert saved.kind == kind and saved.training == training
+    np.testing.assert_array_equal(saved.network.predict_proba(X), net.predict_proba(X))
+
+
+# ---------------------------------------------------------------------------------------------- interrupted writes
+@pytest.mark.parametrize("step", ["np.savez", "os.fsync", "os.chmod", "os.replace"])
+def test_an_interrupt_between_writing_and_renaming_leaves_no_temporary(tmp_path, monkeypatch, step):
+    # Ctrl-C (KeyboardInterrupt) at each step of a checkpoint write: the previous checkpoint stays whole and
+    # nothing else is left in its directory
+    path = tmp_path / "run.npz"
+    net, adam, _ = _trained("numpy")
+    checkpoint.save(net, path, optimizer=adam, training={"epoch": 3})
+    before = path.read_bytes()
+    module, name = step.split(".")
+    target = checkpoint.np if module == "np" else os
+    original = getattr(target, name)
+
+    def interrupted(*args, **kwargs):
+        original(*args, **kwargs)  # the step completes, then the signal arrives
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, name, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(net, path, optimizer=adam, training={"epoch": 4})
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["run.npz"]
+    saved = checkpoint.load_checkpoint(path, network_class=dnn.Network)
+    assert saved.training["epoch"] == (4 if step == "os.replace" else 3)  # renamed: the new file, whole
+    if step != "os.replace":
+        assert path.read_bytes() == before
+
+
+def test_sigint_during_checkpointed_training_leaves_only_whole_files(tmp_path):
+    # a real SIGINT at several moments of a run that writes a checkpoint every epoch
+    script = ("import sys, numpy as np, dnn\n"
+              "rng = np.random.default_rng(0)\n"
+              "X, y = rng.standard_normal((50, 400)), rng.integers(0, 2, 400)\n"
+              "net = dnn.Network([50, 64, 1], seed=1)\n"
+              "print('ready', flush=True)\n"
+              "net.fit(X, y[None, :].astype(float), epochs=100000, batch_size=400, checkpoint=sys.argv[1], checkpoint_every=1)\n")
+    for attempt in range(6):
+        path = tmp_path / f"run{attempt}.npz"
+        process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.013 * attempt)  # a different moment of the write cycle each time
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        assert "KeyboardInterrupt" in err
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"run{k}.npz" for k in range(attempt + 1)], err
+        assert checkpoint.load_checkpoint(path, network_class=dnn.Network).kind == "checkpoint"

@@ -42,8 +42,8 @@ def test_cat_images_train_save_evaluate_and_predict(shared_data, tmp_path, capsy
     assert "50 examples, cost" in (out := capsys.readouterr().out) and f"accuracy {test_accuracy:.4f}" in out
     assert main(["predict", str(model), "--data", str(test), "--out", str(tmp_path / "p.csv")]) == 0
     lines = (tmp_path / "p.csv").read_text().splitlines()
-    assert lines[0] == "prediction,probability,class" and len(lines) == 51
-    assert {line.split(",")[2] for line in lines[1:]} <= {"cat", "non-cat"}
+    assert lines[0] == "row,prediction,probability" and len(lines) == 51
+    assert {line.split(",")[1] for line in lines[1:]} <= {"cat", "non-cat"}
 
 
 def test_evaluate_on_the_training_source_uses_the_held_out_split(tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_evaluate_on_the_training_source_uses_the_held_out_split(tmp_path, capsy
     out = capsys.readouterr().out
     assert "test split" in out and "30 examples" in out and f"accuracy {test_accuracy:.4f}" in out
     assert main(["predict", str(model), "--data", "iris"]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split(",")[2] in ("setosa", "versicolor", "virginica")
+    assert capsys.readouterr().out.splitlines()[1].split(",")[1] in ("setosa", "versicolor", "virginica")
 
 
 def test_csv_training_with_a_named_label_column(tmp_path, capsys):
@@ -68,7 +68,7 @@ def test_csv_training_with_a_named_label_column(tmp_path, capsys):
     assert _accuracy(capsys.readouterr().out, "test") >= 0.8
     (tmp_path / "new.csv").write_text("a,b\n1,1\n-1,-1\n")  # no label column: the model knows which one it dropped
     assert main(["predict", str(tmp_path / "m.npz"), "--data", str(tmp_path / "new.csv")]) == 0
-    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["1", "0"]
+    assert [line.split(",")[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["1", "0"]
 
 
 def test_resuming_from_the_command_line(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_backends_lists_each_with_its_status(capsys):
     assert {line.split()[0] for line in lines} == {"numpy", "numba", "cupy"}
     assert all(line.split()[1] == "yes" or len(line.split()) > 2 for line in lines)  # "no" comes with a reason
     if any(line.split()[:2] == ["numba", "yes"] for line in lines):
-        assert any("kernel cache for the quick-start network: " in line for line in out)
+        assert any("kernel cache for `python -m dnn train`: " in line for line in out)
 
 
 @pytest.mark.parametrize(

@@ -144,8 +144,9 @@ def test_from_an_out_of_core_source_each_rank_reads_only_its_rows(two_ranks):
     net, _ = worker.train(case)  # one process, the same data in memory
     assert relative_difference(params0["from source"], net.params.theta) <= gradient_rtol("float64")
     assert params0["from source"].tobytes() == params1["from source"].tobytes()
-    # each rank checks every row once before training (one streaming pass), then reads its shares alone
-    trained = [report["rows read from the source"] - worker.EXAMPLES for report in (report0, report1)]
+    # each rank reads every row of this small set twice before training (the checking pass and the data's
+    # fingerprint, which the ranks compare), then reads its shares alone
+    trained = [report["rows read from the source"] - 2 * worker.EXAMPLES for report in (report0, report1)]
     assert sum(trained) == worker.EXAMPLES * worker.EPOCHS  # every example of every epoch read once, by one rank
     assert all(0 < rows < worker.EXAMPLES * worker.EPOCHS for rows in trained)
 
@@ -183,6 +184,14 @@ def test_a_rank_with_another_architecture_or_feature_count_fails_every_rank_clea
     assert issubclass(RanksDisagreeError, DnnError)
 
 
+@needs_mpi
+def test_ranks_with_data_of_the_same_shape_but_other_values_fail_every_rank_naming_the_data(two_ranks):
+    for _, report in two_ranks:
+        message = report["data mismatch"]
+        assert message.startswith("the 2 MPI ranks do not describe the same training run: data hash (rank 0: ")
+        assert "rank 1: " in message and "shapes" not in message  # the shapes agree: only the values differ
+
+
 # ---------------------------------------------------------------------------------------------- command line, 2 ranks
 DIGITS = ["train", "--data", "digits", "--layers", "64,32", "--optimizer", "adam", "--epochs", "30"]
 
@@ -209,9 +218,50 @@ def test_the_command_line_trains_one_model_data_parallel(tmp_path):
 
 
 @needs_mpi
-def test_an_error_on_one_rank_of_the_command_line_aborts_the_job():
-    run = mpiexec([os.path.join(HERE, "distributed_worker.py"), "cli-fails-on-rank-1", "train", "--epochs", "1000"],
-                  CLI_TIMEOUT)
+def test_a_mistake_on_one_rank_of_the_command_line_fails_every_rank_in_one_line():
+    run = mpiexec([os.path.join(HERE, "distributed_worker.py"), "cli", "train", "--epochs", "1000",
+                   "--on-rank-1", "--data", "no-such-file-on-rank-1.csv"], CLI_TIMEOUT)
     assert run.returncode != 0
-    assert "error: rank 1 of 2: " in run.stderr and "no-such-file-on-rank-1.csv" in run.stderr
-    assert "aborting all ranks" in run.stderr
+    assert run.stderr.strip() == "error: rank 1: data file no-such-file-on-rank-1.csv does not exist", run.stderr
+
+
+@needs_mpi
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "no-such-file.csv"], "error: data file no-such-file.csv does not exist"),
+    (["--layers", "3,x"], "error: --layers takes comma-separated integers like 20,7,5, got '3,x'"),
+    (["--save", "/no/such/dir/m.npz"], "error: --save /no/such/dir/m.npz: the directory /no/such/dir does not exist"),
+])
+def test_a_mistake_every_rank_makes_is_one_error_line(argv, message):
+    run = mpiexec(["-m", "dnn", "train", "--epochs", "1", *argv], CLI_TIMEOUT)
+    assert run.returncode == 1
+    assert run.stderr.strip() == message, run.stderr
+
+
+def _csv(path, X, y):
+    path.write_text("a,b,c,label\n" + "\n".join(",".join([*map(repr, row), str(c)]) for row, c in zip(X.tolist(), y)) + "\n")
+    return str(path)
+
+
+@needs_mpi
+@pytest.mark.parametrize("on_rank_1, named", [
+    (["--no-standardize"], 'preprocessing (rank 0: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
+                           '"standardize": true}; rank 1: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
+                           '"standardize": false})'),
+    (["--data", "other.csv"], "data hash (rank 0: "),  # another CSV of the same shape
+])
+def test_command_line_ranks_that_prepare_or_read_other_data_fail_together_naming_it(tmp_path, on_rank_1, named):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    data = _csv(tmp_path / "d.csv", X, y)
+    X[5, 1] += 1.0
+    _csv(tmp_path / "other.csv", X, y)
+    argv = ["train", "--data", data, "--layers", "3", "--epochs", "2", "--quiet", "--checkpoint", str(tmp_path / "ck.npz")]
+    if on_rank_1[0] == "--data":
+        on_rank_1 = ["--data", str(tmp_path / "other.csv")]  # argparse takes the last --data
+    run = mpiexec([os.path.join(HERE, "distributed_worker.py"), "cli", *argv, "--on-rank-1", *on_rank_1], CLI_TIMEOUT)
+    assert run.returncode != 0
+    # both ranks fail together, and rank 0 says it once
+    assert run.stderr.startswith("error: the 2 MPI ranks do not describe the same training run: "), run.stderr
+    assert run.stderr.count("error:") == 1 and run.stderr.count(named) == 1, run.stderr
+    assert not (tmp_path / "ck.npz").exists()

@@ -137,11 +137,28 @@ def test_interrupted_and_resumed_equals_uninterrupted(backend, tmp_path):
         np.testing.assert_array_equal(resumed_net.get_parameters()[key], value)
 
 
-def test_resume_without_a_checkpoint_file_starts_the_run(tmp_path):
+def test_resume_from_a_checkpoint_that_does_not_exist_is_an_error_naming_it(tmp_path):
     X, Y = _blobs()
-    fresh = fit(_net("numpy"), X, Y, epochs=2, checkpoint=tmp_path / "new.npz", resume=True, **FULL_RUN)
-    assert fresh == fit(_net("numpy"), X, Y, epochs=2, **FULL_RUN)
-    assert (tmp_path / "new.npz").exists()
+    with pytest.raises(dnn.ModelFileError, match=r"cannot resume: the checkpoint .*new.npz does not exist"):
+        fit(_net("numpy"), X, Y, epochs=2, checkpoint=tmp_path / "new.npz", resume=True, **FULL_RUN)
+    assert list(tmp_path.iterdir()) == []  # not a silent fresh start that writes it
+
+
+def test_a_resumed_history_says_the_epoch_it_resumed_from(tmp_path):
+    X, Y = _blobs()
+    path = tmp_path / "run.npz"
+    first = fit(_net("numpy"), X, Y, epochs=2, checkpoint=path, **FULL_RUN)
+    resumed = fit(_net("numpy"), X, Y, epochs=5, checkpoint=path, resume=True, **FULL_RUN)
+    assert (first.resumed_from, resumed.resumed_from) == (None, 2)
+    assert resumed == fit(_net("numpy"), X, Y, epochs=5, **FULL_RUN)  # where it resumed from is no part of the run
+
+
+def test_resume_refuses_a_model_file(tmp_path):
+    X, Y = _blobs()
+    net = _net("numpy")
+    net.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="it is a model file .*not a checkpoint"):
+        fit(net, X, Y, epochs=2, checkpoint=tmp_path / "model.npz", resume=True, **FULL_RUN)
 
 
 def test_resume_refuses_a_run_with_other_settings(tmp_path):
