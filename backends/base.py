@@ -17,6 +17,7 @@ Conventions shared by every method:
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 #: Hidden-layer activations every backend implements.
@@ -47,11 +48,30 @@ def check_output(name: str) -> None:
         raise ValueError(f"unknown output layer {name!r}; valid output layers: {', '.join(OUTPUTS)}")
 
 
+def host_available_memory() -> int | None:
+    """Bytes of host memory available to a new allocation, or None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass  # no /proc (macOS, some sandboxes): ask sysconf instead
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # a name this platform lacks, or no os.sysconf (Windows)
+        return None
+
+
 class Backend:
     """Array operations the propagation code needs, implemented with the array namespace ``xp``.
 
     Subclasses set ``name`` and ``xp`` and may override any method with a faster one that computes the
     same values. ``unavailable_reason()`` says why a backend cannot run on this machine (None when it can).
+
+    Threads: a backend keeps no state between calls, so threads may call one backend instance at once on
+    arrays of their own (two networks trained in two threads). Arrays are not locked: two threads writing the
+    same buffers compute garbage, which is why a `Network` refuses a call from a second thread while one runs.
     """
 
     name: str = "base"
@@ -107,6 +127,14 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait until queued work is finished (a no-op on the CPU)."""
+
+    def available_memory(self) -> int | None:
+        """Bytes this backend's arrays may still take (None: unknown, so nothing is refused).
+
+        The host's: MemAvailable from /proc/meminfo (free memory plus what the kernel can reclaim), else
+        free physical pages from os.sysconf. A device backend overrides it with its device's free memory.
+        """
+        return host_available_memory()
 
     def random_generator(self, seed):
         """A random generator living on the backend (used for dropout masks)."""

@@ -8,9 +8,11 @@ is checked or instantiated, never by `import dnn`.
 
 from __future__ import annotations
 
-import numpy
-
+import threading
+import time
 from dataclasses import dataclass
+
+import numpy
 
 from . import numba_steps
 from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
@@ -42,8 +44,9 @@ def _prefer_workqueue_threads() -> None:
 
     Its idle threads sleep instead of spinning. With OpenMP's spinning threads next to OpenBLAS's, the two
     pools fought over this machine's 2 cores: a GEMM followed by a parallel kernel took ~7x longer than the
-    two alone. workqueue does not allow concurrent launches, but numba kernels hold the GIL, so launches
-    from several Python threads run one after the other. No effect once numba has started its threads.
+    two alone. workqueue aborts the process when two Python threads launch parallel kernels at once (a
+    parallel region runs without the GIL), so every parallel launch here holds `_PARALLEL_LAUNCH`. No
+    effect once numba has started its threads.
     """
     import os
 
@@ -71,6 +74,21 @@ def _checked_configuration(dims, dtype, hidden, output, optimizer, examples):
     if examples is not None and not (isinstance(examples, (int, numpy.integer)) and examples >= 1):
         raise ValueError(f"examples must be a positive integer (the largest batch), got {examples!r}")
     return numpy.dtype(dtype), hidden, output
+
+
+#: Held by every launch of a parallel kernel. numba's workqueue threading layer (the one this backend picks)
+#: aborts the whole process ("Concurrent access has been detected") when two threads launch at once; a
+#: parallel kernel uses every core anyway, so taking turns costs two training threads nothing, and serial
+#: kernels (every array below `parallel_min_elements`) never touch the lock.
+_PARALLEL_LAUNCH = threading.Lock()
+
+
+def _launch(kernel, parallel: bool, *args):
+    """kernel(*args), holding `_PARALLEL_LAUNCH` when the kernel is a parallel variant."""
+    if not parallel:
+        return kernel(*args)
+    with _PARALLEL_LAUNCH:
+        return kernel(*args)
 
 
 def _kernel_dtype(*arrays):
@@ -125,7 +143,12 @@ def _column_of(n, b) -> bool:
 
 
 class NumbaBackend(Backend):
-    """Fused, row-parallel Numba kernels on NumPy arrays; matrix products stay on numpy's BLAS."""
+    """Fused, row-parallel Numba kernels on NumPy arrays; matrix products stay on numpy's BLAS.
+
+    Threads: as `Backend`, several threads may use it at once on arrays of their own (two networks trained in
+    two threads take the same steps as one after the other); launches of parallel kernels take turns
+    (`_PARALLEL_LAUNCH`), since numba's workqueue threading layer cannot run two at once.
+    """
 
     name = "numba"
     xp = numpy
@@ -133,9 +156,11 @@ class NumbaBackend(Backend):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         try:
-            import numba  # noqa: F401  (imported here, not at `import dnn`)
+            import numba  # imported here, not at `import dnn`
         except Exception as exc:  # not installed, or built against another numpy
             return f"numba cannot be imported ({exc}); pip install numba"
+        if numba.config.DISABLE_JIT:  # njit then hands back plain Python functions, and nothing here runs as one
+            return "NUMBA_DISABLE_JIT is set, and this backend is made of compiled kernels; unset it to use numba"
         return None
 
     #: Arrays with at least this many elements are processed by all of numba's threads; smaller ones by the
@@ -165,7 +190,7 @@ class NumbaBackend(Backend):
         return self._parallel_at(a.size)
 
     def warmup(self, network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
-               examples=None) -> None:
+               examples=None, fit_only=False, whole_step=True, progress=None) -> None:
         """Compile (or load from numba's on-disk cache) the kernels a network needs now, not on first use.
 
         `warmup()` compiles every kernel variant for float32 and float64 (docs/numba.md gives its cold cost).
@@ -176,11 +201,22 @@ class NumbaBackend(Backend):
         `examples`, the most examples one call will take (the batch size, or the whole set for `predict`),
         adds the parallel variants for the arrays that reach `parallel_min_elements` elements; None
         assumes none does. For plain SGD the whole-step strategies' kernels are included (`backends/numba_steps.py`).
+        `fit_only=True` leaves out what only L2 and `Network.train_step` (plain SGD) add to a run of `fit`;
+        `whole_step=False` leaves out the whole SGD step, which `fit` has a helper process compile (`CompiledStep`).
+        `progress(done, total, name, seconds, cached)` is called after each kernel: its name, the seconds it
+        took, and whether it was ready before (compiled in this process or in the on-disk cache).
         """
-        for kernel, args in self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples):
-            kernel(*args)
+        calls = self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples, fit_only, whole_step)
+        for done, (kernel, args) in enumerate(calls, 1):
+            cached = progress is not None and is_cached(kernel, args)
+            start = time.perf_counter()
+            with _PARALLEL_LAUNCH:  # a parallel variant must not run beside another thread's (see _launch)
+                kernel(*args)
+            if progress is not None:
+                progress(done, len(calls), kernel_name(kernel, args), time.perf_counter() - start, cached)
 
-    def _kernel_calls(self, network, dtype, activations, output, optimizer, dropout, examples):
+    def _kernel_calls(self, network, dtype, activations="relu", output=None, optimizer=None, dropout=False, examples=None,
+                      fit_only=False, whole_step=True):
         """[(compiled kernel, tiny arguments of the types its call site passes)] for `warmup` and `kernel_cache_status`."""
         upd = self._upd
         if network is None:  # every variant of every kernel, for both dtypes
@@ -200,21 +236,23 @@ class NumbaBackend(Backend):
         m = examples or 1
         parameters = sum(n * (n_prev + 1) for n_prev, n in zip(dims[:-1], dims[1:]))  # θ and its gradient: (P,)
         wide = {name for name, n in zip(hidden, dims[1:-1]) if self._parallel_at(n * m)}  # hidden layers going parallel
-        ops = {upd.AXPY} | {{"sgd": upd.AXPY, "momentum": upd.MOMENTUM, "adam": upd.ADAM}[name]
-                             for name in (OPTIMIZERS if optimizer is None else (optimizer,))}
-        calls = self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False)
+        optimizers = OPTIMIZERS if optimizer is None else (optimizer,)
+        plain_sgd = "sgd" in optimizers or not fit_only  # train_step's SGD and L2's axpy, unless only `fit` is asked for
+        ops = {{"sgd": upd.AXPY, "momentum": upd.MOMENTUM, "adam": upd.ADAM}[name] for name in optimizers}
+        ops |= {upd.AXPY} if plain_sgd else set()
+        calls = self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False, plain_sgd)
         calls += [call for name in sorted(set(hidden)) for call in self._layer_calls(dtype, name, False)]
         calls += [call for name in sorted(wide) for call in self._layer_calls(dtype, name, True)]
         calls += [self._update_call(dtype, op, False) for op in sorted(ops)]  # the biases are always small
         if self._parallel_at(parameters):
             calls += [self._update_call(dtype, op, True) for op in sorted(ops)]
         if self._parallel_at(max(dims[0], dims[-1]) * m) or self._parallel_at(parameters):  # X, D_L or the gradient
-            calls += self._check_calls(dtype, True)
+            calls += self._check_calls(dtype, True, plain_sgd)
         if dropout:
             calls += [self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])]
         elif optimizer in (None, "sgd") and self.cblas is not None:  # plain SGD takes a whole-step strategy
             small = not any(self._parallel_at(n * m) for n in dims[1:])
-            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small, activations=hidden)
+            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small and whole_step, activations=hidden)
         return calls
 
     def _parallel_at(self, elements: int) -> bool:
@@ -226,11 +264,11 @@ class NumbaBackend(Backend):
         calls = [] if self._forward_code(activation) is None else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
         return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, Z, b, 1.0, True, True, False))]
 
-    def _check_calls(self, dtype, parallel):
-        """The bias gradient, Σ|a| and the non-finite count."""
+    def _check_calls(self, dtype, parallel, abs_sum=True):
+        """The bias gradient, the non-finite count and (for SGD's update inside the products) Σ|a|."""
         Z, b, flat = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(6, dtype)
-        return [(self._act.bias_grad_kernel(parallel), (Z, b, 1.0)), (self._chk.abs_sum_kernel(parallel), (flat,)),
-                (self._chk.count_non_finite_kernel(parallel), (flat,))]  # fmt: skip
+        calls = [(self._act.bias_grad_kernel(parallel), (Z, b, 1.0)), (self._chk.count_non_finite_kernel(parallel), (flat,))]
+        return calls + ([(self._chk.abs_sum_kernel(parallel), (flat,))] if abs_sum else [])
 
     def _output_call(self, dtype, output):
         Z, b, cost = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(1, dtype)
@@ -268,7 +306,8 @@ class NumbaBackend(Backend):
         negative), never below max|a|; the whole-step strategies prove products finite with it."""
         if _kernel_dtype(a) is None:
             return float(numpy.abs(a).sum(dtype="float64"))
-        return float(self._chk.abs_sum_kernel(self._parallel(a))(a.reshape(a.size)))
+        parallel = self._parallel(a)
+        return float(_launch(self._chk.abs_sum_kernel(parallel), parallel, a.reshape(a.size)))
 
     # ------------------------------------------------------------------ forward
     def _forward_code(self, activation):
@@ -292,7 +331,8 @@ class NumbaBackend(Backend):
         ):
             super().bias_activation_forward(Z, b, activation, out)
             return self._abs_sum(out) if abs_sum else None
-        total = self._act.forward_kernel(code, self._parallel(Z))(Z, b, out, True, out is Z, abs_sum)
+        parallel = self._parallel(Z)
+        total = _launch(self._act.forward_kernel(code, parallel), parallel, Z, b, out, True, out is Z, abs_sum)
         return float(total) if abs_sum else None
 
     def activation_forward(self, Z, activation: str, out) -> None:
@@ -301,7 +341,8 @@ class NumbaBackend(Backend):
         if code is None or dtype is None or out.shape != Z.shape or not _separate_or_same(out, Z):
             super().activation_forward(Z, activation, out)
             return
-        self._act.forward_kernel(code, self._parallel(Z))(Z, self._placeholders[dtype][0], out, False, out is Z, False)
+        parallel = self._parallel(Z)
+        _launch(self._act.forward_kernel(code, parallel), parallel, Z, self._placeholders[dtype][0], out, False, out is Z, False)
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
@@ -325,16 +366,17 @@ class NumbaBackend(Backend):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
             return self._abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
-        total = self._act.backward_kernel(code, self._parallel(dA), A is not None)(
-            dA, src, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum
-        )
+        parallel = self._parallel(dA)
+        total = _launch(self._act.backward_kernel(code, parallel, A is not None), parallel,
+                        dA, src, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum)  # fmt: skip
         return float(total) if abs_sum else None
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         if _kernel_dtype(dZ, out) is None or not _column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
             super().bias_grad(dZ, out, scale)
             return
-        self._act.bias_grad_kernel(self._parallel(dZ))(dZ, out, float(scale))
+        parallel = self._parallel(dZ)
+        _launch(self._act.bias_grad_kernel(parallel), parallel, dZ, out, float(scale))
 
     # ------------------------------------------------------------------ output layer and cost
     def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None, dZ_scale: float = 1.0) -> None:
@@ -378,9 +420,9 @@ class NumbaBackend(Backend):
         """Run elementwise operation `op` of kernels/numba_updates.py; unused arrays get placeholders."""
         s = tuple(dtype.type(v) for v in scalars) + (dtype.type(0),) * (8 - len(scalars))
         flat = y.reshape(y.size)  # 1-D views: one compiled signature per dtype, whatever the arrays' shape
-        kernel = self._upd.update_kernel(op, self._parallel(y))
-        kernel(flat, flat if x is None else x.reshape(x.size), flat if m1 is None else m1.reshape(m1.size),
-               flat if m2 is None else m2.reshape(m2.size), s)  # fmt: skip
+        parallel = self._parallel(y)
+        _launch(self._upd.update_kernel(op, parallel), parallel, flat, flat if x is None else x.reshape(x.size),
+                flat if m1 is None else m1.reshape(m1.size), flat if m2 is None else m2.reshape(m2.size), s)  # fmt: skip
 
     def axpy(self, alpha: float, x, y) -> None:
         dtype = self._elementwise_dtype(y, x)
@@ -427,13 +469,34 @@ class NumbaBackend(Backend):
     def all_finite(self, a) -> bool:
         if _kernel_dtype(a) is None:
             return super().all_finite(a)
-        return self._chk.count_non_finite_kernel(self._parallel(a))(a.reshape(a.size)) == 0
+        parallel = self._parallel(a)
+        return _launch(self._chk.count_non_finite_kernel(parallel), parallel, a.reshape(a.size)) == 0
 
 
-def kernel_cache_status(network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
-                        examples=None) -> KernelCacheStatus:
+def kernel_cache_status(network=None, dtype=None, **configuration) -> KernelCacheStatus:
     """How many of the kernels `NumbaBackend.warmup` with the same arguments would compile are already compiled
     or cached on disk, without compiling any (a KernelCacheStatus; `.warm` when a run compiles nothing)."""
-    calls = NumbaBackend()._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples)
+    calls = NumbaBackend()._kernel_calls(network, dtype, **configuration)
     cached = sum(is_cached(kernel, args) for kernel, args in calls)
     return KernelCacheStatus(cached, len(calls), calls[0][0]._cache.cache_path)
+
+
+def kernel_name(kernel, args) -> str:
+    """A compiled kernel's function name, its variant and the dtypes of its array arguments, as `warmup` reports it.
+
+    The variant is read from what the kernel's factory closed over (the activation, the update operation)
+    and from whether numba compiles it as a parallel kernel.
+    """
+    from ..kernels import numba_activations, numba_updates
+
+    func = kernel.py_func
+    constants = dict(zip(func.__code__.co_freevars, (cell.cell_contents for cell in func.__closure__ or ())))
+    variant = []
+    if "act" in constants:
+        variant += [name for name, code in numba_activations.ACTIVATION_CODES.items() if code == constants["act"]]
+    if "op" in constants:
+        variant.append(("axpy", "momentum", "adam", "multiply")[numba_updates.OPERATIONS.index(constants["op"])])
+    if kernel.targetoptions.get("parallel"):
+        variant.append("parallel")
+    dtypes = dict.fromkeys(str(a.dtype) for a in args if isinstance(a, numpy.ndarray))
+    return " ".join([func.__name__, *variant, f"({', '.join(dtypes)})"])

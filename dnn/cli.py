@@ -416,9 +416,6 @@ def _checked_train_options(args) -> tuple[list[int], list | None]:
         if value is not None:
             check(value, option)
     rates = check_dropout_rates(_dropout(args.dropout), len(hidden))
-    for option, source in (("--data", args.data), ("--test", args.test)):
-        if source and source not in data.BUILTIN and not os.path.exists(source):
-            raise DataError(f"{'data file' if option == '--data' else 'test file'} {source} does not exist")
     if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
         raise ValueError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint PATH")
     if args.resume and not os.path.exists(args.checkpoint):  # not a silent fresh start: the user meant to continue a run
@@ -435,6 +432,9 @@ def _checked_train_options(args) -> tuple[list[int], list | None]:
         check_plot_path(args.plot, "--plot")
     _check_outputs_spare_inputs({"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
                                 {"--data": args.data, "--test": args.test})
+    for option, source in (("--data", args.data), ("--test", args.test)):
+        if source and source not in data.BUILTIN and not os.path.exists(source):
+            raise DataError(f"{'data file' if option == '--data' else 'test file'} {source} does not exist")
     return hidden, rates
 
 

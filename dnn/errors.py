@@ -35,3 +35,11 @@ class ModelFileError(DnnError, ValueError):
 
 class DataError(DnnError, ValueError):
     """A data file or data set cannot be loaded as (X, Y)."""
+
+
+class ConcurrentUseError(DnnError, RuntimeError):
+    """A network was used from a second thread while a call in another thread was still using it."""
+
+
+class InsufficientMemoryError(DnnError, MemoryError):
+    """A network, its optimizer state or a batch's buffers would need more memory than is available."""

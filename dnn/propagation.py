@@ -7,6 +7,7 @@ backward: dZ[l] = dA[l] * g'(Z[l]), dA[l-1] = W[l]ᵀ·dZ[l], dW[l] = (1/m)·dZ[
 from __future__ import annotations
 
 from .errors import ShapeError
+from .validation import require_labels
 
 
 class Batch:
@@ -30,8 +31,10 @@ class Batch:
         return f"Batch(X={tuple(self.X.shape)}, Y={y})"
 
 
-def check_batch(net, batch, labelled: bool = True) -> int:
+def check_batch(net, batch, labels_for: str | None = "a training step") -> int:
     """The batch's example count m after O(1) checks that its arrays fit `net` (else ShapeError naming both).
+
+    labels_for: the call that needs the batch's labels, named in the LabelError when it has none (None: X alone).
 
     Every kernel indexes within the shapes checked here, so no batch reaches one with arrays it would read
     past: a Batch of another network or built by hand with the wrong shapes is refused before anything runs.
@@ -48,10 +51,9 @@ def check_batch(net, batch, labelled: bool = True) -> int:
     if X.dtype != net.dtype or not X.flags.c_contiguous:
         raise ShapeError(f"batch X is a {X.dtype} array (C-contiguous: {X.flags.c_contiguous}); the network "
                          f"needs C-contiguous {net.dtype.name}: make batches with Network.batch")
-    if not labelled:
+    if labels_for is None:
         return m
-    if Y is None:
-        raise ShapeError("the batch has no labels Y")
+    require_labels(Y, labels_for)
     if getattr(Y, "ndim", None) != 2 or tuple(Y.shape) != (n_out, m):
         raise ShapeError(f"batch Y has shape {tuple(getattr(Y, 'shape', ()))}, the network needs ({n_out}, {m})")
     if Y.dtype != net.dtype or not Y.flags.c_contiguous:

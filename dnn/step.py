@@ -126,8 +126,11 @@ class TrainStep:
         self.state = state if state is not None else StepState(net.backend, self.optimizer)
         if self.state.optimizer is not self.optimizer:
             raise ValueError("steps that share a StepState must share its optimizer")
-        self.workspace = net.workspace(self.m) if self.m else None
-        self.strategy, self._whole_step = self._choose(strategy)
+        with net.busy:
+            if self.m:  # refused with the figures before anything is allocated
+                net.check_memory(self.m, self.optimizer, dropout=bool(self.dropout))
+            self.workspace = net.workspace(self.m) if self.m else None
+            self.strategy, self._whole_step = self._choose(strategy)
         # what every batch must be, compared in O(1) per call (`check_batch` words the error)
         self._expected = ((net.layer_dims[0], self.m), (net.layer_dims[-1], self.m), net.dtype)
 
@@ -173,11 +176,15 @@ class TrainStep:
             m = check_batch(self.net, batch) if self.m or batch is not None else 0
             if m != self.m:
                 raise ValueError(f"this step was built for batches of {self.m} examples, got {m}")
-        if self._whole_step is not None:
-            self.optimizer.step_count += 1
-            self._whole_step(batch, lr)
-        else:
-            self._phases(batch, lr, rng)
+        with self.net.busy:  # a second thread stepping this network is refused (ConcurrentUseError)
+            if self._whole_step is not None:
+                self.optimizer.step_count += 1
+                self._whole_step(batch, lr)
+            else:
+                # a diverging step overflows: the guard flags it and `read` raises one DivergenceError, so
+                # NumPy's own RuntimeWarnings (overflow, invalid value, divide by zero) would only be noise
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    self._phases(batch, lr, rng)
 
     def _fits(self, batch) -> bool:
         """The fast test that `batch` has this step's shapes, dtype and layout (`check_batch` is the full one)."""

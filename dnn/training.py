@@ -26,7 +26,7 @@ from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
 from .sources import Source, SourceBatches, epoch_order
 from .step import StepState, TrainStep
-from .validation import check_count, check_dropout_rates, check_non_negative, check_positive
+from .validation import check_count, check_dropout_rates, check_non_negative, check_positive, require_labels
 
 
 @dataclass
@@ -111,6 +111,7 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
             data, batches = None, SourceBatches(net, X, batch_size, share=share)  # each rank reads only its rows
             m, size = batches.m, batches.size
         else:
+            require_labels(Y, "fit")  # a source on disk brings its own labels; arrays need Y
             data = net.batch(X, Y)
             m = data.X.shape[1]
             size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
-from .errors import DTypeError, LabelError, NonFiniteError, ShapeError
+from .errors import DTypeError, InsufficientMemoryError, LabelError, NonFiniteError, ShapeError
 
 #: dtypes dnn computes in.
 FLOAT_DTYPES = ("float32", "float64")
@@ -24,32 +25,49 @@ def resolve_dtype(dtype) -> np.dtype:
     return resolved
 
 
-def _kind(a) -> str:
-    return np.dtype(a.dtype).kind if hasattr(a, "dtype") else np.asarray(a).dtype.kind
+def _array(backend, a):
+    """`a` itself when it is a NumPy or backend array, else its values as a NumPy array.
+
+    Lists, pandas Series and DataFrames and anything else with `__array__` arrive here; taking their values
+    first means no array method of theirs (a Series has no `reshape`) is ever called.
+    """
+    if isinstance(a, (np.ndarray, backend.xp.ndarray)):
+        return a
+    return np.asarray(a)
+
+
+def require_labels(Y, what: str) -> None:
+    """Raise LabelError when `what` (a call that computes a cost) was given no labels."""
+    if Y is None:
+        raise LabelError(f"{what} needs labels Y to compare its outputs with, got Y=None")
 
 
 def as_matrix(backend, a, dtype, name: str):
     """`a` as a 2-D backend array of `dtype`, after checking its dimensions, dtype and finiteness."""
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        a = np.asarray(a)
+    a = _array(backend, a)
     if a.ndim != 2:
         raise ShapeError(f"{name} must be 2-D with examples as columns, got shape {tuple(a.shape)}")
-    if _kind(a) not in "biuf":
+    if a.dtype.kind not in "biuf":
         raise DTypeError(f"{name} has dtype {a.dtype}, which is not numeric; convert it to float32 or float64")
-    converted = backend.asarray(a, dtype=dtype)
-    require_finite(backend, converted, name)
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, reported by name below
+        converted = backend.asarray(a, dtype=dtype)
+    require_finite(backend, converted, name, converted_from=a.dtype)
     return converted
 
 
-def require_finite(backend, a, name: str) -> None:
-    """Raise NonFiniteError naming `name` and counting its NaN/inf values when there are any."""
+def require_finite(backend, a, name: str, converted_from=None) -> None:
+    """Raise NonFiniteError naming `name` and counting its NaN/inf values when there are any.
+
+    converted_from: the dtype `a` was converted from, when that may have overflowed (float64 to float32).
+    """
     if not backend.all_finite(a):
         host = backend.to_numpy(a)
         bad = ~np.isfinite(host)
         first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise NonFiniteError(
-            f"{name} holds {int(bad.sum())} non-finite value(s) (NaN or inf); the first is at index {first}"
-        )
+        what = "NaN or inf"
+        if converted_from is not None and converted_from.kind == "f" and converted_from.itemsize > host.dtype.itemsize:
+            what += f", or beyond {host.dtype.name}'s range of ±{np.finfo(host.dtype).max:.3g}"
+        raise NonFiniteError(f"{name} holds {int(bad.sum())} non-finite value(s) ({what}); the first is at index {first}")
 
 
 def check_input_rows(X, n_x: int, name: str = "X") -> None:
@@ -67,9 +85,8 @@ def labels_as_matrix(backend, Y, output: str, n_out: int, m: int, dtype, name: s
     sigmoid: Y is (1, m) or (m,) with values in {0, 1}.
     softmax: Y is one-hot (n_out, m), or class indices (m,) / (1, m) in range(n_out), turned into one-hot.
     """
-    if not hasattr(Y, "shape") or not hasattr(Y, "dtype"):
-        Y = np.asarray(Y)
-    if _kind(Y) not in "biuf":
+    Y = _array(backend, Y)
+    if Y.dtype.kind not in "biuf":
         raise DTypeError(f"{name} has dtype {Y.dtype}, which is not numeric")
     if Y.ndim == 1:
         Y = Y.reshape(1, -1)
@@ -151,3 +168,55 @@ def check_dropout_rates(dropout, hidden: int) -> list | None:
             raise ValueError(f"dropout rates must be in [0, 1) (the fraction of units dropped), got {rate!r}")
     rates = [float(rate) for rate in rates]
     return rates if any(rates) else None
+
+
+# ---------------------------------------------------------------------------------------------- memory
+class MemoryEstimate(NamedTuple):
+    """Bytes each part of a network's memory takes (`memory_estimate`)."""
+
+    parameters: int  # θ: every W[l] and b[l] in one (P,) vector
+    gradients: int  # the (P,) gradient vector
+    initial_values: int  # the float64 draw on the host while the network is built (freed afterwards)
+    optimizer: int  # the optimizer's state vectors, one (P,) per slot (momentum 1, Adam 2)
+    workspace: int  # one batch size's buffers: A[l], D[l] (n_l, m) per layer, Z[L] (n_L, m), the (1,) cost
+    dropout: int  # with dropout, a mask and the masked output (n_l, m) of each hidden layer
+
+
+def memory_estimate(layer_dims, dtype, m: int = 0, optimizer_slots: int = 0, dropout: bool = False) -> MemoryEstimate:
+    """What a network of `layer_dims` in `dtype` allocates: the one place its memory is worked out.
+
+    m: examples per batch (0: no workspace); optimizer_slots: the optimizer's state vectors
+    (`Optimizer.slots`); dropout: the hidden layers keep a mask and a masked copy of their output.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    dims = [int(n) for n in layer_dims]
+    P = sum(n * (n_prev + 1) for n_prev, n in zip(dims[:-1], dims[1:]))  # W (n_l, n_{l-1}) and b (n_l, 1)
+    workspace = ((2 * sum(dims[1:]) + dims[-1]) * m + 1) * itemsize if m else 0  # A[l], D[l], Z[L]; the cost
+    masks = 2 * sum(dims[1:-1]) * m * itemsize if dropout else 0
+    return MemoryEstimate(P * itemsize, P * itemsize, P * 8, optimizer_slots * P * itemsize, workspace, masks)
+
+
+def format_bytes(n: int) -> str:
+    """n bytes in binary units, three significant figures: '186 GiB', '1.5 MiB', '512 B'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{n:.3g} {unit}" if n < 1000 else f"{n:.0f} {unit}"
+        n /= 1024
+
+
+def require_memory(backend, what: str, parts: dict) -> None:
+    """Raise InsufficientMemoryError when the bytes in `parts` ({name: bytes}) exceed what `backend` has free.
+
+    Checked before allocating, so a network too large for the machine is refused with both figures instead
+    of being swapped or killed part-way. A backend that cannot say what it has free is not checked.
+    """
+    needed = sum(parts.values())
+    if not needed:  # everything is allocated already
+        return
+    available = backend.available_memory()
+    if available is None or needed <= available:
+        return
+    shown = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if size)
+    raise InsufficientMemoryError(
+        f"{what} needs {format_bytes(needed)} ({shown}), but only {format_bytes(available)} of memory is available"
+    )

@@ -122,3 +122,14 @@ def test_counts_must_be_integers_in_range(name, value, rng):
 def test_optimizer_hyperparameters_are_checked_when_set(optimizer, config, message):
     with pytest.raises(ValueError, match=message):
         dnn.optimizers.make_optimizer(optimizer, **config)
+
+
+@pytest.mark.filterwarnings("error")  # a NumPy RuntimeWarning (overflow, invalid value) would fail the test
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_learning_rate_that_diverges_gives_one_divergence_error_and_no_numpy_warnings(backend, optimizer):
+    rng = np.random.default_rng(0)
+    Y = (rng.random((1, 40)) < 0.5).astype(float)
+    X = (rng.standard_normal((5, 40)) + 1.5 * (2 * Y - 1)) * 1e3  # float32 products overflow at lr = 1e6
+    net = dnn.Network([5, 8, 1], backend=backend, seed=2)
+    with pytest.raises(dnn.DivergenceError, match=r"training diverged in epoch 1 .*smaller learning rate"):
+        net.fit(X, Y, epochs=50, optimizer=optimizer, lr=1e6 if optimizer == "sgd" else 1e30, batch_size=8)

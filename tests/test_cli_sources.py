@@ -70,7 +70,8 @@ def test_without_test_data_the_held_out_rows_are_the_in_memory_split_and_evaluat
     assert "test split held out in training" in out and "80 examples" in out and f"accuracy {test_accuracy:.4f}" in out
     assert main(["predict", str(model), "--data", str(table / "dir"), "--out", str(table / "p.csv")]) == 0
     lines = (table / "p.csv").read_text().splitlines()
-    assert lines[0] == "prediction,probability" and len(lines) == 81
+    assert lines[0] == "row,prediction,probability" and len(lines) == M + 1  # predict answers for every row
+    assert {line.split(",")[1] for line in lines[1:]} <= {"0", "1", "2"}  # the table's own labels
 
 
 def test_evaluate_and_predict_on_a_source_equal_those_on_the_csv(table, capsys):
@@ -108,4 +109,4 @@ def test_bad_sources_are_named_before_training(table, capsys):
     assert main(["train", "--data", str(table / "dir"), *TRAIN]) == 1
     assert re.search(r"error: .*X.npy, row 123: feature 2 \('f3'\) is nan", capsys.readouterr().err)
     assert main(["train", "--data", str(table / "nowhere"), *TRAIN]) == 1
-    assert "nowhere' (no such file or directory)" in capsys.readouterr().err
+    assert f"error: data file {table / 'nowhere'} does not exist" in capsys.readouterr().err

@@ -205,3 +205,71 @@ def test_gradcheck_names_a_missing_or_foreign_key():
         dnn.gradcheck(params, np.ones((4, 2)), np.array([[0, 1]]))
     with pytest.raises(TypeError, match="got list"):
         dnn.gradcheck([np.ones((1, 4))], np.ones((4, 2)), np.array([[0, 1]]))
+
+
+# ---------------------------------------------------------------------------------------------- labels left out
+@pytest.mark.parametrize("call", ["evaluate", "loss", "backward", "step", "fit", "train_step"])
+def test_a_call_that_computes_a_cost_refuses_missing_labels(net, call):
+    X = np.ones((4, 3))
+    calls = {
+        "evaluate": lambda: net.evaluate(X, None),
+        "loss": lambda: net.loss(X),
+        "backward": lambda: net.backward(X),
+        "step": lambda: net.step(X, None),
+        "fit": lambda: net.fit(X, None, epochs=1),
+        "train_step": lambda: net.train_step(net.batch(X)),  # a batch made without labels
+    }
+    before = net.get_parameters()
+    with pytest.raises(LabelError, match=rf"Network\.{call} needs labels Y .*got Y=None"):
+        calls[call]()
+    for key, value in net.get_parameters().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_evaluate_refuses_a_batch_made_without_labels(net):
+    with pytest.raises(LabelError, match=r"Network\.evaluate needs labels Y"):
+        net.evaluate(net.batch(np.ones((4, 3))), None)
+
+
+def test_calls_that_need_no_labels_take_none(net):
+    X = np.ones((4, 3))
+    assert net.predict(X).shape == (1, 3) and net.predict_proba(X).shape == (1, 3)
+
+
+# ---------------------------------------------------------------------------------------------- array-likes
+class _SeriesLike:
+    """What matters of a pandas Series or DataFrame: shape, dtype, .values and __array__, but no reshape."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+        self.shape, self.dtype, self.ndim = self.values.shape, self.values.dtype, self.values.ndim
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_array_likes_without_array_methods_are_taken_by_their_values(backend, rng):
+    net = dnn.Network([4, 3, 1], dtype="float64", backend=backend)
+    X, y = rng.standard_normal((4, 6)), np.array([0, 1, 1, 0, 1, 0])
+    expected = net.loss(X, y)
+    assert net.loss(_SeriesLike(X), _SeriesLike(y)) == expected
+    assert net.evaluate(_SeriesLike(X), _SeriesLike(y[None, :]))["cost"] == expected
+    np.testing.assert_array_equal(net.predict(_SeriesLike(X)), net.predict(X))
+
+
+def test_pandas_series_and_data_frames_are_taken_by_their_values(rng):
+    pd = pytest.importorskip("pandas")
+    net = dnn.Network([4, 3, 1], dtype="float64")
+    X, y = rng.standard_normal((4, 6)), np.array([0, 1, 1, 0, 1, 0])
+    frame = pd.DataFrame(X.T, columns=["a", "b", "c", "d"])  # rows are examples, as data frames hold them
+    assert net.loss(frame.T, pd.Series(y)) == net.loss(X, y)
+    with pytest.raises(ShapeError, match=r"examples are columns, so X must be \(4, m\)"):
+        net.loss(frame, pd.Series(y))
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # NumPy's "overflow encountered in cast" would fail it
+def test_a_float64_value_beyond_float32_is_named_without_a_numpy_warning(net):
+    X = np.ones((4, 2))
+    X[1, 1] = 1e100
+    with pytest.raises(NonFiniteError, match=r"beyond float32's range .* index \(1, 1\)"):
+        net.forward(X)
