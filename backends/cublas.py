@@ -21,7 +21,7 @@ import glob
 import os
 import sys
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, install_hint
 
 OP_N, OP_T = 0, 1
 DEFAULT_MATH, TF32_TENSOR_OP_MATH = 0, 3
@@ -185,6 +185,6 @@ def load_cublas(candidates=None) -> Cublas:
     if not candidates:
         raise BackendUnavailableError(
             "libcublas not found: not loaded in this process, no nvidia-cublas wheel on sys.path, none under "
-            "CUDA_PATH or /usr/local/cuda, none on the loader's path; install dnn-engine[cuda12] or [cuda13]"
+            f"CUDA_PATH or /usr/local/cuda, none on the loader's path; {install_hint('cuda12')} (or cuda13)"
         )
     raise BackendUnavailableError("no usable libcublas: " + "; ".join(problems))

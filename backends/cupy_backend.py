@@ -23,6 +23,7 @@ import os
 
 import numpy
 
+from ..errors import install_hint
 from .base import Backend, adam_bias_corrections, check_output
 from .cupy_graph import StepStateReads
 from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
@@ -84,7 +85,7 @@ class CupyBackend(StepStateReads, Backend):
         try:
             import cupy
         except ImportError as exc:
-            return f"cupy is not installed ({exc}); install dnn-engine[cuda12] or dnn-engine[cuda13]"
+            return f"cupy is not installed ({exc}); {install_hint('cuda12')} (or cuda13, for CUDA 13)"
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # CUDARuntimeError without a driver; its type lives in cupy

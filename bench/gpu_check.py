@@ -17,8 +17,10 @@ In one run:
    step `TrainStep(net, m)` picks: "compiled", a replayed CUDA graph, on cupy), PyTorch eager and PyTorch +
    CUDA graph (the same network and update, written below); then TFLOP/s and the fraction of the GEMM rate
    of dnn's eager step.
-Prints one table. Exits 0 when every check passed, 1 otherwise, and 0 with a one-line message when the
-backend cannot run here (no GPU or no CuPy). Meant to finish in under 4 minutes on one H100/H200.
+Prints one table. Exit status: 0 only for a run that checked everything and found it right; 1 when a check
+failed; 2 when it did not run ("skipped: no GPU", with the reason: no device, or no CuPy) or skipped a check
+(`--no-pytest`), so a skipped run is never mistaken for a passed one. Meant to finish in under 4 minutes on
+one H100/H200.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ GEMM_N = {"small": 256, "full": 8192}
 TIMED_CASES = "A,B,D,E"  # the cases of the GPU performance targets
 REFERENCE_LIMIT = 2e10  # FLOPs of one float64 reference step on the host above which a case is not gradient-checked
 PYTEST_TIMEOUT_S = 150
+SKIPPED = 2  # exit status of a run that did not check everything
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -265,8 +268,8 @@ def main(argv=None) -> int:
     status = {s.name: s for s in available_backends()}.get(args.backend)
     if status is None or not status.available:
         reason = status.reason if status else f"unknown backend (known: {', '.join(s.name for s in available_backends())})"
-        print(f"gpu_check: not run: the {args.backend} backend cannot run here: {reason}")
-        return 0
+        print(f"gpu_check: skipped: no GPU: the {args.backend} backend cannot run here: {reason}")
+        return SKIPPED
     backend = get_backend(args.backend)
     timed = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in timed if name not in CASES]
@@ -293,6 +296,7 @@ def main(argv=None) -> int:
     captured_failures = check_captured(backend, captured_cases)
     print(f"default step (TrainStep(net, m)) vs eager step: cases {', '.join(captured_cases)}, {len(captured_failures)} failed")
     failures += captured_failures
+    skipped = args.backend == "cupy" and args.no_pytest
     if args.backend == "cupy" and not args.no_pytest:
         failures += run_gpu_tests()
     for line in failures:
@@ -304,6 +308,9 @@ def main(argv=None) -> int:
         print("steps not timed: a backend that computes wrong answers is not benchmarked")
         return 1
     print("\n".join(time_steps(backend, timed, timer, args.repeat, gemm)))
+    if skipped:
+        print("gpu_check: skipped: pytest -k cupy (--no-pytest): not everything was checked")
+        return SKIPPED
     return 0
 
 

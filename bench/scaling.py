@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from dnn.errors import install_hint
+
 
 def worker(args) -> None:
     """One rank's measurements; rank 0 prints one JSON line per case."""
@@ -112,7 +114,7 @@ def _collective_seconds(comm, collective, repeat: int) -> float:
 def driver(args) -> int:
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if mpiexec is None:
-        print("error: no mpiexec: pip install 'dnn-engine[mpi]'", file=sys.stderr)
+        print(f"error: no mpiexec: {install_hint('mpi')}", file=sys.stderr)
         return 1
     rows = []
     for ranks in [int(r) for r in args.ranks.split(",")]:

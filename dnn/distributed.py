@@ -36,10 +36,10 @@ import zlib
 import numpy as np
 
 from .backends.base import STEP_COST, STEP_EXAMPLES
-from .errors import DivergenceError, DnnError
+from .errors import DivergenceError, DnnError, install_hint
 
 #: What `pip install` brings MPI with; named in the error when a launcher started dnn without mpi4py.
-MPI_EXTRA = "pip install '.[mpi]' in the dnn source tree"
+MPI_EXTRA = install_hint("mpi")
 #: Environment variables in which launchers announce the job's size: MPICH's Hydra and Slurm's PMI-2
 #: (PMI_SIZE), Open MPI (OMPI_COMM_WORLD_SIZE), MVAPICH (MV2_COMM_WORLD_SIZE).
 SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

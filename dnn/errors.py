@@ -43,3 +43,8 @@ class ConcurrentUseError(DnnError, RuntimeError):
 
 class InsufficientMemoryError(DnnError, MemoryError):
     """A network, its optimizer state or a batch's buffers would need more memory than is available."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of dnn's optional extras (pyproject.toml): from its source tree, where it installs from."""
+    return f"pip install '.[{extra}]' in the dnn source tree"

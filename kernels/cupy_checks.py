@@ -10,8 +10,8 @@
 - `record_step`: state[STEP_COST] += cost[0]·m (in double), state[STEP_EXAMPLES] = m, and
   state[STEP_CORRECT] = the number of examples classified correctly (sigmoid: A > 0.5 against the 0/1
   labels, averaged over the output units, which for one unit is the count of columns; softmax: the first
-  argmax of A against the first argmax of the one-hot Y). One block, so the count is summed in a fixed
-  order; counts are exact in float64.
+  argmax of A against the first argmax of the one-hot Y, a NaN counting as the maximum as in
+  numpy.argmax). One block, so the count is summed in a fixed order; counts are exact in float64.
 - `add_sum_of_squares`: state[STEP_COST] += scale·Σ x² (the L2 penalty of one weight matrix), one block,
   summed in double in a fixed order.
 
@@ -52,6 +52,12 @@ __global__ void begin_step(double* state) {
     for (int i = 0; i < 3; ++i) state[STEP_COST + i] = 0.0;
 }
 
+// True when x takes the argmax from the current best, as numpy.argmax decides: the first NaN, else the first maximum.
+template <typename T>
+__device__ __forceinline__ bool after_argmax(T x, T best) {
+    return !isnan(best) && (isnan(x) || x > best);
+}
+
 // A, Y: (n, m); cost: (1,); launched as one block of REDUCE_THREADS threads.
 template <typename T>
 __global__ void record_step(const T* A, const T* Y, const T* cost, index_t n, index_t m, int softmax, double* state) {
@@ -61,8 +67,8 @@ __global__ void record_step(const T* A, const T* Y, const T* cost, index_t n, in
         if (softmax) {
             index_t predicted = 0, truth = 0;
             for (index_t i = 1; i < n; ++i) {
-                if (A[i * m + j] > A[predicted * m + j]) predicted = i;
-                if (Y[i * m + j] > Y[truth * m + j]) truth = i;
+                if (after_argmax(A[i * m + j], A[predicted * m + j])) predicted = i;
+                if (after_argmax(Y[i * m + j], Y[truth * m + j])) truth = i;
             }
             correct += predicted == truth ? 1.0 : 0.0;
         } else {

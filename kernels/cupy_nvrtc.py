@@ -4,7 +4,7 @@ NVRTC needs no device: given a virtual architecture (`compute_90`) it compiles t
 machine, so CI can check that every kernel the CuPy backend would compile on a GPU compiles at all, with
 the same options and the same name expressions (which make NVRTC instantiate each template, so a template
 with an error in its body cannot pass unnoticed). Needs `cuda-bindings` and the NVRTC library
-(`nvidia-cuda-nvrtc`), both in the `test` extra; cupy is not needed.
+(`nvidia-cuda-nvrtc`), both in the `cuda-check` extra; cupy is not needed.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ __global__ void softmax_output(T* Z, const T* b, T* A, const T* Y, T* dZ, T* cos
             A[i * m + j] = e;
             if (i != k_top) rest += e;
         }
-        T s = T(1) + rest;
+        T s = A[k_top * m + j] + rest;  // the top term: exactly 1, or NaN for a +inf top logit (NaN column, as the reference)
         T log_s = log1p(rest);  // lse - top
         for (index_t i = 0; i < n; ++i) {
             index_t k = i * m + j;

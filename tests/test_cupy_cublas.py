@@ -3,7 +3,7 @@
 - Lookup: a libcublas already mapped into the process (the one CuPy loaded: a handle belongs to its
   library) comes before the nvidia-cublas wheel and the system's; libcublasLt is never taken for it.
 - Missing library: BackendUnavailableError saying where it looked.
-- With the nvidia-cublas wheel (in the `test` extra) and no device: cublasCreate_v2 answers
+- With the nvidia-cublas wheel (in the `cuda-check` extra) and no device: cublasCreate_v2 answers
   CUBLAS_STATUS_NOT_INITIALIZED, raised as BackendUnavailableError.
 - The row-major → column-major mapping of `Cublas.gemm` (operation flags, M, N, K, leading dimensions,
   α, β) checked against NumPy by standing a column-major GEMM written in NumPy in for cublas?gemm_v2.
@@ -69,8 +69,8 @@ def test_the_wheels_cublas_without_a_device_is_unavailable_not_a_crash():
     paths = cublas.wheel_libraries()
     if not paths:
         if os.environ.get("CI"):
-            pytest.fail("the nvidia-cublas wheel is part of the test extra: pip install -e '.[test]'")
-        pytest.skip("the nvidia-cublas wheel is not installed (pip install -e '.[test]')")
+            pytest.fail("CI installs the nvidia-cublas wheel with the cuda-check extra: pip install -e '.[cuda-check]'")
+        pytest.skip("the nvidia-cublas wheel is not installed (pip install -e '.[cuda-check]')")
     library = cublas.load_cublas(candidates=paths)
     if os.path.exists("/dev/nvidia0"):
         pytest.skip("a GPU is present: cublasCreate_v2 would succeed")

@@ -1,8 +1,8 @@
 """Without a GPU: every CUDA source the CuPy backend compiles builds with NVRTC, every kernel instantiated.
 
 The sources are compiled exactly as `cupy.RawModule` compiles them on a GPU (same text, options and name
-expressions), for compute_90, through `cuda-bindings` and the `nvidia-cuda-nvrtc` wheel of the `test`
-extra. CI (CI=true) fails when those are missing instead of skipping, so a kernel that does not compile
+expressions), for compute_90, through `cuda-bindings` and the `nvidia-cuda-nvrtc` wheel of the
+`cuda-check` extra. CI (CI=true) fails when those are missing instead of skipping, so a kernel that does not compile
 can never pass unnoticed there.
 """
 
@@ -23,8 +23,8 @@ def _nvrtc_or_skip():
             raise RuntimeError(f"nvrtcVersion returned {status}")
     except Exception as exc:  # not installed, or the NVRTC library is missing
         if os.environ.get("CI"):
-            pytest.fail(f"NVRTC is required in CI (pip install -e '.[test]'): {exc}")
-        pytest.skip(f"NVRTC is not available here ({exc}); pip install -e '.[test]'")
+            pytest.fail(f"NVRTC is required in CI (pip install -e '.[cuda-check]'): {exc}")
+        pytest.skip(f"NVRTC is not available here ({exc}); pip install -e '.[cuda-check]'")
 
 
 @pytest.fixture(scope="module")

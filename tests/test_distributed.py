@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 import distributed_worker as worker
 from dnn.distributed import GlobalColumns, RanksDisagreeError, launch_world, launched_ranks, share
-from dnn.errors import DnnError
+from dnn.errors import DnnError, install_hint
 from dnn.tolerances import gradient_rtol, relative_difference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +32,7 @@ LIBRARY_TIMEOUT, CLI_TIMEOUT = 420, 120
 
 needs_mpi = pytest.mark.skipif(
     importlib.util.find_spec("mpi4py") is None or MPIEXEC is None,
-    reason="needs mpi4py and mpiexec: pip install 'dnn-engine[mpi]'",
+    reason=f"needs mpi4py and mpiexec: {install_hint('mpi')}",
 )
 
 
@@ -74,7 +75,7 @@ def test_without_a_launcher_there_is_no_communicator():
 
 def test_a_launch_without_mpi4py_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # makes `from mpi4py import MPI` raise ImportError
-    with pytest.raises(DnnError, match=r"2 processes, but mpi4py is not installed: pip install 'dnn-engine\[mpi\]'"):
+    with pytest.raises(DnnError, match=re.escape(f"2 processes, but mpi4py is not installed: {install_hint('mpi')}")):
         launch_world({"PMI_SIZE": "2"})
 
 
@@ -113,7 +114,7 @@ def test_each_rank_draws_its_columns_of_the_global_batchs_dropout_uniforms(dtype
 def two_ranks(tmp_path_factory):
     """Every rank's parameters and report from one `mpiexec -n 2` run of the worker."""
     if importlib.util.find_spec("mpi4py") is None or MPIEXEC is None:
-        pytest.skip("needs mpi4py and mpiexec: pip install 'dnn-engine[mpi]'")
+        pytest.skip(f"needs mpi4py and mpiexec: {install_hint('mpi')}")
     out = tmp_path_factory.mktemp("ranks")
     run = mpiexec([os.path.join(HERE, "distributed_worker.py"), str(out)], LIBRARY_TIMEOUT)
     assert run.returncode == 0, run.stderr
