@@ -217,14 +217,14 @@ def format_table(rows, environment, repeat, skipped) -> str:
             f"{_fmt(row['floor_ms'], '9.3f'):>9} {row['max_gradient_difference']:>10.1e}"
         )
     tolerances = ", ".join(f"{dtype} {tol:g}" for dtype, tol in GRADIENT_RTOL.items())
-    lines += [
-        "",
-        "xNumPy: time / NumPy's time (below 1 is faster). xfloor: time / the GEMM floor, the time of only the",
-        "step's matrix products with the same array library's BLAS, timed in alternation with the step (floor ms).",
-        "GFLOP/s counts those products' FLOPs.",
-        f"grad diff: largest relative difference of the gradients from NumPy float64 (allowed: {tolerances});",
+    legend = [
+        "xNumPy: time / NumPy's time (below 1 is faster; - when numpy was not measured). xfloor: time / the GEMM "
+        "floor, the time of only the step's matrix products with the same array library's BLAS, timed in "
+        "alternation with the step (floor ms). GFLOP/s counts those products' FLOPs.",
+        f"grad diff: largest relative difference of the gradients from NumPy float64 (allowed: {tolerances}); "
         "WRONG: above that, so not timed. Timings on a shared machine are noisy: compare ratios within one run.",
     ]
+    lines += [""] + [line for paragraph in legend for line in textwrap.wrap(paragraph, TABLE_WIDTH)]
     return "\n".join(lines)
 
 

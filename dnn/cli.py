@@ -24,6 +24,7 @@ from . import __version__, checkpoint, convert, data, distributed, sources
 from .backends import available_backends, get_backend
 from .backends.base import ACTIVATIONS, check_activation
 from .errors import DataError, DnnError, ModelFileError
+from .labels import label_values
 from .network import Network
 from .optimizers import OPTIMIZERS, make_optimizer
 from .outputs import check_output_path, check_plot_path, replaced_atomically, save_figure
@@ -379,7 +380,8 @@ def _test_source(args, train: sources.Source) -> sources.Source:
     else:
         loaded = data.load(args.test, label_column=args.label_column)
         X = _columns_by_name(loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}")
-        test, problem = sources.InMemory(X.T, loaded.Y, args.test, train.feature_names), None  # X.T: (m, n_x) rows
+        y = label_values(loaded.Y[0], loaded.classes)  # (m,) the file's own labels: the training rows' classes map them
+        test, problem = sources.InMemory(X.T, y, args.test, train.feature_names), None  # X.T: (m, n_x) rows
     if test.n_features != train.n_features:
         problem = f"are {test.n_features} a row, those of {args.data} {train.n_features}"
     if problem:

@@ -3,17 +3,25 @@
 The checks serve `python -m dnn` and `python -m dnn bench`: each raises ValueError with a message naming
 the option and the user's own path (never a temporary file), which the command line prints as one
 ``error: ...`` line. The writers put a temporary file beside the target and rename it into place, so a
-crash mid-write leaves the previous file as it was.
+crash mid-write leaves the previous file as it was. Temporaries are named ``.dnn-tmp-<target>.<host>.<pid>.*``:
+SIGINT and SIGTERM remove them on the way out, and one left by a killed process (SIGKILL, a crash) is removed
+by the next write to the same target. An error while writing (a full disk) names the target, not the temporary.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
+import socket
 import tempfile
+import threading
+
+from .errors import install_hint
 
 #: What to install for --plot (the `data` extra of the quick start includes it too).
-PLOT_EXTRA = "pip install 'dnn-engine[plot]'"
+PLOT_EXTRA = install_hint("plot")
 
 
 def check_output_path(path: str, option: str) -> None:
@@ -55,23 +63,90 @@ def check_plot_path(path: str, option: str) -> str:
     return extension
 
 
+#: The start of every temporary file's name, so that one left behind is recognisable (and ignored by `git`).
+TEMPORARY_PREFIX = ".dnn-tmp-"
+#: This machine in temporary names: a process id means something only on the host that ran it.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
 @contextlib.contextmanager
 def replaced_atomically(path: str, suffix: str):
     """Yield a temporary path beside `path`; when the block succeeds it is renamed to `path`, else removed.
 
-    The file gets the permissions open() would give it (mkstemp creates it 0600).
+    The temporary of a killed earlier write to `path` is removed first (`remove_stale_temporaries`); SIGTERM
+    removes this one as SIGINT does (`_sigterm_exits`). An OSError of the block or the rename that names no
+    other file is raised again naming `path`. The file gets the permissions open() would give it (mkstemp
+    creates it 0600).
     """
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=suffix,
                                          dir=os.path.dirname(os.path.abspath(path)))
     os.close(handle)
     try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
+        with _sigterm_exits():
+            yield temporary
+            os.chmod(temporary, 0o666 & ~_umask())
+            os.replace(temporary, path)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.filename in (None, temporary):  # e.g. ENOSPC: the user's file, not ours
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
+
+
+def _temporary_prefix(path: str) -> str:
+    return f"{TEMPORARY_PREFIX}{os.path.basename(path)}.{_HOST}."
+
+
+def remove_stale_temporaries(path: str) -> list:
+    """Remove the temporaries of writes to `path` whose process, on this host, no longer runs; returns their paths.
+
+    Those of running processes (a concurrent write) and of other hosts (a shared file system) are kept.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(_temporary_prefix(path)) + r"(\d+)\.")
+    removed = []
+    with contextlib.suppress(OSError):  # an unreadable directory: the write itself will say so
+        for name in os.listdir(directory):
+            match = pattern.match(name)
+            if match and not _running(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):  # another process cleaned it first
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(os.path.join(directory, name))
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_exits():
+    """While the block runs, SIGTERM raises SystemExit(143) (as SIGINT raises KeyboardInterrupt), so that the
+    `finally`/`except` clauses around it remove temporaries instead of the process vanishing with them.
+
+    Only where SIGTERM still has its default action and only in the main thread (where Python runs handlers);
+    a handler the program installed itself is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _umask() -> int:

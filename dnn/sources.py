@@ -9,7 +9,9 @@
 - an ``.h5``/``.hdf5`` file with datasets ``X`` (m, n_x) and ``Y`` (m,), X read with positioned reads where
   HDF5 stored its rows uncompressed (else with h5py), Y read into memory.
 
-Labels are class indices. Feature names, when present, come from ``features.json`` beside the ``.npy``
+Labels are the user's class values (whole numbers, as `dnn.labels` describes): `scan` finds the classes of
+a training source (or maps a test source with the training data's), and batches and scores carry class
+indices 0..K-1. Feature names, when present, come from ``features.json`` beside the ``.npy``
 files (``{"feature_names": [...], "label_name": ...}``) or the ``X`` dataset's attributes in an ``.h5``.
 
 Features in ``.npy`` files are read with positioned reads (``os.preadv`` into the caller's buffer, one call
@@ -30,8 +32,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .data import Standardizer
-from .errors import DataError
+from .data import Standardizer, require_regular_file
+from .errors import DataError, install_hint
+from .labels import MAX_CLASSES, ClassTally, LabelMap, first_not_whole, shown
 from .propagation import Batch
 from .validation import check_count, resolve_dtype
 
@@ -105,6 +108,7 @@ class _NpyFile:
 
     def __init__(self, path: str, ndims: tuple):
         self.path = path
+        require_regular_file(path)  # opening a FIFO would wait for a writer
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -250,10 +254,13 @@ _SHARD = re.compile(r"X_(\d+)\.npy")
 def _npy_pairs(directory: str) -> list:
     """[(X path, Y path)] of a directory: X.npy + Y.npy, or shards X_0.npy + Y_0.npy, X_1.npy + Y_1.npy, ..."""
     names = set(os.listdir(directory))
+    numbers = sorted(int(match.group(1)) for match in map(_SHARD.fullmatch, names) if match)
+    if "X.npy" in names and numbers:  # which one is the data set is not ours to guess
+        raise DataError(f"{directory} holds both {os.path.join(directory, 'X.npy')} and shards "
+                        f"{os.path.join(directory, f'X_{numbers[0]}.npy')}, ...; remove the one that is not the data set")
     if "X.npy" in names:
         pairs = [("X.npy", "Y.npy")]
     else:
-        numbers = sorted(int(match.group(1)) for match in map(_SHARD.fullmatch, names) if match)
         if not numbers:
             raise DataError(f"{directory} holds neither X.npy nor shards X_0.npy, X_1.npy, ...")
         if numbers != list(range(len(numbers))):
@@ -319,7 +326,7 @@ class H5Source(Source):
         try:
             import h5py
         except ImportError as exc:
-            raise DataError(f"reading {path} needs h5py ({exc}); pip install 'dnn-engine[data]'") from None
+            raise DataError(f"reading {path} needs h5py ({exc}); {install_hint('data')}") from None
         self.path = path
         try:
             self.file = h5py.File(path, "r")
@@ -381,8 +388,7 @@ def open_source(path) -> Source:
     path = os.fspath(path)
     if os.path.isdir(path):
         return NpySource(_npy_pairs(path), path)
-    if not os.path.isfile(path):
-        raise DataError(f"data source {path} does not exist")
+    require_regular_file(path, "data source")
     ext = os.path.splitext(path)[1].lower()
     if ext in (".h5", ".hdf5"):
         return H5Source(path)
@@ -486,45 +492,65 @@ class Standardized(Source):
 
 # ---------------------------------------------------------------------------------------------- one streaming pass
 class SourceSummary(NamedTuple):
-    """What one pass over a source found: its size, its classes (largest label + 1, at least 2) and statistics."""
+    """What one pass over a source found: its size, its number of classes (at least 2), statistics, and the
+    classes themselves (the label values in class-index order)."""
 
     m: int
     n_classes: int
     standardizer: Standardizer
+    classes: tuple = ()
 
 
-def scan(source: Source, n_classes: int | None = None, rows: int | None = None) -> SourceSummary:
+def scan(source: Source, n_classes: int | None = None, rows: int | None = None, classes=None,
+         max_classes: int = MAX_CLASSES) -> SourceSummary:
     """Check every value of `source` and compute its standardisation statistics, one chunk at a time.
 
-    Raises DataError naming the file and row of the first NaN/inf feature or of the first label that is
-    not a class index (below `n_classes` when given). The mean and standard deviation are merged over
-    chunks in float64 (Chan et al.'s pairwise update of Welford's sums), equal to `Standardizer.fit` on
-    the whole array within float64 rounding. The summary is also kept as `source.checked`, which tells
-    `fit` (`SourceBatches`) that the source has been checked.
+    classes: the classes to map the labels with (the training source's, for a test source, which may lack
+    some); None finds them in the labels, refusing what cannot be classes (`dnn.labels.ClassTally`: more than
+    `max_classes`, more than a tenth of the examples, a stray). Raises DataError naming the file and row of
+    the first NaN/inf feature, of the first label that is not a whole number or not one of the given
+    classes, or of the first in a class beyond `n_classes` (the network's) when that is given. The mean and
+    standard deviation are merged over chunks in float64 (Chan et al.'s pairwise update of Welford's sums),
+    equal to `Standardizer.fit` on the whole array within float64 rounding. The summary is also kept as
+    `source.checked`, which tells `fit` (`SourceBatches`) that the source has been checked.
     """
-    count, mean, m2, largest = 0, np.zeros(source.n_features), np.zeros(source.n_features), 0.0  # mean, m2: (n_x,)
+    mapping = None if classes is None else LabelMap(classes)
+    tally = ClassTally(source.path, max_classes) if classes is None else None
+    count, mean, m2 = 0, np.zeros(source.n_features), np.zeros(source.n_features)  # mean, m2: (n_x,)
     for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
-        check_rows(source, start, X, y, n_classes)
+        check_rows(source, start, X, y, n_classes if mapping else None, mapping)
+        if tally is not None:
+            tally.add(y, start)
         k = X.shape[0]
         chunk_mean = X.mean(axis=0)  # (n_x,)
         chunk_m2 = np.square(X - chunk_mean).sum(axis=0)  # (n_x,)
         delta, total = chunk_mean - mean, count + k
         mean += delta * (k / total)
         m2 += chunk_m2 + np.square(delta) * (count * k / total)
-        count, largest = total, max(largest, float(y.max()))
+        count = total
     if count == 0:
         raise DataError(f"{source.path} holds no examples")
+    if tally is not None:
+        classes = tally.classes(count, source.locate)
+        if n_classes is not None and len(classes) > n_classes:  # name the first example of a class the network lacks
+            row, value = min((tally.first[value], value) for value in classes[n_classes:])
+            which = "" if LabelMap(classes).identity else f" (class {classes.index(value)} of {shown(classes)})"
+            raise DataError(f"{source.locate(row)}: label {value}{which} is not a class index (0..{n_classes - 1})")
+    else:
+        classes = mapping.classes
     std = np.sqrt(m2 / count)  # (n_x,) population standard deviation, as numpy's std
     standardizer = Standardizer(mean.reshape(-1, 1), np.where(std > 0, std, 1.0).reshape(-1, 1))
-    source.checked = SourceSummary(count, max(2, int(largest) + 1), standardizer)
+    source.checked = SourceSummary(count, max(2, len(classes)), standardizer, classes)
     return source.checked
 
 
-def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, n_classes: int | None = None) -> None:
-    """DataError naming the file and row of the first NaN/inf in X (k, n_x) or label in y (k,) that is not a class index.
+def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, n_classes: int | None = None,
+               mapping: LabelMap | None = None) -> None:
+    """DataError naming the file and row of the first NaN/inf in X (k, n_x) or bad label in y (k,).
 
-    The rows are `source`'s from `start` on; labels must be below `n_classes` when it is given; y None
-    checks the features only.
+    The rows are `source`'s from `start` on. Labels must be whole numbers; with `mapping`, one of its
+    classes, else (taken as class indices) >= 0; and their class index below `n_classes` when that is given.
+    y None checks the features only.
     """
     finite = np.isfinite(X)
     if not finite.all():
@@ -533,7 +559,15 @@ def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, 
                         "every feature must be a finite number")
     if y is None:
         return
-    bad = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= (n_classes if n_classes is not None else np.inf))
+    if (row := first_not_whole(y)) is not None:
+        raise DataError(f"{source.locate(start + row)}: label {y[row]:g} is not a whole number naming a class")
+    if mapping is not None:
+        indices, row = mapping.indices(y)
+        if row is not None:
+            raise mapping.refusal(source.locate(start + row), y[row])
+    else:
+        indices = y
+    bad = (indices < 0) | (indices >= (n_classes if n_classes is not None else np.inf))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         allowed = f"0..{n_classes - 1}" if n_classes is not None else "0, 1, ..., C-1"
@@ -559,17 +593,29 @@ def _outputs_and_classes(net, source: Source) -> tuple[int, int]:
     return n_outputs, 2 if n_outputs == 1 else n_outputs
 
 
-def evaluate(net, source: Source, rows: int | None = None) -> dict:
+def label_map(source: Source, classes=None) -> LabelMap | None:
+    """How `source`'s labels become class indices: with `classes` when given (a model's), else with the classes
+    its `scan` found, else (never scanned) None: the labels are class indices already."""
+    if classes is None and source.checked is not None and source.checked.classes:
+        classes = source.checked.classes
+    return None if classes is None else LabelMap(classes)
+
+
+def evaluate(net, source: Source, rows: int | None = None, classes=None) -> dict:
     """{'cost', 'accuracy'} of `net` over every example of `source`, one chunk at a time, each chunk checked.
 
     What `Network.evaluate` gives on the whole set (the mean cost and the fraction classified correctly),
-    with the sums kept per chunk, so that no more than a chunk (`Source.chunks`) is ever in memory. A
-    NaN/inf feature or a label outside the network's classes raises DataError naming the file and row.
+    with the sums kept per chunk, so that no more than a chunk (`Source.chunks`) is ever in memory. Labels
+    are mapped as `label_map(source, classes)` says (pass a model's classes). A NaN/inf feature or a label
+    outside the network's classes raises DataError naming the file and row.
     """
     n_outputs, n_classes = _outputs_and_classes(net, source)
+    mapping = label_map(source, classes)
     cost = correct = 0.0
     for start, X, y in source.chunks(rows):  # X (k, n_x), y (k,)
-        check_rows(source, start, X, y, n_classes)
+        check_rows(source, start, X, y, n_classes, mapping)
+        if mapping is not None:
+            mapping.indices(y, out=y)  # (k,) class indices, in the chunk's own buffer
         scores = net.evaluate(X.T, y if n_outputs > 1 else y.reshape(1, -1))  # (n_x, k), class indices or (1, k)
         cost, correct = cost + scores["cost"] * len(y), correct + scores["accuracy"] * len(y)
     if source.m == 0:
@@ -587,7 +633,8 @@ class BatchReader:
     """Host mini-batches X (n_x, k) and Y (n_L, k) of a source, gathered in a given order into reused buffers.
 
     n_outputs: the network's output units -- 1 gives Y as 0/1 labels for a sigmoid, C > 1 one-hot columns
-    for a softmax. dtype: X's and Y's dtype. standardizer (or a `Standardized` source's): applied to every
+    for a softmax. classes: the label values of the classes (default: what `scan` found, see `label_map`).
+    dtype: X's and Y's dtype. standardizer (or a `Standardized` source's): applied to every
     row in float64 while the rows, read in the file's own dtype, are turned into X's columns -- one pass
     that gives exactly `Standardizer.transform`'s values, then X's dtype. With `prefetch` the next batch is read in a background thread into a second set of
     buffers while the caller works on the current one, so a yielded batch stays valid only until the
@@ -595,9 +642,11 @@ class BatchReader:
     """
 
     def __init__(self, source: Source, batch_size: int, n_outputs: int, dtype=np.float64,
-                 standardizer: Standardizer | None = None, prefetch: bool = True):
+                 standardizer: Standardizer | None = None, prefetch: bool = True, classes=None):
         if source.m == 0:
             raise DataError(f"{source.path} holds no examples")
+        mapping = label_map(source, classes)
+        self.mapping = None if mapping is None or mapping.identity else mapping  # identity: the labels are the indices
         if isinstance(source, Standardized):  # applied here, in the pass that makes columns, not row by row
             source, standardizer = source.source, source.standardizer
         self.source, self.standardizer = source, standardizer
@@ -642,6 +691,11 @@ class BatchReader:
             return None  # this process has no rows of the batch
         rows, labels, X, Y = self._buffers(len(index), slot)
         self.source.read_rows(index, rows, labels)
+        if self.mapping is not None:
+            indices, row = self.mapping.indices(labels)  # (k,)
+            if row is not None:
+                raise self.mapping.refusal(self.source.locate(int(index[row])), labels[row])
+            labels[...] = indices
         bad = (labels < 0) | (labels >= self.n_classes) | (labels != np.round(labels))
         if bad.any():  # cheap (k,) check; `scan` finds these before training starts
             row = int(np.flatnonzero(bad)[0])
@@ -687,7 +741,7 @@ class SourceBatches:
     def __init__(self, net, source: Source, batch_size: int | None, prefetch: bool = True, share=None):
         n_outputs, n_classes = _outputs_and_classes(net, source)
         if source.checked is None or source.checked.n_classes > n_classes:  # not scanned yet, or labels to name
-            scan(source, n_classes=n_classes)
+            scan(source, n_classes=n_classes, classes=source.checked.classes if source.checked else None)
         self.m = source.m
         self.size = self.m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), self.m)
         self.reader = BatchReader(source, self.size, n_outputs, net.dtype, prefetch=prefetch)

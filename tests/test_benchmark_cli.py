@@ -13,6 +13,7 @@ import dnn.benchmark
 from dnn.backends import available_backends
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.cli import main
+from dnn.errors import install_hint
 from dnn.perf import CASES, KINK_MARGIN, GemmFloor, gradient_difference, prepare_step, require_gradients_agree, step_gemm_flops
 from dnn.tolerances import gradient_rtol
 
@@ -113,7 +114,7 @@ def test_plot_without_matplotlib_names_the_extra_before_measuring(capsys, monkey
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     monkeypatch.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot"))
     status, _, err = bench(capsys, *TINY, "--plot", str(tmp_path / "b.png"))
-    assert status == 1 and err == "error: --plot needs matplotlib, which is not installed: pip install 'dnn-engine[plot]'\n"
+    assert status == 1 and err == f"error: --plot needs matplotlib, which is not installed: {install_hint('plot')}\n"
 
 
 def test_plot_writes_the_format_its_extension_names(capsys, tmp_path):

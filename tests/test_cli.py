@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from dnn.cli import main
+from dnn.errors import install_hint
 
 
 def _accuracy(text, which):
@@ -180,7 +181,7 @@ def test_plot_without_matplotlib_names_the_extra_before_training(capsys, monkeyp
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     status, _, err = _cli(capsys, "train", "--plot", str(tmp_path / "cost.png"))
-    assert status == 1 and err == "error: --plot needs matplotlib, which is not installed: pip install 'dnn-engine[plot]'\n"
+    assert status == 1 and err == f"error: --plot needs matplotlib, which is not installed: {install_hint('plot')}\n"
 
 
 def test_the_data_extra_includes_what_plot_needs():

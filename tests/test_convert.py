@@ -90,3 +90,60 @@ def test_training_on_a_file_larger_than_the_memory_limit_finishes(tmp_path):
     load = f"import numpy as np; X = np.load({str(tmp_path / 'X.npy')!r}); print('loaded', X.sum())"
     done, how, _ = memory_limit.run_limited(load, limit)
     assert done.returncode != 0 and "loaded" not in done.stdout, f"{how} did not stop loading the whole file"
+
+
+# ---------------------------------------------------------------------------------------------- what convert refuses
+def test_convert_refuses_to_write_onto_its_input_by_any_name(tmp_path):
+    (tmp_path / "d.h5").write_text(CSV)  # a CSV named like the output
+    os.link(tmp_path / "d.h5", tmp_path / "link.h5")
+    for out in ("d.h5", "./d.h5", "link.h5"):
+        with pytest.raises(DataError, match="is the input .* itself"):
+            convert.convert(str(tmp_path / "d.h5"), str(tmp_path / out), force=True)
+    assert (tmp_path / "d.h5").read_text() == CSV
+
+
+def test_an_existing_data_set_is_replaced_only_with_force(tmp_path, capsys):
+    (tmp_path / "d.csv").write_text(CSV)
+    for out in ("out", "out.h5"):
+        assert convert.convert(str(tmp_path / "d.csv"), str(tmp_path / out)) == 40
+        with pytest.raises(DataError, match=r"(exists|is not empty \(X.npy, Y.npy, features.json\)); pass --force"):
+            convert.convert(str(tmp_path / "d.csv"), str(tmp_path / out))
+        assert cli.main(["convert", str(tmp_path / "d.csv"), str(tmp_path / out), "--force"]) == 0
+    assert "wrote 40 examples" in capsys.readouterr().out
+
+
+def test_values_float32_cannot_hold_are_named_by_line_and_column(tmp_path):
+    (tmp_path / "d.csv").write_text(CSV + "1e300,2,0\n")
+    for out in ("out", "out.h5"):
+        with pytest.raises(DataError, match=r"line 42, column 'a': 1e\+300 is out of the range of float32"):
+            convert.convert(str(tmp_path / "d.csv"), str(tmp_path / out), dtype="float32")
+    assert convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "out64"), dtype="float64") == 41
+
+
+def test_temporaries_are_recognisable_and_those_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    from dnn import outputs
+
+    (tmp_path / "d.csv").write_text(CSV)
+    (tmp_path / "out").mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: no process has it
+    stale = [tmp_path / "out" / f"{outputs._temporary_prefix(str(tmp_path / 'out' / 'X.npy'))}{dead}.abc",
+             tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{dead}.abc.h5"]
+    live = tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{os.getpid()}.xyz.h5"  # a write in progress
+    for path in [*stale, live]:
+        path.write_text("partial")
+    assert all(path.name.startswith(".dnn-tmp-") for path in stale)
+    convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "out"))  # the directory holds only a temporary: empty
+    convert.convert(str(tmp_path / "d.csv"), str(tmp_path / "out.h5"))
+    assert not any(path.exists() for path in stale) and live.exists()
+    assert sorted(os.listdir(tmp_path / "out")) == ["X.npy", "Y.npy", "features.json"]
+
+
+def test_out_of_memory_reading_an_npz_is_reported_as_such(tmp_path, monkeypatch):
+    np.savez(tmp_path / "d.npz", X=np.zeros((2, 3)), Y=np.zeros(3))
+
+    def no_memory(self, key):
+        raise MemoryError("Unable to allocate 8.00 GiB")
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", no_memory)
+    with pytest.raises(MemoryError, match=r"out of memory while reading .*d.npz"):
+        data.load(str(tmp_path / "d.npz"))

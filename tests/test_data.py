@@ -56,7 +56,7 @@ def test_npz_in_either_orientation(tmp_path):
         (dict(X=np.zeros((3, 4)), Y=np.zeros(5)), "5 labels for 4 examples"),
         (dict(X=np.array([["a", "b"]]), Y=np.zeros(2)), "not numeric"),
         (dict(X=np.array([[1.0, np.nan]]), Y=np.zeros(2)), "NaN or infinite"),
-        (dict(X=np.zeros((1, 2)), Y=np.array([0.5, 1])), "labels must be class indices"),
+        (dict(X=np.zeros((1, 2)), Y=np.array([0.5, 1])), "labels must be whole numbers naming classes; found 0.5"),
     ],
 )
 def test_npz_problems_are_named(tmp_path, arrays, message):
@@ -67,13 +67,14 @@ def test_npz_problems_are_named(tmp_path, arrays, message):
 
 def test_csv_label_column_by_name_or_last(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text("a,label,b\n1,0,2\n3,1,4\n5,1,6\n")
+    path.write_text("a,label,b\n1,0,2\n3,1,4\n5,1,2\n")
     by_name = data.load(str(path), label_column="label")
-    np.testing.assert_array_equal(by_name.X, [[1, 3, 5], [2, 4, 6]])
+    np.testing.assert_array_equal(by_name.X, [[1, 3, 5], [2, 4, 2]])
     np.testing.assert_array_equal(by_name.Y, [[0, 1, 1]])
     assert by_name.label_name == "label"
     last = data.load(str(path))
-    np.testing.assert_array_equal(last.Y, [[2, 4, 6]])
+    np.testing.assert_array_equal(last.Y, [[0, 1, 0]])  # b's values 2 and 4 are the classes 0 and 1
+    assert last.classes == (2, 4) and last.label_name == "b"
     features = data.load(str(path), label_column="label", labels=False)
     assert features.Y is None and features.X.shape == (2, 3)
 
@@ -86,7 +87,7 @@ def test_csv_label_column_by_name_or_last(tmp_path):
         ("a,y\n1,0\n2\n", {}, "line 3: 1 values, but the header has 2 columns"),
         ("a,y\n1,0\n", {"label_column": "target"}, "no column 'target'; its columns are: a, y"),
         ("a,y\n", {}, "at least one data row"),
-        ("a,y\n1,3.5\n", {}, "labels must be class indices"),
+        ("a,y\n1,3.5\n", {}, "labels must be whole numbers naming classes"),
     ],
 )
 def test_csv_problems_are_named(tmp_path, text, options, message):
@@ -136,7 +137,7 @@ def test_a_csv_without_a_header_is_refused_with_the_fix(tmp_path):
     [
         ("a,y\n1,0\n\n2,nan\n", r"line 4, column 'y': nan is not a finite number"),
         ("a,y\n1,0\n\n\ninf,1\n", r"line 5, column 'a': inf is not a finite number"),
-        ("a,y\n1,0\n2,-1\n", r"line 3, column 'y': labels must be class indices 0, 1, ..., C-1; found -1"),
+        ("a,y\n1,0\n2,-1.5\n", r"line 3, column 'y': labels must be whole numbers naming classes; found -1.5"),
         ("a,b,y\n1,2,0\n1,2\n", r"line 3: 2 values, but the header has 3 columns"),
         ("a,b,y\n1,2,0,4\n", r"line 2: 4 values, but the header has 3 columns"),
     ],

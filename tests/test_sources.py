@@ -116,7 +116,7 @@ def test_labels_outside_the_classes_are_named_by_file_and_row(table, tmp_path):
     with pytest.raises(DataError, match=r"X_0.npy, row 2: label 2 is not a class index \(0..1\)"):
         sources.scan(source, n_classes=2)
     np.save(tmp_path / "Y_1.npy", np.array([0.5]))
-    with pytest.raises(DataError, match=r"X_1.npy, row 0: label 0.5 is not a class index"):
+    with pytest.raises(DataError, match=r"X_1.npy, row 0: label 0.5 is not a whole number naming a class"):
         sources.scan(sources.open_source(tmp_path))
 
 
@@ -307,3 +307,12 @@ def test_h5_rows_are_read_where_hdf5_stored_them_or_else_through_h5py(layout, po
         source.read_rows(index, X_out, y_out)
         np.testing.assert_array_equal(X_out, X[index])
         np.testing.assert_array_equal(y_out, y[index])
+
+
+def test_a_stray_x_npy_beside_shards_is_named_with_them(table, tmp_path):
+    X, y = table
+    write("shards", tmp_path, X, y)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", y)
+    with pytest.raises(DataError, match=r"holds both .*X.npy and shards .*X_0.npy, \.\.\.; remove the one"):
+        sources.open_source(tmp_path)
