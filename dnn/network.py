@@ -15,7 +15,7 @@ from .initializers import check_layer_dims, initial_parameters
 from .parameters import Parameters
 from .propagation import Batch, Workspace, add_l2_gradient, backward, check_batch, forward
 from .optimizers import SGD
-from .step import TrainStep
+from .step import TrainStep, numpy_warnings_silenced
 from .validation import (as_matrix, check_input_rows, check_non_negative, labels_as_matrix, memory_estimate,
                          require_labels, require_memory, resolve_dtype)  # fmt: skip
 
@@ -286,7 +286,8 @@ class Network:
                 step = self._train_steps[key] = TrainStep(self, key[0], self._sgd, l2=l2, accuracy=False)  # cost alone
                 if len(self._train_steps) > _KEPT:
                     self._train_steps.popitem(last=False)
-            step(batch, lr)
+            with numpy_warnings_silenced():  # a divergence is the DivergenceError of `read`, not NumPy's warnings too
+                step(batch, lr)
             return step.read().cost
 
     def step(self, X, Y, lr: float = 0.0075, l2: float = 0.0) -> float:

@@ -25,7 +25,7 @@ from .errors import DivergenceError, ModelFileError
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
 from .sources import Source, SourceBatches, epoch_order
-from .step import StepState, TrainStep
+from .step import StepState, TrainStep, numpy_warnings_silenced
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive, require_labels
 
 
@@ -140,15 +140,16 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
             # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
             order = epoch_order(m, seed, epoch) if shuffle and size < m else None
             mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
-            for batch, (lo, hi, m_b) in batches.epoch(order):
-                if hi - lo not in steps:
-                    steps[hi - lo] = TrainStep(net, hi - lo, optimizer, l2=l2, dropout=rates, reducer=reducer, state=state)
-                rng = mask_rng
-                if ranks is not None and mask_rng is not None:  # this rank's columns of the global batch's masks
-                    rng = GlobalColumns(mask_rng, lo, hi, m_b)
-                    if hi == lo:
-                        rng.skip(net.layer_dims, rates, net.dtype)
-                steps[hi - lo](batch, epoch_lr, rng=rng)
+            with numpy_warnings_silenced():  # a divergence is one DivergenceError below, not NumPy's warnings too
+                for batch, (lo, hi, m_b) in batches.epoch(order):
+                    if hi - lo not in steps:
+                        steps[hi - lo] = TrainStep(net, hi - lo, optimizer, l2=l2, dropout=rates, reducer=reducer, state=state)
+                    rng = mask_rng
+                    if ranks is not None and mask_rng is not None:  # this rank's columns of the global batch's masks
+                        rng = GlobalColumns(mask_rng, lo, hi, m_b)
+                        if hi == lo:
+                            rng.skip(net.layer_dims, rates, net.dtype)
+                    steps[hi - lo](batch, epoch_lr, rng=rng)
             try:
                 totals = state.read()  # the epoch's one read of the backend (global totals under MPI)
             except DivergenceError as exc:

@@ -133,3 +133,15 @@ def test_a_learning_rate_that_diverges_gives_one_divergence_error_and_no_numpy_w
     net = dnn.Network([5, 8, 1], backend=backend, seed=2)
     with pytest.raises(dnn.DivergenceError, match=r"training diverged in epoch 1 .*smaller learning rate"):
         net.fit(X, Y, epochs=50, optimizer=optimizer, lr=1e6 if optimizer == "sgd" else 1e30, batch_size=8)
+
+
+@pytest.mark.filterwarnings("error")  # a NumPy RuntimeWarning (overflow, invalid value) would fail the test
+def test_a_diverging_train_step_gives_one_divergence_error_and_no_numpy_warnings(backend):
+    rng = np.random.default_rng(0)
+    Y = (rng.random((1, 40)) < 0.5).astype(float)
+    X = (rng.standard_normal((5, 40)) + 1.5 * (2 * Y - 1)) * 1e3
+    net = dnn.Network([5, 8, 1], backend=backend, seed=2)
+    batch = net.batch(X, Y)
+    with pytest.raises(dnn.DivergenceError):
+        for _ in range(50):
+            net.train_step(batch, lr=1e6)
