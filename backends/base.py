@@ -10,8 +10,9 @@ Conventions shared by every method:
   allocates nothing on a backend that overrides these methods with fused kernels. Buffers may alias the
   inputs wherever a docstring says so (in-place use is how the network saves memory traffic).
 - Scalars that a step produces (the cost, the correct count, the non-finite flag) are written into buffers
-  on the backend (a (1,) cost, the step state below) instead of being returned, so a device backend never
-  has to synchronise inside a step: the host reads the step state when it logs.
+  on the backend (a (1,) cost, the step state laid out in `kernels/step_state.py`) instead of being
+  returned, so a device backend never has to synchronise inside a step: the host reads the step state when
+  it logs.
 """
 
 from __future__ import annotations
@@ -20,22 +21,25 @@ import math
 import os
 from typing import Any
 
+from ..kernels.step_state import (
+    FINITE_STEPS,
+    NONFINITE,
+    STATE_SIZE,
+    STEP_CORRECT,
+    STEP_COST,
+    STEP_EXAMPLES,
+    TOTAL_COST,
+    TOTAL_EXAMPLES,
+)
+
 #: Hidden-layer activations every backend implements.
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
+#: The integer code the compiled kernels (numba and CUDA) know each activation by: its index in ACTIVATIONS.
+ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 #: Output layers every backend implements, each paired with its cross-entropy cost.
 OUTPUTS = ("sigmoid", "softmax")
 #: Slope of leaky_relu for negative inputs.
 LEAKY_RELU_SLOPE = 0.01
-
-#: The step state: one float64 vector of STATE_SIZE on the backend. Slots 0-2 describe the step in progress
-#: (a gradient reducer sums them across workers), 4-7 the steps taken since the host last read the state.
-STATE_SIZE = 8
-(STEP_COST,  # Σ over the step's examples of their cost, plus (λ/2)·Σ‖W‖² with L2: the mean cost × m
- STEP_CORRECT,  # examples the step's forward pass classified correctly (before its update)
- STEP_EXAMPLES,  # the step's example count m
- NONFINITE,  # 1 once a cost or gradient was not finite; sticky: no update runs until the host resets it
- TOTAL_COST, TOTAL_CORRECT, TOTAL_EXAMPLES,  # sums of slots 0-2 over the finite steps
- FINITE_STEPS) = range(STATE_SIZE)  # fmt: skip
 
 
 def check_activation(name: str) -> None:

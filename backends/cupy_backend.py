@@ -24,7 +24,8 @@ import os
 import numpy
 
 from ..errors import install_hint
-from .base import Backend, adam_bias_corrections, check_output
+from ..kernels.step_state import NONFINITE, STATE_SIZE
+from .base import ACTIVATION_CODES, Backend, adam_bias_corrections, check_output
 from .cupy_graph import StepStateReads
 from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
 
@@ -66,7 +67,7 @@ class CupyBackend(StepStateReads, Backend):
     def _use_kernels(self, xp, kernels, tf32: bool | None, cuda_graphs: bool | None = None) -> None:
         """The array module, the compiled kernels (anything with `function(source, kernel, dtype)`), the TF32 and
         CUDA-graph choices."""
-        from ..kernels import cupy_activations, cupy_checks, cupy_common, cupy_output, cupy_updates
+        from ..kernels import cupy_activations, cupy_checks, cupy_output, cupy_updates
 
         self.xp = xp
         #: True: float32 GEMMs may use TF32 tensor cores (off unless DNN_TF32=1 or tf32=True).
@@ -76,9 +77,6 @@ class CupyBackend(StepStateReads, Backend):
         self.cuda_graphs = os.environ.get(CUDA_GRAPHS_ENV) != "0" if cuda_graphs is None else bool(cuda_graphs)
         self._kernels = kernels
         self._src = {"act": cupy_activations.SOURCE, "out": cupy_output.SOURCE, "upd": cupy_updates.SOURCE, "chk": cupy_checks.SOURCE}
-        self._codes = cupy_common.ACTIVATION_CODES
-        self._state_size = cupy_common.STATE_SIZE
-        self._diverged_index = cupy_common.STEP_DIVERGED
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -135,17 +133,17 @@ class CupyBackend(StepStateReads, Backend):
         return numpy.float64(value), None
 
     def _state_argument(self, state, optional: bool = True):
-        """`state` checked as the (8,) float64 step-state vector on this device; a null pointer for an optional None."""
+        """`state` checked as the (STATE_SIZE,) float64 step-state vector on this device; a null pointer for an optional None."""
         if state is None and optional:
             return _NULL
-        if not isinstance(state, self.xp.ndarray) or state.dtype != numpy.float64 or state.shape != (self._state_size,) or not state.flags.c_contiguous:
-            raise ValueError(f"the step state must be a contiguous float64 backend array of shape ({self._state_size},), "
+        if not isinstance(state, self.xp.ndarray) or state.dtype != numpy.float64 or state.shape != (STATE_SIZE,) or not state.flags.c_contiguous:
+            raise ValueError(f"the step state must be a contiguous float64 backend array of shape ({STATE_SIZE},), "
                              f"not {type(state).__name__} {getattr(state, 'dtype', '')} {getattr(state, 'shape', '')}".rstrip())  # fmt: skip
         return state
 
     def _diverged_on_host(self, state) -> bool:
         """The diverged flag read on the host (synchronises): only for inputs no kernel covers."""
-        return state is not None and float(self._state_argument(state)[self._diverged_index]) != 0.0
+        return state is not None and float(self._state_argument(state)[NONFINITE]) != 0.0
 
     # ------------------------------------------------------------------ linear algebra
     def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
@@ -161,7 +159,7 @@ class CupyBackend(StepStateReads, Backend):
 
     # ------------------------------------------------------------------ forward
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
-        code = self._codes.get(activation)
+        code = ACTIVATION_CODES.get(activation)
         dtype = self._kernel_dtype(Z, b, out)
         if code is None or dtype is None or out.shape != Z.shape or Z.ndim != 2 or not _column_of(Z.shape[0], b) or not self._separate_or_same(out, Z, b):
             super().bias_activation_forward(Z, b, activation, out)
@@ -169,7 +167,7 @@ class CupyBackend(StepStateReads, Backend):
         self._forward(Z, b, code, out, dtype, with_bias=True)
 
     def activation_forward(self, Z, activation: str, out) -> None:
-        code = self._codes.get(activation)
+        code = ACTIVATION_CODES.get(activation)
         dtype = self._kernel_dtype(Z, out)
         if code is None or dtype is None or out.shape != Z.shape or Z.ndim != 2 or not self._separate_or_same(out, Z):
             super().activation_forward(Z, activation, out)
@@ -186,7 +184,7 @@ class CupyBackend(StepStateReads, Backend):
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
-        code = self._codes.get(activation)
+        code = ACTIVATION_CODES.get(activation)
         src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
         dtype = self._kernel_dtype(out, *inputs)
@@ -209,7 +207,7 @@ class CupyBackend(StepStateReads, Backend):
         if dtype is None or dZ.ndim != 2 or not _column_of(dZ.shape[0], out) or not self._separate_or_same(out, dZ):
             super().bias_grad(dZ, out, scale)
             return
-        self._backward(dZ, dZ, None, out, self._codes["linear"], True, scale, dtype)
+        self._backward(dZ, dZ, None, out, ACTIVATION_CODES["linear"], True, scale, dtype)
 
     def _backward(self, dA, src, out, db, code, from_output, db_scale, dtype) -> None:
         n, m = dA.shape
@@ -316,7 +314,7 @@ class CupyBackend(StepStateReads, Backend):
         return int(self._flag[0]) == 0
 
     def guard_step(self, state, grad=None) -> None:
-        """state[3] ← 1 when state[0] (the step's cost sum) or any element of `grad` is not finite (sticky)."""
+        """NONFINITE ← 1 when STEP_COST (the step's cost sum) or any element of `grad` is not finite (sticky)."""
         state = self._state_argument(state, optional=False)
         if grad is None:
             grad = state[:0]  # no elements: the kernel checks the cost alone
@@ -327,11 +325,11 @@ class CupyBackend(StepStateReads, Backend):
         self._launch("chk", "guard_step", dtype, (_blocks(grad.size),), (THREADS,), (numpy.int64(grad.size), grad, state))
 
     def commit_step(self, state) -> None:
-        """When the step did not diverge: the totals state[4:7] += state[0:3] and state[7] += 1."""
+        """When the step did not diverge: the totals TOTAL_COST.. += the step's STEP_COST.., FINITE_STEPS += 1."""
         self._launch("chk", "commit_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
 
     def begin_step(self, state) -> None:
-        """state[0:3] ← 0 (the step in progress) in one kernel: no host value, no temporary."""
+        """STEP_COST..STEP_EXAMPLES ← 0 (the step in progress) in one kernel: no host value, no temporary."""
         self._launch("chk", "begin_step", None, (1,), (1,), (self._state_argument(state, optional=False),))
 
     def record_step(self, state, cost, A, Y, output: str) -> None:

@@ -29,11 +29,8 @@ from typing import NamedTuple
 
 import numpy
 
+from ..kernels.step_state import NONFINITE
 from ..propagation import Batch, add_l2_gradient, backward, forward
-from .base import NONFINITE
-
-#: Optimizers a captured step implements, with their state vectors (`Optimizer.slots`).
-CAPTURED_OPTIMIZERS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
 
 
 class Ref(NamedTuple):
@@ -137,17 +134,41 @@ def step_launches(plan, optimizer, buffers: dict) -> list[Launch]:
     return launches
 
 
-def _update_launches(optimizer, launch, state) -> list[Launch]:
-    theta, grad, lr = Ref("theta"), Ref("grad"), DeviceScalar("lr")
-    if optimizer.name == "sgd":
-        return [launch("sgd_update", theta, grad, lr, state=state)]
-    if optimizer.name == "momentum":
-        return [launch("momentum_update", theta, grad, Ref("velocity"), lr, optimizer.beta, state=state)]
-    return [  # adam: t advances on the device first (unless diverged), and the update reads it there
+def _sgd_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
+    return [launch("sgd_update", theta, grad, lr, state=state)]
+
+
+def _momentum_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
+    return [launch("momentum_update", theta, grad, Ref("velocity"), lr, optimizer.beta, state=state)]
+
+
+def _adam_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
+    # t advances on the device first (unless the step diverged), and the update reads it there
+    beta1, beta2, eps = optimizer.beta1, optimizer.beta2, optimizer.eps
+    return [
         launch("advance_step_count", Ref("t"), state),
-        launch("adam_update", theta, grad, Ref("m"), Ref("v"), lr, optimizer.beta1, optimizer.beta2, optimizer.eps,
-               DeviceScalar("t"), state=state),
-    ]  # fmt: skip
+        launch("adam_update", theta, grad, Ref("m"), Ref("v"), lr, beta1, beta2, eps, DeviceScalar("t"), state=state),
+    ]
+
+
+#: The update launches of each optimizer a captured step implements, by its name (`dnn.optimizers.OPTIMIZERS`);
+#: an optimizer's state vectors are its `Optimizer.slots`, each a plan buffer of that name.
+CAPTURED_UPDATES = {"sgd": _sgd_launches, "momentum": _momentum_launches, "adam": _adam_launches}
+
+
+def uncaptured_reason(optimizer) -> str | None:
+    """Why a captured step cannot take `optimizer` (naming it), or None when it can."""
+    if optimizer.name in CAPTURED_UPDATES:
+        return None
+    captured = ", ".join(CAPTURED_UPDATES)
+    return f"a captured step has no update for optimizer {optimizer.name!r} (captured optimizers: {captured})"
+
+
+def _update_launches(optimizer, launch, state) -> list[Launch]:
+    why = uncaptured_reason(optimizer)
+    if why:
+        raise ValueError(why)
+    return CAPTURED_UPDATES[optimizer.name](optimizer, launch, state, Ref("theta"), Ref("grad"), DeviceScalar("lr"))
 
 
 def _as_ref(value, names: dict):
@@ -297,7 +318,8 @@ def compile_captured_step(backend, plan, capture):
 
     Not captured: other strategies, a gradient reducer (it needs the host between backward and the update),
     dropout (its masks come from the caller's generator each step: dropout steps run by phases, eagerly),
-    dtypes other than float32/float64 and optimizers without a captured update.
+    dtypes other than float32/float64 and optimizers without a captured update: those are refused by name
+    (ValueError) when the strategy was asked for, and left to the next strategy otherwise.
     """
     optimizer = plan.optimizer
     if (
@@ -305,10 +327,12 @@ def compile_captured_step(backend, plan, capture):
         or plan.reduces
         or plan.dropout
         or numpy.dtype(plan.dtype) not in (numpy.float32, numpy.float64)
-        or optimizer.name not in CAPTURED_OPTIMIZERS
     ):
         return None
-    return CapturedStep(backend, plan, optimizer, capture)
+    why = uncaptured_reason(optimizer)
+    if why and plan.requested:
+        raise ValueError(f"strategy 'compiled' is not available: {why}")
+    return None if why else CapturedStep(backend, plan, optimizer, capture)
 
 
 class CapturedStep:
@@ -356,7 +380,7 @@ class CapturedStep:
         """Pointers and shapes of the buffers that can be reallocated under a graph: θ, the gradient, the
         optimizer's state vectors (a resume, `set_parameters` on new storage, a first update)."""
         pointer, p = self.capture.pointer, self.plan.params
-        arrays = [p.theta, p.grad] + [self.optimizer.state.get(slot) for slot in CAPTURED_OPTIMIZERS[self.optimizer.name]]
+        arrays = [p.theta, p.grad] + [self.optimizer.state.get(slot) for slot in self.optimizer.slots]
         return tuple(None if a is None else (pointer(a), tuple(a.shape)) for a in arrays)
 
     def _recapture(self, fingerprint) -> None:
@@ -379,4 +403,4 @@ class CapturedStep:
         """The optimizer's state vectors, allocated by the optimizer itself (as its first update would) before capture."""
         p = self.plan.params
         net = SimpleNamespace(backend=self.backend, dtype=self.plan.dtype, flat_buffers=lambda: (p.theta, p.grad))
-        return {slot: self.optimizer._buffers(net, slot) for slot in CAPTURED_OPTIMIZERS[self.optimizer.name]}
+        return {slot: self.optimizer._buffers(net, slot) for slot in self.optimizer.slots}

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import numpy
 
+from ..optimizers import OPTIMIZERS, check_optimizer
 from . import numba_steps
-from .base import ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
+from .base import ACTIVATION_CODES, ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
 from .blas import numpy_cblas_gemm
 from .numba_background import is_cached
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 PARALLEL_MIN_ELEMENTS = 1 << 18
-OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def _checked_configuration(dims, dtype, hidden, output, optimizer, examples):
         check_activation(name)
     output = output or ("sigmoid" if dims[-1] == 1 else "softmax")
     check_output(output)
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if optimizer is not None:
+        check_optimizer(optimizer)
     if examples is not None and not (isinstance(examples, (int, numpy.integer)) and examples >= 1):
         raise ValueError(f"examples must be a positive integer (the largest batch), got {examples!r}")
     return numpy.dtype(dtype), hidden, output
@@ -177,14 +177,13 @@ class NumbaBackend(Backend):
         self._chk = numba_checks
         self._blas = numba_blas
         self._step = numba_step
-        self._codes = numba_activations.ACTIVATION_CODES
         self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
         #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no whole-step strategy)
         self.cblas = numpy_cblas_gemm()
 
     def _activation_code(self, activation: str) -> int:
         """The integer code the kernels know `activation` by."""
-        return self._codes[activation]
+        return ACTIVATION_CODES[activation]
 
     def _parallel(self, a) -> bool:
         return self._parallel_at(a.size)
@@ -226,7 +225,7 @@ class NumbaBackend(Backend):
                 for parallel in (False, True):
                     calls += self._check_calls(dtype, parallel)
                     calls += [call for name in ACTIVATIONS for call in self._layer_calls(dtype, name, parallel)]
-                    calls += [self._update_call(dtype, op, parallel) for op in upd.OPERATIONS]
+                    calls += [self._update_call(dtype, op, parallel) for op in range(len(upd.OPERATIONS))]
             return calls
         if hasattr(network, "layer_dims"):  # a Network: its own configuration
             dims, dtype, hidden, output = list(network.layer_dims), network.dtype, network.activations, network.output
@@ -238,7 +237,7 @@ class NumbaBackend(Backend):
         wide = {name for name, n in zip(hidden, dims[1:-1]) if self._parallel_at(n * m)}  # hidden layers going parallel
         optimizers = OPTIMIZERS if optimizer is None else (optimizer,)
         plain_sgd = "sgd" in optimizers or not fit_only  # train_step's SGD and L2's axpy, unless only `fit` is asked for
-        ops = {{"sgd": upd.AXPY, "momentum": upd.MOMENTUM, "adam": upd.ADAM}[name] for name in optimizers}
+        ops = {upd.OPTIMIZER_OPERATIONS[name] for name in optimizers}
         ops |= {upd.AXPY} if plain_sgd else set()
         calls = self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False, plain_sgd)
         calls += [call for name in sorted(set(hidden)) for call in self._layer_calls(dtype, name, False)]
@@ -260,7 +259,7 @@ class NumbaBackend(Backend):
 
     def _layer_calls(self, dtype, activation, parallel):
         """A hidden layer's forward (numpy's tanh serves tanh's) and backward kernels, as the network calls them."""
-        Z, b, code = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), self._codes[activation]
+        Z, b, code = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), ACTIVATION_CODES[activation]
         calls = [] if self._forward_code(activation) is None else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
         return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, Z, b, 1.0, True, True, False))]
 
@@ -313,7 +312,7 @@ class NumbaBackend(Backend):
     def _forward_code(self, activation):
         # numpy's SIMD tanh is ~3x faster than the scalar libm tanh a numba loop calls (no SVML here), even in
         # two passes; the backward pass needs no tanh (1 - A²) and stays in numba.
-        return None if activation == "tanh" else self._codes.get(activation)
+        return None if activation == "tanh" else ACTIVATION_CODES.get(activation)
 
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         self._bias_activation_forward(Z, b, activation, out, False)
@@ -321,7 +320,7 @@ class NumbaBackend(Backend):
     def _bias_activation_forward(self, Z, b, activation: str, out, abs_sum: bool, libm_tanh: bool = False):
         """`bias_activation_forward`, returning Σ|out| when `abs_sum` (from the same pass), else None; `libm_tanh`
         takes tanh in the kernel too, as the compiled whole step does."""
-        code = self._codes.get(activation) if libm_tanh else self._forward_code(activation)
+        code = ACTIVATION_CODES.get(activation) if libm_tanh else self._forward_code(activation)
         if (
             code is None
             or _kernel_dtype(Z, b, out) is None
@@ -350,7 +349,7 @@ class NumbaBackend(Backend):
 
     def _activation_backward(self, dA, activation: str, out, A, db, abs_sum: bool, Z=None, db_scale: float = 1.0):
         """`activation_backward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
-        code = self._codes.get(activation)
+        code = ACTIVATION_CODES.get(activation)
         src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
         dtype = _kernel_dtype(out, *inputs)
@@ -487,15 +486,15 @@ def kernel_name(kernel, args) -> str:
     The variant is read from what the kernel's factory closed over (the activation, the update operation)
     and from whether numba compiles it as a parallel kernel.
     """
-    from ..kernels import numba_activations, numba_updates
+    from ..kernels import numba_updates
 
     func = kernel.py_func
     constants = dict(zip(func.__code__.co_freevars, (cell.cell_contents for cell in func.__closure__ or ())))
     variant = []
     if "act" in constants:
-        variant += [name for name, code in numba_activations.ACTIVATION_CODES.items() if code == constants["act"]]
+        variant += [name for name, code in ACTIVATION_CODES.items() if code == constants["act"]]  # none for MIXED
     if "op" in constants:
-        variant.append(("axpy", "momentum", "adam", "multiply")[numba_updates.OPERATIONS.index(constants["op"])])
+        variant.append(numba_updates.OPERATIONS[constants["op"]])
     if kernel.targetoptions.get("parallel"):
         variant.append("parallel")
     dtypes = dict.fromkeys(str(a.dtype) for a in args if isinstance(a, numpy.ndarray))

@@ -17,6 +17,7 @@ import warnings
 
 import numpy
 
+from ..kernels.step_state import NONFINITE, STATE_SIZE
 from .base import check_output
 from .numba_background import BackgroundCompile, can_compile_in_background, is_cached
 
@@ -34,8 +35,12 @@ def finite_product_limit(dtype) -> float:
 
 
 def compile_step(backend, plan):
-    """A callable for `plan` (see `Backend.compile_step`), or None when this backend cannot take it that way."""
+    """A callable for `plan` (see `Backend.compile_step`), or None when this backend cannot take it that way;
+    another optimizer than plain SGD, asked for by name, is refused by name (ValueError)."""
     check_output(plan.output)
+    if plan.requested and plan.strategy in STRATEGIES and plan.optimizer.name != "sgd":
+        why = f"numba's whole steps are plain SGD, not optimizer {plan.optimizer.name!r}"
+        raise ValueError(f"strategy {plan.strategy!r} is not available: {why}")
     if (
         plan.strategy not in STRATEGIES
         or backend.cblas is None
@@ -72,7 +77,7 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
         codes = numpy.zeros(max(1, L - 1), numpy.int64)
         kernel = backend._step.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
         calls.append((kernel, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes, one, *blas,
-                               numpy.zeros(8), True, False)))  # fmt: skip
+                               numpy.zeros(STATE_SIZE), True, False)))  # fmt: skip
     return calls
 
 
@@ -166,8 +171,8 @@ class FusedUpdateStep:
         if plan.l2:
             be.add_l2_cost(state, p.W[1:], plan.l2)  # with the W about to be updated
             be.guard_step(state)
-        if state[3]:
-            return  # NONFINITE: nothing moves until the host has seen it
+        if state[NONFINITE]:
+            return  # nothing moves until the host has seen it
         self.input_sums[0] = _input_bound(be, batch)
         A_in = batch.X
         for l in range(1, L):
@@ -186,7 +191,7 @@ class FusedUpdateStep:
                 ws.D[l - 1], plan.activations[l - 2], ws.D[l - 1], ws.A[l - 1], p.db[l - 1], True
             )
         be.guard_step(state)
-        if state[3]:
+        if state[NONFINITE]:
             return
         dt = self.dtype.type
         if be._step.update_inside_products(
@@ -207,7 +212,7 @@ class FusedUpdateStep:
             if plan.l2:
                 be.axpy(plan.l2 / plan.m, p.W[l], p.dW[l])  # + (λ/m)·W[l]
         if not be.all_finite(p.grad):
-            state[3] = 1
+            state[NONFINITE] = 1
             return
         be.sgd_update(p.theta, p.grad, lr)
         be.commit_step(state)

@@ -138,15 +138,23 @@ class Adam(Optimizer):
         # t = step_count counts updates from 1, once per mini-batch, as in the course
         net.backend.adam_update(params, grads, m, v, lr, self.beta1, self.beta2, self.eps, self.step_count, state=state)
 
+
+#: The registry: every optimizer by name, read by the CLI's choices and the numba backend's warmup; an unknown
+#: name fails here (`check_optimizer`), and a backend's strategies either take a registered one or refuse it.
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Adam)}
 
 
+def check_optimizer(name: str) -> str:
+    """`name` when it is a registered optimizer's, else a ValueError listing the valid names."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    return name
+
+
 def make_optimizer(optimizer="sgd", **config) -> Optimizer:
-    """An Optimizer from a name ('sgd', 'momentum', 'adam') and hyperparameters, or the object itself."""
+    """An Optimizer from a registered name (`OPTIMIZERS`) and hyperparameters, or the object itself."""
     if isinstance(optimizer, Optimizer):
         if config:
             raise ValueError("hyperparameters are given to the optimizer object itself, not alongside it")
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[optimizer](**config)
+    return OPTIMIZERS[check_optimizer(optimizer)](**config)

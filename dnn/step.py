@@ -11,7 +11,7 @@ Keras' `make_train_function` or a jitted step in JAX). Its strategy is chosen on
 
 By default the first of these that the step's settings and the backend allow is taken. Every strategy takes
 the same step (within `dnn.tolerances`), and none synchronises with the host: the cost, the correct count and
-the non-finite flag go into the step state (`backends/base.py`, STATE_SIZE), a small vector on the backend
+the non-finite flag go into the step state (`kernels/step_state.py`), a small vector on the backend
 that the host reads when it logs (`TrainStep.read`). The flag is sticky: after a non-finite step nothing
 moves (no parameter, no optimizer state, no step count) until the host has read it and raised DivergenceError.
 
@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backends.base import FINITE_STEPS, NONFINITE, STEP_EXAMPLES, TOTAL_CORRECT, TOTAL_COST, TOTAL_EXAMPLES
 from .errors import DivergenceError
+from .kernels.step_state import FINITE_STEPS, NONFINITE, STEP_EXAMPLES, TOTAL_CORRECT, TOTAL_COST, TOTAL_EXAMPLES
 from .optimizers import make_optimizer
 from .propagation import Batch, add_l2_gradient, backward, check_batch, forward
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive

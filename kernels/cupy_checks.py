@@ -1,8 +1,8 @@
-"""CUDA kernels for finiteness and the float64 step-state vector (indices in `cupy_common`).
+"""CUDA kernels for finiteness and the float64 step-state vector (slots named in `kernels/step_state.py`).
 
 - `flag_non_finite`: sets *flag = 1 when any element is NaN or ±inf (every writer writes the same 1, so
   the race is benign); the host clears the flag before and reads it after.
-- `guard_step`: sets state[STEP_DIVERGED] = 1 when this step's cost sum or any gradient element is not
+- `guard_step`: sets state[NONFINITE] = 1 when this step's cost sum or any gradient element is not
   finite. Sticky: it only ever writes 1, so once set the flag stays until the host resets it.
 - `commit_step`: when the step did not diverge, adds this step's cost, correct predictions and examples
   into the totals and counts the step; one thread, so it is one launch a graph can replay.
@@ -35,21 +35,21 @@ __global__ void flag_non_finite(index_t size, const T* a, int* flag) {
 
 template <typename T>
 __global__ void guard_step(index_t size, const T* grad, double* state) {
-    if (blockIdx.x == 0 && threadIdx.x == 0 && !isfinite(state[STEP_COST])) state[STEP_DIVERGED] = 1.0;
+    if (blockIdx.x == 0 && threadIdx.x == 0 && !isfinite(state[STEP_COST])) state[NONFINITE] = 1.0;
     for (index_t k = blockIdx.x * (index_t)blockDim.x + threadIdx.x; k < size; k += (index_t)gridDim.x * blockDim.x) {
-        if (!isfinite(grad[k])) state[STEP_DIVERGED] = 1.0;
+        if (!isfinite(grad[k])) state[NONFINITE] = 1.0;
     }
 }
 
 __global__ void commit_step(double* state) {
-    if (blockIdx.x != 0 || threadIdx.x != 0 || state[STEP_DIVERGED] != 0.0) return;
-    for (int i = 0; i < 3; ++i) state[TOTAL_COST + i] += state[STEP_COST + i];
-    state[STEPS_TAKEN] += 1.0;
+    if (blockIdx.x != 0 || threadIdx.x != 0 || state[NONFINITE] != 0.0) return;
+    for (int i = 0; i < STEP_SLOTS; ++i) state[TOTAL_COST + i] += state[STEP_COST + i];
+    state[FINITE_STEPS] += 1.0;
 }
 
 __global__ void begin_step(double* state) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    for (int i = 0; i < 3; ++i) state[STEP_COST + i] = 0.0;
+    for (int i = 0; i < STEP_SLOTS; ++i) state[STEP_COST + i] = 0.0;
 }
 
 // True when x takes the argmax from the current best, as numpy.argmax decides: the first NaN, else the first maximum.

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..backends.base import ACTIVATIONS, LEAKY_RELU_SLOPE
+from ..backends.base import ACTIVATION_CODES, LEAKY_RELU_SLOPE
+from . import step_state
 
 #: The element types every templated kernel is instantiated for, by numpy dtype name.
 CUDA_TYPES = {"float32": "float", "float64": "double"}
@@ -28,11 +29,6 @@ NVRTC_OPTIONS = ("--fmad=false",)
 CUPY_APPENDED_OPTIONS = ("-ftz=true",)
 #: Threads per block of the kernels that reduce (a power of two: the tree reduction halves it).
 REDUCE_THREADS = 256
-#: Activation codes passed to the kernels: the index in base.ACTIVATIONS (the numba kernels use the same).
-ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
-#: Indices into the float64 step-state vector (see `Backend` and docs/cupy.md).
-STEP_COST, STEP_CORRECT, STEP_EXAMPLES, STEP_DIVERGED, TOTAL_COST, TOTAL_CORRECT, TOTAL_EXAMPLES, STEPS_TAKEN = range(8)
-STATE_SIZE = 8
 
 
 class KernelSource(NamedTuple):
@@ -56,19 +52,20 @@ class KernelSource(NamedTuple):
         return tuple(self.name_expression(k, dt) for k in self.templated for dt in CUDA_TYPES) + self.plain
 
 
-_ACTIVATION_DEFINES = "\n".join(f"#define ACT_{name.upper()} {code}" for name, code in ACTIVATION_CODES.items())
+#: `#define ACT_<NAME> <code>` for every activation (`backends/base.py`, ACTIVATION_CODES): the kernels' switch cases.
+ACTIVATION_DEFINES = "\n".join(f"#define ACT_{name.upper()} {code}" for name, code in ACTIVATION_CODES.items())
+#: `#define <SLOT> <index>` for every step-state slot, and its size (`kernels/step_state.py`).
+STATE_DEFINES = "\n".join(
+    [f"#define {name} {index}" for name, index in step_state.SLOTS.items()]
+    + [f"#define STATE_SIZE {step_state.STATE_SIZE}", f"#define STEP_SLOTS {step_state.STEP_SLOTS}"]
+)
 
 #: Shared device code: activation codes, the step-state indices, the stable sigmoid, a block reduction.
 PRELUDE = f"""
-{_ACTIVATION_DEFINES}
+{ACTIVATION_DEFINES}
+{STATE_DEFINES}
 #define LEAKY_RELU_SLOPE {LEAKY_RELU_SLOPE!r}
 #define REDUCE_THREADS {REDUCE_THREADS}
-#define STEP_COST {STEP_COST}
-#define STEP_CORRECT {STEP_CORRECT}
-#define STEP_EXAMPLES {STEP_EXAMPLES}
-#define STEP_DIVERGED {STEP_DIVERGED}
-#define TOTAL_COST {TOTAL_COST}
-#define STEPS_TAKEN {STEPS_TAKEN}
 
 typedef long long index_t;
 
@@ -95,6 +92,6 @@ __device__ __forceinline__ double block_sum(double value, double* shared) {{
 
 // True when the step state says this step diverged: updates predicated on it read it on the device.
 __device__ __forceinline__ bool step_diverged(const double* state) {{
-    return state != nullptr && state[STEP_DIVERGED] != 0.0;
+    return state != nullptr && state[NONFINITE] != 0.0;
 }}
 """

@@ -6,7 +6,7 @@ to the arrays' dtype on the device exactly as the reference's `asarray(x, dtype)
 formed in double first, as in Python).
 
 The updates are written for a later CUDA-graph capture, where one recorded launch must serve every step:
-- `state` (the float64 step-state vector, or nullptr): when state[STEP_DIVERGED] != 0 the kernel returns
+- `state` (the float64 step-state vector, or nullptr): when state[NONFINITE] != 0 the kernel returns
   without writing, so a diverged step leaves the parameters and optimizer moments as they were. The flag is
   read on the device; the host never waits for it.
 - `lr_device` (a float64 scalar in device memory, or nullptr): read in place of `lr` when given.

@@ -11,9 +11,10 @@ on the number of threads. Arithmetic stays in the arrays' dtype and mirrors the 
 bit-identical to it; exp and tanh come from libm instead of numpy's SIMD code); no fastmath except
 `row_sum`'s reassociation.
 
-The activation is an integer code (`ACTIVATION_CODES`). A kernel built here passes it to the scalar functions
-`activate` and `derivative` as a constant, so numba compiles one version of them per code (the argument is
-typed as a literal), and LLVM folds the other codes' branches away and inlines the function into the loop.
+The activation is an integer code (`backends/base.py`, ACTIVATION_CODES, which the CUDA kernels share). A
+kernel built here passes it to the scalar functions `activate` and `derivative` as a constant, so numba
+compiles one version of them per code (the argument is typed as a literal), and LLVM folds the other codes'
+branches away and inlines the function into the loop.
 `kernels/numba_step.py` calls the same row helpers (`activate_row`, `derivative_row`) with arguments of the
 same types, so the two share compiled code. Nothing here uses numba's own inlining (`inline="always"`): it
 deep-copies the callee's IR, every branch included, at each call site, which made the cold compile of a
@@ -27,10 +28,13 @@ from functools import cache
 import numpy as np
 from numba import njit, prange
 
-from ..backends.base import LEAKY_RELU_SLOPE
+from ..backends.base import ACTIVATION_CODES, LEAKY_RELU_SLOPE
 
-RELU, LEAKY_RELU, SIGMOID, TANH, LINEAR = range(5)
-ACTIVATION_CODES = {"relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID, "tanh": TANH, "linear": LINEAR}
+# The codes of `activate` and `derivative`'s branches (module ints: compile-time constants); linear falls through.
+RELU = ACTIVATION_CODES["relu"]
+LEAKY_RELU = ACTIVATION_CODES["leaky_relu"]
+SIGMOID = ACTIVATION_CODES["sigmoid"]
+TANH = ACTIVATION_CODES["tanh"]
 
 
 @njit(cache=True, fastmath={"reassoc"})

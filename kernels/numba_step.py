@@ -16,7 +16,7 @@ computes every value as the backend's "fused-update" strategy does, bit for bit,
 code: a constant True or False passed to a compiled function is typed as a literal and compiles a version of its
 own, so the step takes `on` and `off` (True and False) as arguments. Per-layer arrays arrive as tuples of
 same-typed 2-D arrays (numba unboxes a homogeneous tuple cheaply; a reflected list would cost far more).
-The step-state slots are those of `backends/base.py` (STEP_COST ... FINITE_STEPS).
+The step-state slots are named in `kernels/step_state.py` (STEP_COST ... FINITE_STEPS).
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ from ..backends.base import LEAKY_RELU_SLOPE
 from .numba_activations import activate_row, derivative_row, row_abs_sum, row_sum
 from .numba_blas import gemm
 from .numba_output import sigmoid_output, softmax_output
+from .step_state import (
+    FINITE_STEPS,
+    NONFINITE,
+    STEP_CORRECT,
+    STEP_COST,
+    STEP_EXAMPLES,
+    TOTAL_CORRECT,
+    TOTAL_COST,
+    TOTAL_EXAMPLES,
+)
 
 
 @njit(cache=True)
@@ -85,19 +95,19 @@ def correct_predictions(A, Y, softmax):
 def record_step(state, cost, A, Y, softmax):
     """STEP_COST += cost·m (float64), STEP_CORRECT = correct predictions of A against Y, STEP_EXAMPLES = m."""
     m = A.shape[1]
-    state[0] += np.float64(cost[0]) * m
-    state[1] = correct_predictions(A, Y, softmax)
-    state[2] = m
+    state[STEP_COST] += np.float64(cost[0]) * m
+    state[STEP_CORRECT] = correct_predictions(A, Y, softmax)
+    state[STEP_EXAMPLES] = m
 
 
 @njit(cache=True)
 def commit_step(state):
     """Unless NONFINITE is set: totals += the step's slots, one more finite step."""
-    if state[3] == 0:
-        state[4] += state[0]
-        state[5] += state[1]
-        state[6] += state[2]
-        state[7] += 1
+    if state[NONFINITE] == 0:
+        state[TOTAL_COST] += state[STEP_COST]
+        state[TOTAL_CORRECT] += state[STEP_CORRECT]
+        state[TOTAL_EXAMPLES] += state[STEP_EXAMPLES]
+        state[FINITE_STEPS] += 1
 
 
 #: `sgd_step_kernel`'s activation argument for networks whose hidden layers differ: codes read per layer.
@@ -122,13 +132,13 @@ def sgd_step_kernel(act: int, softmax: bool):
         L layers' (n_l, n_{l-1}) and (n_l, 1) views into the flat parameters and gradient. A, D: tuples
         of the L (n_l, m) workspaces; ZL (n_L, m) keeps the logits, cost (1,) receives the mean cross-entropy.
         acts (L-1,): the hidden layers' activation codes, read when act is MIXED. lr: the learning rate in
-        theta's dtype; limit, blas, ilp64: see `update_inside_products`. state: the (8,) float64 step state.
+        theta's dtype; limit, blas, ilp64: see `update_inside_products`. state: the (STATE_SIZE,) float64 step state.
         on, off: True and False. D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
         """
-        state[0] = 0.0
-        state[1] = 0.0
-        state[2] = 0.0
-        if state[3] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
+        state[STEP_COST] = 0.0
+        state[STEP_CORRECT] = 0.0
+        state[STEP_EXAMPLES] = 0.0
+        if state[NONFINITE] != 0:  # sticky: a step after a non-finite one moves nothing until the host has seen it
             return False
         L = len(W)
         m = X.shape[1]
@@ -170,8 +180,8 @@ def sgd_step_kernel(act: int, softmax: bool):
                     total += derivative_row(D[l - 1][i], A[l - 1][i], act, True, one, slope, on)
                 db[l - 1][i, 0] = row_sum(D[l - 1][i])  # the row just written, still in cache
             delta_sums[l - 1] = total
-        if not np.isfinite(state[0]):
-            state[3] = 1
+        if not np.isfinite(state[STEP_COST]):
+            state[NONFINITE] = 1
             return False
         if not update_inside_products(X, A, D, W, b, db, input_sums, delta_sums, lr, one, limit, blas, ilp64, on, off):
             return True

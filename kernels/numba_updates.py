@@ -16,8 +16,15 @@ from functools import cache
 import numpy as np
 from numba import njit, prange
 
-AXPY, MOMENTUM, ADAM, MULTIPLY = range(4)
-OPERATIONS = (AXPY, MOMENTUM, ADAM, MULTIPLY)
+#: The operations by name; an operation's code (a compile-time constant of its kernel) is its index here.
+OPERATIONS = ("axpy", "momentum", "adam", "multiply")
+AXPY = OPERATIONS.index("axpy")
+MOMENTUM = OPERATIONS.index("momentum")
+ADAM = OPERATIONS.index("adam")
+MULTIPLY = OPERATIONS.index("multiply")
+#: The operation that takes each optimizer's update, by the optimizer's name (`dnn.optimizers.OPTIMIZERS`);
+#: SGD's step is axpy with alpha = -lr.
+OPTIMIZER_OPERATIONS = {"sgd": AXPY, "momentum": MOMENTUM, "adam": ADAM}
 #: Elements per parallel task.
 CHUNK = 1 << 14
 

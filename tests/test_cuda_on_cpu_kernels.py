@@ -14,8 +14,8 @@ import pytest
 from cuda_on_cpu import build
 from dnn.backends.base import ACTIVATIONS
 from dnn.backends.numpy_backend import NumpyBackend
-from dnn.kernels.cupy_common import STATE_SIZE, STEP_DIVERGED
 from dnn.kernels.cupy_modules import SOURCES
+from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_COST, STEP_EXAMPLES
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU")
@@ -303,7 +303,7 @@ def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, 
     for name in ("param", "m", "v"):
         _close(gpu, dev[name], ref[name], dtype, f"{kind} {name} with device lr and t")
     before = {k: gpu.to_numpy(v) for k, v in dev.items()}
-    state[STEP_DIVERGED] = 1.0
+    state[NONFINITE] = 1.0
     gpu._advance_step_count(t, state)
     _run_update(gpu, kind, dev, lr=lr, t=t, state=state)  # flag set: nothing moves, t included
     for name, value in before.items():
@@ -326,23 +326,33 @@ def test_all_finite_finds_one_bad_element_anywhere(gpu, rng, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_guard_commit_and_begin_step(gpu, dtype):
-    state = _on(gpu, [2.5, 3.0, 4.0, 0.0, 10.0, 20.0, 30.0, 5.0], "float64")
-    grad = _on(gpu, np.ones(100003), dtype)
-    gpu.guard_step(state, grad)
-    gpu.commit_step(state)
-    np.testing.assert_array_equal(gpu.to_numpy(state), [2.5, 3.0, 4.0, 0.0, 12.5, 23.0, 34.0, 6.0])
-    grad[77777] = np.nan
-    gpu.guard_step(state, grad)
-    assert gpu.to_numpy(state)[STEP_DIVERGED] == 1.0
-    grad[77777] = 1.0
-    gpu.guard_step(state, grad)  # a finite gradient does not clear the flag
-    gpu.commit_step(state)
-    np.testing.assert_array_equal(gpu.to_numpy(state), [2.5, 3.0, 4.0, 1.0, 12.5, 23.0, 34.0, 6.0])
-    state[STEP_DIVERGED], state[0] = 0.0, np.inf
-    gpu.guard_step(state)  # a non-finite cost sets it too, with no gradient given
-    assert gpu.to_numpy(state)[STEP_DIVERGED] == 1.0
-    gpu.begin_step(state)
-    np.testing.assert_array_equal(gpu.to_numpy(state)[:3], [0.0, 0.0, 0.0])
+    start = np.arange(1.0, STATE_SIZE + 1)  # a distinct value in every slot
+    start[NONFINITE] = 0.0
+    ref, state = start.copy(), _on(gpu, start, "float64")
+    grad_ref = np.ones(100003, dtype)
+    grad = _on(gpu, grad_ref, dtype)
+
+    def run(operation, with_grad=False):  # on the reference's state and on the kernel's, which must agree
+        getattr(REF, operation)(ref, *([grad_ref] if with_grad else []))
+        getattr(gpu, operation)(state, *([grad] if with_grad else []))
+        np.testing.assert_array_equal(gpu.to_numpy(state), ref, err_msg=operation)
+
+    run("guard_step", with_grad=True)
+    run("commit_step")
+    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
+    grad_ref[77777] = grad[77777] = np.nan
+    run("guard_step", with_grad=True)
+    assert ref[NONFINITE] == 1.0
+    grad_ref[77777] = grad[77777] = 1.0
+    run("guard_step", with_grad=True)  # a finite gradient does not clear the flag
+    run("commit_step")  # and the flagged step is not counted
+    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
+    ref[NONFINITE] = state[NONFINITE] = 0.0
+    ref[STEP_COST] = state[STEP_COST] = np.inf
+    run("guard_step")  # a non-finite cost sets it too, with no gradient given
+    assert ref[NONFINITE] == 1.0
+    run("begin_step")
+    assert not ref[STEP_COST : STEP_EXAMPLES + 1].any() and ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -14,6 +14,7 @@ import pytest
 from dnn import Network
 from dnn.backends.cupy_backend import CupyBackend
 from dnn.backends.cupy_graph import (
+    CAPTURED_UPDATES,
     DeviceScalar,
     HostCapture,
     Ref,
@@ -25,13 +26,13 @@ from dnn.backends.cupy_graph import (
 )
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.errors import DivergenceError
-from dnn.optimizers import make_optimizer
+from dnn.optimizers import OPTIMIZERS, SGD, make_optimizer
 from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
 from test_cupy_launches import RecordingKernels
 
-OPTIMIZERS = ["sgd", "momentum", "adam"]
+CAPTURED = list(CAPTURED_UPDATES)
 DTYPES = ["float32", "float64"]
 OUTPUTS = [("sigmoid", 1), ("softmax", 3)]
 
@@ -105,7 +106,7 @@ def _assert_same_totals(totals, expected, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("output,units", OUTPUTS)
 @pytest.mark.parametrize("l2", [0.0, 0.3])
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", CAPTURED)
 def test_the_plan_takes_the_phases_step(optimizer, l2, output, units, dtype):
     planned, reference = _pair(output, units, dtype)
     opt_p, opt_r = make_optimizer(optimizer), make_optimizer(optimizer)
@@ -124,7 +125,7 @@ def test_the_plan_takes_the_phases_step(optimizer, l2, output, units, dtype):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", CAPTURED)
 def test_after_a_non_finite_step_nothing_moves_until_the_read(optimizer, dtype):
     planned, reference = _pair("sigmoid", 1, dtype)
     opt_p, opt_r = make_optimizer(optimizer), make_optimizer(optimizer)
@@ -301,6 +302,30 @@ def test_the_plan_is_the_phases_order_on_named_buffers():
     assert adam.args[4] == DeviceScalar("lr") and adam.args[8] == DeviceScalar("t") and adam.kwargs["state"] == Ref("state")
 
 
+class Unregistered(SGD):
+    """An optimizer that no captured step implements."""
+
+    name = "unregistered"
+
+
+@pytest.mark.parametrize("optimizer", [*OPTIMIZERS, Unregistered()], ids=str)
+def test_every_optimizer_is_captured_or_refused_by_name(optimizer):
+    planned, _ = _pair("sigmoid", 1, "float32")
+    name = getattr(optimizer, "name", optimizer)
+    if name in CAPTURED_UPDATES:
+        assert TrainStep(planned, 8, optimizer, strategy="compiled").strategy == "compiled"
+        return
+    with pytest.raises(ValueError, match=f"strategy 'compiled' is not available: .*no update for optimizer '{name}'"):
+        TrainStep(planned, 8, optimizer, strategy="compiled")
+    assert TrainStep(planned, 8, optimizer).strategy == "phases"  # not asked for: the next strategy takes it
+
+
+def test_a_plan_refuses_an_optimizer_without_a_captured_update_by_name():
+    captured, buffers, _ = _plan_of("sgd")
+    with pytest.raises(ValueError, match="no update for optimizer 'unregistered'"):
+        step_launches(captured.plan, Unregistered(), buffers)  # never another optimizer's update in its place
+
+
 def test_a_plan_refuses_a_buffer_it_does_not_own():
     captured, buffers, _ = _plan_of()
     del buffers["A1"]
@@ -308,7 +333,7 @@ def test_a_plan_refuses_a_buffer_it_does_not_own():
         step_launches(captured.plan, captured.optimizer, buffers)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", CAPTURED)
 def test_every_launch_but_the_products_is_one_cuda_kernel(optimizer):
     """Through CupyBackend (kernels recorded), no operation of the plan falls back to CuPy expressions, which
     would allocate temporaries or read the device from the host in the middle of a captured graph."""

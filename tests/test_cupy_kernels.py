@@ -14,6 +14,7 @@ import pytest
 from dnn.backends import available_backends
 from dnn.backends.base import ACTIVATIONS
 from dnn.backends.numpy_backend import NumpyBackend
+from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 
 _STATUS = {s.name: s for s in available_backends()}["cupy"]
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.skipif(not _STATUS.available, reason=f"cupy backend una
 SHAPES = [(1, 1), (7, 13), (33, 1), (1, 300), (257, 1025)]
 DTYPES = ["float32", "float64"]
 REF = NumpyBackend()
-STATE_SIZE = 8
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, 
     for name in ("param", "m", "v"):
         _close(gpu, dev[name], ref[name], dtype, f"{kind} {name} with device lr and t")
     before = {k: gpu.to_numpy(v) for k, v in dev.items()}
-    state[3] = 1.0
+    state[NONFINITE] = 1.0
     _run_update(gpu, kind, dev, lr=lr, t=t, state=state)  # flag set: nothing moves
     for name, value in before.items():
         np.testing.assert_array_equal(gpu.to_numpy(dev[name]), value, err_msg=f"{kind} changed {name} after divergence")
@@ -215,21 +215,31 @@ def test_all_finite_finds_one_bad_element_anywhere(gpu, rng, size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_guard_step_is_sticky_and_commit_step_adds_only_finite_steps(gpu, dtype):
-    state = _on(gpu, [2.5, 3.0, 4.0, 0.0, 10.0, 20.0, 30.0, 5.0], "float64")
-    grad = _on(gpu, np.ones(1000), dtype)
-    gpu.guard_step(state, grad)
-    gpu.commit_step(state)
-    np.testing.assert_array_equal(gpu.to_numpy(state), [2.5, 3.0, 4.0, 0.0, 12.5, 23.0, 34.0, 6.0])
-    grad[777] = np.nan
-    gpu.guard_step(state, grad)
-    assert gpu.to_numpy(state)[3] == 1.0
-    grad[777] = 1.0
-    gpu.guard_step(state, grad)  # a finite gradient does not clear the flag
-    gpu.commit_step(state)
-    np.testing.assert_array_equal(gpu.to_numpy(state), [2.5, 3.0, 4.0, 1.0, 12.5, 23.0, 34.0, 6.0])
-    state[3], state[0] = 0.0, np.inf
-    gpu.guard_step(state, grad)  # a non-finite cost sets it too
-    assert gpu.to_numpy(state)[3] == 1.0
+    start = np.arange(1.0, STATE_SIZE + 1)  # a distinct value in every slot
+    start[NONFINITE] = 0.0
+    ref, state = start.copy(), _on(gpu, start, "float64")
+    grad_ref = np.ones(1000, dtype)
+    grad = _on(gpu, grad_ref, dtype)
+
+    def run(operation, with_grad=False):  # on the reference's state and on the kernel's, which must agree
+        getattr(REF, operation)(ref, *([grad_ref] if with_grad else []))
+        getattr(gpu, operation)(state, *([grad] if with_grad else []))
+        np.testing.assert_array_equal(gpu.to_numpy(state), ref, err_msg=operation)
+
+    run("guard_step", with_grad=True)
+    run("commit_step")
+    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
+    grad_ref[777] = grad[777] = np.nan
+    run("guard_step", with_grad=True)
+    assert ref[NONFINITE] == 1.0
+    grad_ref[777] = grad[777] = 1.0
+    run("guard_step", with_grad=True)  # a finite gradient does not clear the flag
+    run("commit_step")  # and the flagged step is not counted
+    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
+    ref[NONFINITE] = state[NONFINITE] = 0.0
+    ref[STEP_COST] = state[STEP_COST] = np.inf
+    run("guard_step", with_grad=True)  # a non-finite cost sets it too
+    assert ref[NONFINITE] == 1.0
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -247,8 +257,8 @@ def test_record_step_counts_what_the_networks_accuracy_counts(gpu, rng, output, 
     state = gpu.zeros((STATE_SIZE,), "float64")
     cost = _on(gpu, np.array([0.25]), dtype)
     gpu.record_step(state, cost, _on(gpu, A, dtype), _on(gpu, Y, dtype), output)
-    assert gpu.to_numpy(state)[1] == pytest.approx(expected, rel=1e-12)
-    assert gpu.to_numpy(state)[0] == 0.25 * m and gpu.to_numpy(state)[2] == m
+    assert gpu.to_numpy(state)[STEP_CORRECT] == pytest.approx(expected, rel=1e-12)
+    assert gpu.to_numpy(state)[STEP_COST] == 0.25 * m and gpu.to_numpy(state)[STEP_EXAMPLES] == m
 
 
 # ---------------------------------------------------------------------------------------------- cuBLAS

@@ -16,7 +16,8 @@ import pytest
 from dnn.backends.base import ACTIVATIONS
 from dnn.backends.cupy_backend import CupyBackend
 from dnn.backends.numpy_backend import NumpyBackend
-from dnn.kernels.cupy_common import CUDA_TYPES, REDUCE_THREADS, STATE_SIZE
+from dnn.kernels.cupy_common import CUDA_TYPES, REDUCE_THREADS
+from dnn.kernels.step_state import STATE_SIZE
 
 DTYPES = ["float32", "float64"]
 SCALAR_TYPES = {np.int64: "index_t", np.int32: "int", np.float64: "double", np.float32: "float"}

@@ -14,7 +14,7 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 import dnn  # noqa: E402
-from dnn.backends.base import ACTIVATIONS, OUTPUTS  # noqa: E402
+from dnn.backends.base import ACTIVATION_CODES, ACTIVATIONS, OUTPUTS  # noqa: E402
 from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
 from dnn.backends.numpy_backend import NumpyBackend  # noqa: E402
 from dnn.errors import DivergenceError  # noqa: E402
@@ -442,7 +442,7 @@ def test_warmup_compiles_only_the_layers_activations_on_the_serial_path():
     built = {kernel for kernel, _ in calls}
     assert numba_activations.backward_kernel(numba_activations.SIGMOID, False) in built
     for name in ACTIVATIONS:
-        code = numba_activations.ACTIVATION_CODES[name]
+        code = ACTIVATION_CODES[name]
         assert numba_activations.backward_kernel(code, True) not in built, "a parallel kernel for a tiny network"
         if name != "sigmoid":
             assert numba_activations.backward_kernel(code, False) not in built, f"{name} is not in the network"
@@ -454,7 +454,7 @@ def test_warmup_compiles_only_the_layers_activations_on_the_serial_path():
     (dict(dtype="float16"), "float32 or float64"),
     (dict(activations="swish"), "swish"),
     (dict(activations=["relu"]), "2 hidden layer"),
-    (dict(optimizer="rmsprop"), "rmsprop"),
+    (dict(optimizer="no_such_optimizer"), "unknown optimizer 'no_such_optimizer'"),
     (dict(examples=0), "examples"),
     (dict(output="softplus"), "softplus"),
 ])

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import dnn
-from dnn.backends.base import STATE_SIZE
 from dnn.errors import DivergenceError
+from dnn.kernels.step_state import STATE_SIZE, STEP_COST, STEP_EXAMPLES
 from dnn.step import StepState, TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
@@ -122,6 +122,7 @@ def test_the_strategy_is_chosen_once_from_the_settings_and_the_backend(rng, monk
 @pytest.mark.parametrize("strategy,settings,reason", [
     ("fused-update", dict(optimizer="adam"), "plain SGD"),
     ("compiled", dict(reducer=lambda g, s: None), "reducer"),
+    ("compiled", dict(optimizer="momentum"), "plain SGD, not optimizer 'momentum'"),
     ("compiled", dict(backend="numpy"), "numpy backend cannot run it"),
     ("warp-speed", {}, "unknown strategy"),
 ])  # fmt: skip
@@ -287,7 +288,7 @@ class _Doubling:
     def __call__(self, grad, state):
         self.calls += 1
         grad *= 2
-        state[0:3] *= 2
+        state[STEP_COST : STEP_EXAMPLES + 1] *= 2  # the step's slots: cost sum, correct count, examples
 
 
 @pytest.mark.parametrize("l2", [0.0, 0.3])
@@ -313,9 +314,9 @@ def test_a_worker_with_no_examples_contributes_zero(rng):
     seen = []
 
     def other_worker_had_five(grad, state):
-        seen.append((grad.copy(), state[:3].copy()))
+        seen.append((grad.copy(), state[STEP_COST : STEP_EXAMPLES + 1].copy()))
         grad += 1.0  # the other worker's summed gradient
-        state[2] += 5
+        state[STEP_EXAMPLES] += 5
 
     step = TrainStep(net, 0, reducer=other_worker_had_five)
     step(None, 0.1)

@@ -1,0 +1,115 @@
+"""Every registered activation and optimizer reaches the compiled kernels, and the step state has one layout.
+
+The names are declared once (`backends/base.py` ACTIVATIONS, `dnn/optimizers.py` OPTIMIZERS,
+`kernels/step_state.py`); numba and CUDA read codes and indices derived from them. These tests fail when a
+name is added in its declaration but one kernel was not taught it (it would fall through to another
+activation's or optimizer's code), and when the CUDA #defines drift from the Python layout.
+"""
+
+import importlib
+import inspect
+import re
+
+import pytest
+
+from dnn.backends.base import ACTIVATION_CODES, ACTIVATIONS, Backend
+from dnn.backends.cupy_backend import CupyBackend
+from dnn.kernels import cupy_activations, cupy_common, cupy_updates, step_state
+from dnn.optimizers import OPTIMIZERS
+
+#: The activation both kernels compute in their default branch (g(z) = z, g' = 1): it needs no case of its own.
+FALL_THROUGH = "linear"
+
+
+def _defines(code: str) -> dict:
+    """{name: value} of the `#define NAME <integer>` lines of a CUDA source."""
+    return {name: int(value) for name, value in re.findall(r"^#define (\w+) (-?\d+)$", code, re.MULTILINE)}
+
+
+# ---------------------------------------------------------------------------------------------- the step state
+def test_the_step_state_slots_number_each_index_once():
+    assert list(step_state.SLOTS.values()) == list(range(step_state.STATE_SIZE))
+
+
+def test_the_totals_follow_the_step_slots_in_order():
+    """commit_step adds the step's slots into the totals as one slice (Python) or one loop (CUDA)."""
+    steps = [step_state.STEP_COST, step_state.STEP_CORRECT, step_state.STEP_EXAMPLES]
+    totals = [step_state.TOTAL_COST, step_state.TOTAL_CORRECT, step_state.TOTAL_EXAMPLES]
+    assert steps == list(range(steps[0], steps[0] + step_state.STEP_SLOTS))
+    assert totals == list(range(totals[0], totals[0] + step_state.STEP_SLOTS))
+
+
+def test_the_cuda_step_state_defines_are_the_python_layout():
+    defines = _defines(cupy_common.PRELUDE)
+    for name, index in step_state.SLOTS.items():
+        assert defines[name] == index, name
+    assert defines["STATE_SIZE"] == step_state.STATE_SIZE and defines["STEP_SLOTS"] == step_state.STEP_SLOTS
+
+
+#: The modules that read or write step-state slots.
+SLOT_USERS = [
+    "backends.base",
+    "backends.cupy_backend",
+    "backends.cupy_graph",
+    "backends.numba_steps",
+    "kernels.cupy_checks",
+    "kernels.cupy_updates",
+    "kernels.numba_step",
+]
+
+
+@pytest.mark.parametrize("module", SLOT_USERS)
+def test_no_source_indexes_the_step_state_by_number(module):
+    """Every kernel and backend names its slots: a bare state[3] would outlive a change of the layout."""
+    if module.endswith("numba_step"):
+        pytest.importorskip("numba")
+    source = inspect.getsource(importlib.import_module(f"dnn.{module}"))
+    assert not re.search(r"state\[\d", source)
+
+
+# ---------------------------------------------------------------------------------------------- activations
+def test_the_cuda_activation_defines_are_the_activation_codes():
+    defines = _defines(cupy_common.PRELUDE)
+    assert {name: defines[f"ACT_{name.upper()}"] for name in ACTIVATIONS} == ACTIVATION_CODES
+
+
+@pytest.mark.parametrize("name", [name for name in ACTIVATIONS if name != FALL_THROUGH])
+def test_every_activation_has_its_case_in_the_cuda_kernels(name):
+    kernel_code = cupy_activations.CODE.replace(cupy_common.PRELUDE, "")
+    assert kernel_code.count(f"case ACT_{name.upper()}:") == 2, "one case in activate, one in derivative"
+
+
+@pytest.mark.parametrize("name", [name for name in ACTIVATIONS if name != FALL_THROUGH])
+def test_every_activation_has_its_branch_in_the_numba_kernels(name):
+    pytest.importorskip("numba")
+    from dnn.kernels import numba_activations
+
+    assert getattr(numba_activations, name.upper(), None) == ACTIVATION_CODES[name], f"numba_activations.{name.upper()}"
+    for function in (numba_activations.activate, numba_activations.derivative):
+        assert f"if act == {name.upper()}:" in inspect.getsource(function.py_func), function.__name__
+
+
+# ---------------------------------------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_has_a_cuda_kernel_and_a_cupy_method(name):
+    method = f"{name}_update"
+    assert method in cupy_updates.SOURCE.templated
+    assert getattr(CupyBackend, method) is not getattr(Backend, method), f"CupyBackend.{method} launches the kernel"
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_has_a_numba_operation_and_method(name):
+    pytest.importorskip("numba")
+    from dnn.backends.numba_backend import NumbaBackend
+    from dnn.kernels import numba_updates
+
+    method = f"{name}_update"
+    assert numba_updates.OPTIMIZER_OPERATIONS[name] in range(len(numba_updates.OPERATIONS))
+    assert getattr(NumbaBackend, method) is not getattr(Backend, method), f"NumbaBackend.{method} runs the kernel"
+
+
+def test_the_numba_operations_are_for_registered_optimizers_only():
+    pytest.importorskip("numba")
+    from dnn.kernels import numba_updates
+
+    assert set(numba_updates.OPTIMIZER_OPERATIONS) == set(OPTIMIZERS)
