@@ -5,6 +5,14 @@ by changing its import to ``from dnn.functional import *``; every function runs 
 (`dnn.get_backend()`), and arrays keep the dtype they come in with (the course uses float64).
 
 Caches are ``((A_prev, W, b), Z)``; gradients are ``dA0..dA{L-1}``, ``dW1..dWL``, ``db1..dbL``.
+
+Each layer's products are the engine's own (`dnn.propagation.layer_forward`, `input_gradient`,
+`weight_gradient`); the loops over layers stay the course's, because `Network`'s cannot give the course's
+caches or numbers: its workspaces overwrite each Z with g(Z) (a cache keeps both), `L_model_backward` starts
+from dA[L] and from caches its caller may have built by hand, and the network's cost from the logits and its
+1/m folded once into dZ[L] (the course scales each dW and db) round otherwise (on the course's cat data its
+first cost is 0.7717493284237686, the course's 0.7717493284237688). Both loops' gradients agree within
+`dnn.tolerances` (tests/test_gradients.py).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import numpy as np
 from .backends import get_backend
 from .errors import ShapeError
 from .initializers import initial_parameters
+from .propagation import input_gradient, layer_forward, weight_gradient
 from .validation import as_matrix, check_count, check_positive, labels_as_matrix, resolve_dtype
 
 __all__ = [
@@ -66,8 +75,7 @@ def linear_forward(A, W, b):
     _check_linear_shapes(A, W, b)
     backend = get_backend()
     Z = backend.empty((W.shape[0], A.shape[1]), A.dtype)  # (n_l, m)
-    backend.gemm(W, A, out=Z)  # (n_l, n_{l-1}) · (n_{l-1}, m)
-    backend.bias_activation_forward(Z, b, "linear", out=Z)  # Z += b, broadcast over the m columns
+    layer_forward(backend, W, b, A, "linear", out=Z)  # Z = W·A + b
     return Z, (A, W, b)
 
 
@@ -140,11 +148,11 @@ def linear_backward(dZ, cache):
     backend = get_backend()
     m = A_prev.shape[1]
     dW = backend.empty(W.shape, W.dtype)  # (n_l, n_{l-1})
-    backend.gemm(dZ, A_prev, out=dW, trans_b=True, alpha=1.0 / m)
+    weight_gradient(backend, dZ, A_prev, out=dW, scale=1.0 / m)  # dW = (1/m)·dZ·A_prevᵀ
     db = backend.empty(b.shape, b.dtype)  # (n_l, 1)
-    backend.bias_grad(dZ, out=db, scale=1.0 / m)
+    backend.bias_grad(dZ, out=db, scale=1.0 / m)  # db = (1/m)·Σ_columns dZ
     dA_prev = backend.empty(A_prev.shape, A_prev.dtype)  # (n_{l-1}, m)
-    backend.gemm(W, dZ, out=dA_prev, trans_a=True)
+    input_gradient(backend, W, dZ, out=dA_prev)  # dA_prev = Wᵀ·dZ
     return dA_prev, dW, db
 
 

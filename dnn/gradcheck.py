@@ -10,6 +10,7 @@ import numpy as np
 
 from .functional import layer_count
 from .network import Network
+from .propagation import forward, layer_forward
 from .tolerances import GRADCHECK_THRESHOLD
 
 _KINKED = ("relu", "leaky_relu")
@@ -41,19 +42,22 @@ def _host(a):
 
 
 def kinked_pre_activations(net: Network, X, masks=None):
-    """{l: Z[l] (n_l, m)} for every hidden layer with a kink at 0, computed as the network computes it."""
-    be, zs = net.backend, {}
-    A = X
-    for l in range(1, net.num_layers):
-        Z = be.empty((net.layer_dims[l], A.shape[1]), net.dtype)
-        be.gemm(net.params.W[l], A, out=Z)  # W[l]·A[l-1]
-        be.bias_activation_forward(Z, net.params.b[l], "linear", out=Z)  # + b[l]
-        if net.activations[l - 1] in _KINKED:
-            zs[l] = Z
-        A = be.empty(Z.shape, net.dtype)
-        be.activation_forward(Z, net.activations[l - 1], out=A)
-        if masks is not None and masks[l - 1] is not None:
-            be.multiply(A, masks[l - 1], out=A)  # the layer's fixed dropout mask
+    """{l: Z[l] (n_l, m)} for every hidden layer with a kink at 0, computed as the network computes it.
+
+    `dnn.propagation.forward` runs the layers (with the fixed dropout `masks`, as `Network.loss` applies
+    them); each kinked layer's Z[l] = W[l]·A[l-1] + b[l] is then taken again from the input it multiplied,
+    since the forward pass overwrites Z[l] with g(Z[l]).
+    """
+    be, p = net.backend, net.params
+    batch = net.batch(X)
+    with net.busy:
+        ws = net.workspace(batch.X.shape[1])
+        forward(net, batch, ws, masks=masks)
+        zs = {}
+        for l in range(1, net.num_layers):
+            if net.activations[l - 1] in _KINKED:
+                zs[l] = be.empty(ws.A[l].shape, net.dtype)  # (n_l, m)
+                layer_forward(be, p.W[l], p.b[l], ws.layer_input(batch, l), "linear", out=zs[l])
     return zs
 
 

@@ -2,6 +2,9 @@
 
 forward:  Z[l] = W[l]·A[l-1] + b[l], A[l] = g[l](Z[l]); the output layer writes its cost and (1/m)·dZ[L].
 backward: dZ[l] = dA[l] * g'(Z[l]), dA[l-1] = W[l]ᵀ·dZ[l], dW[l] = (1/m)·dZ[l]·A[l-1]ᵀ, db[l] = (1/m)·Σ dZ[l].
+
+One layer's products are written once, in `layer_forward`, `input_gradient` and `weight_gradient`: the layer
+loops below, the course's functions (`dnn.functional`) and the gradient check (`dnn.gradcheck`) all call them.
 """
 
 from __future__ import annotations
@@ -93,6 +96,28 @@ class Workspace:
         return self.dropped[l - 1] if (l - 1) in self.active_masks else self.A[l - 1]
 
 
+def layer_forward(be, W, b, A_prev, activation: str, out) -> None:
+    """out ← g(W·A_prev + b): one layer's output (n_l, m) from its input A_prev (n_{l-1}, m) on backend `be`.
+
+    activation "linear" gives the pre-activation Z itself. W (n_l, n_{l-1}), b (n_l, 1).
+    """
+    be.gemm(W, A_prev, out=out)  # W·A_prev: (n_l, n_{l-1})·(n_{l-1}, m)
+    be.bias_activation_forward(out, b, activation, out=out)  # g(Z + b), b broadcast over the m columns
+
+
+def input_gradient(be, W, dZ, out) -> None:
+    """out ← Wᵀ·dZ: a layer's input gradient dA_prev (n_{l-1}, m) from W (n_l, n_{l-1}) and dZ (n_l, m)."""
+    be.gemm(W, dZ, out=out, trans_a=True)  # (n_{l-1}, n_l)·(n_l, m)
+
+
+def weight_gradient(be, dZ, A_prev, out, scale: float = 1.0) -> None:
+    """out ← scale·dZ·A_prevᵀ: a layer's weight gradient dW (n_l, n_{l-1}) from dZ (n_l, m), A_prev (n_{l-1}, m).
+
+    scale 1/m gives the mean's gradient; the engine's own dZ already carries the 1/m, so it passes 1.
+    """
+    be.gemm(dZ, A_prev, out=out, trans_b=True, alpha=scale)  # (n_l, m)·(m, n_{l-1})
+
+
 def forward(net, batch, ws, dropout=None, rng=None, masks=None, with_grad=False, dZ_scale=None) -> None:
     """Fill ws.A (and, given labels, ws.cost and, with_grad, ws.D[L] = dZ_scale·dZ_L, by default (1/m)·dZ_L).
 
@@ -103,8 +128,7 @@ def forward(net, batch, ws, dropout=None, rng=None, masks=None, with_grad=False,
     ws.active_masks.clear()
     A_in = batch.X  # (n_0, m)
     for l in range(1, L):
-        be.gemm(p.W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]: (n_l, n_{l-1})·(n_{l-1}, m)
-        be.bias_activation_forward(ws.A[l], p.b[l], net.activations[l - 1], out=ws.A[l])  # A[l] = g(Z + b)
+        layer_forward(be, p.W[l], p.b[l], A_in, net.activations[l - 1], out=ws.A[l])  # A[l] = g(Z[l]): (n_l, m)
         A_in = ws.A[l]
         mask = _mask(net, ws, l, dropout, rng, masks)
         if mask is not None:
@@ -143,14 +167,13 @@ def backward(net, batch, ws) -> None:
     be, p, L = net.backend, net.params, net.num_layers
     be.bias_grad(ws.D[L], out=p.db[L], scale=1.0)  # db[L] = (1/m)·Σ dZ[L]: (n_L, 1)
     for l in range(L, 1, -1):
-        be.gemm(p.W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
+        input_gradient(be, p.W[l], ws.D[l], out=ws.D[l - 1])  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
         if (l - 1) in ws.active_masks:
             be.multiply(ws.D[l - 1], ws.active_masks[l - 1], out=ws.D[l - 1])  # through the dropout mask
         # dZ[l-1] = dA[l-1] * g'(Z[l-1]) in place, with db[l-1] = (1/m)·Σ_columns dZ[l-1] in the same pass
         be.activation_backward(ws.D[l - 1], net.activations[l - 2], ws.D[l - 1], A=ws.A[l - 1], db=p.db[l - 1])
     for l in range(1, L + 1):
-        # dW[l] = (1/m)·dZ[l]·A[l-1]ᵀ: (n_l, m)·(m, n_{l-1})
-        be.gemm(ws.D[l], ws.layer_input(batch, l), out=p.dW[l], trans_b=True)
+        weight_gradient(be, ws.D[l], ws.layer_input(batch, l), out=p.dW[l])  # dW[l] = (1/m)·dZ[l]·A[l-1]ᵀ
 
 
 def add_l2_gradient(net, l2: float, m: int) -> None:

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import dnn
+from dnn import functional as F
 from dnn.backends import ACTIVATIONS
+from dnn.gradcheck import kinked_pre_activations
 from dnn.tolerances import GRADCHECK_THRESHOLD, gradient_rtol, relative_difference
 
 # (layer_dims, m): deep and shallow, odd sizes, a single example.
@@ -91,20 +93,46 @@ def test_backend_training_step_matches_numpy_float64(backend, dtype, rng):
         assert relative_difference(params[key], ref_params[key]) <= gradient_rtol(dtype), key
 
 
-def test_a_float64_numpy_backward_equals_the_course_functions(rng):
-    from dnn import functional as F
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("layer_dims,m", SHAPES)
+def test_the_course_functions_compute_the_networks_cost_and_gradients(backend, dtype, activation, layer_dims, m, rng):
+    # Both loops run each layer's products through `dnn.propagation`; the course's starts from dA[L] and scales
+    # every dW and db by 1/m, the network's folds 1/m into dZ[L]: the same gradients within the table.
+    output = _output_for(layer_dims)
+    X, Y = _data(layer_dims, m, output, rng)
+    reference = dnn.Network(layer_dims, activations=activation, output=output, dtype="float64", backend="numpy", seed=5)
+    ref_cost, ref_grads = reference.backward(X, Y)
+    with dnn.use_backend(backend):
+        params = {key: backend.asarray(value, dtype=dtype) for key, value in reference.get_parameters().items()}
+        AL, caches = F.L_model_forward(backend.asarray(X, dtype=dtype), params, activation, output)
+        cost = float(F.compute_cost(AL, Y, output))
+        grads = F.L_model_backward(AL, Y, caches, activation, output)
+    tol = gradient_rtol(dtype)
+    assert abs(cost - ref_cost) <= tol * max(1.0, abs(ref_cost))
+    for key, ref in ref_grads.items():
+        got = backend.to_numpy(grads[key])
+        assert got.dtype == np.dtype(dtype)
+        assert relative_difference(got, ref) <= tol, key
 
-    dims = [5, 4, 3, 1]
-    X, Y = _data(dims, 8, "sigmoid", rng)
-    params = F.initialize_parameters_deep(dims)
-    AL, caches = F.L_model_forward(X, params)
-    course_grads = F.L_model_backward(AL, Y, caches)
-    net = dnn.Network(dims, dtype="float64", backend="numpy")
-    net.set_parameters(params)
-    cost, grads = net.backward(X, Y)
-    assert cost == pytest.approx(float(F.compute_cost(AL, Y)), rel=1e-12)
-    for key, value in grads.items():
-        assert relative_difference(value, course_grads[key]) <= gradient_rtol("float64"), key
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_the_gradient_check_sees_the_pre_activations_the_course_caches(activation, rng):
+    # The check moves examples off the kinks of the Z[l] the network computes, dropout masks applied to each
+    # hidden layer's output: the Z[l] of the course's layers fed the masked outputs.
+    dims, m = [5, 6, 4, 1], 8
+    net = dnn.Network(dims, activations=activation, dtype="float64", backend="numpy", seed=4)
+    X = rng.standard_normal((dims[0], m))
+    masks = [(rng.random((6, m)) < 0.5) / 0.5, None]
+    params = net.get_parameters()
+    A, expected = X, {}
+    for l, mask in enumerate(masks, start=1):
+        A, ((_, _, _), expected[l]) = F.linear_activation_forward(A, params[f"W{l}"], params[f"b{l}"], activation)
+        A = A if mask is None else A * mask  # (n_l, m)
+    got = kinked_pre_activations(net, X, masks)
+    assert sorted(got) == sorted(expected)
+    for l, Z in expected.items():
+        assert relative_difference(got[l], Z) <= gradient_rtol("float64"), l
 
 
 def test_gradient_check_moves_units_off_the_kink_when_dropout_leaves_only_the_bias(rng):
