@@ -77,10 +77,12 @@ def check_label_column(label_column, *sources) -> None:
 
 
 def is_csv(source: str) -> bool:
+    """Whether `source` names a CSV file (by its extension)."""
     return os.path.splitext(source)[1].lower() == ".csv"
 
 
 def source_id(source: str) -> str:
+    """--data as a model records it: a built-in data set's name, or the file's absolute path."""
     return source if source in data.BUILTIN else os.path.abspath(source)
 
 
@@ -98,6 +100,7 @@ def comma_list(text: str, option: str | None = None) -> list[str]:
 
 
 def int_list(text: str, option: str) -> list[int]:
+    """The positive integers of a comma-separated option value (layer sizes), or ValueError naming `option`."""
     items = comma_list(text, option)
     try:
         values = [int(item) for item in items]

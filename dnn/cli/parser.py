@@ -40,6 +40,7 @@ def one_line(message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m dnn` and every command but `bench` (which `dnn.benchmark` configures)."""
     parser = Parser(prog="python -m dnn", description="Train, evaluate and use fully connected networks.")
     parser.add_argument("--version", action="version", version=f"dnn-engine {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

@@ -51,6 +51,7 @@ class Progress:
 
 
 def plot_costs(history, path: str) -> None:
+    """Draw the cost per epoch (training, and the test examples' when scored) into the image file `path`."""
     from matplotlib.figure import Figure  # no pyplot, so no GUI backend is involved
 
     fig = Figure(figsize=(6, 4), layout="tight")
