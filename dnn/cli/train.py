@@ -160,8 +160,9 @@ def _train_from_source(args, hidden, rates, comm=None) -> int:
 
     Without --test, the test rows are the held-out fraction `train` holds out of data in memory (the same
     row numbers), taken as views of the file in file order. One streaming pass over the training rows
-    checks them and gives the standardisation statistics; the test rows get a checking pass of their own;
-    the cost and accuracy on the test rows after every epoch, and both accuracies at the end, are streamed.
+    checks them and gives the standardisation statistics; the test rows get a checking pass of their own.
+    `fit` scores the test rows after every epoch (they are its validation source) into the History, and both
+    accuracies at the end are streamed too.
     """
     with sources.open_source(args.data) as source, contextlib.ExitStack() as opened:
         if args.test:
