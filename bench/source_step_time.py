@@ -28,7 +28,7 @@ import numpy as np
 from dnn import Network, sources
 from dnn.optimizers import make_optimizer
 from dnn.step import StepState, TrainStep
-from dnn.training import _MiniBatches
+from dnn.minibatches import MiniBatches
 
 DIMS, BATCH, DTYPE = [784, 256, 128, 1], 256, "float32"
 
@@ -76,7 +76,7 @@ def variants(net, path: str) -> dict:
     source.read_rows(np.arange(source.m), X, Y)
     X, Y = X.T, Y.reshape(1, -1)  # (n_x, m), (1, m)
     return {
-        "memory": _MiniBatches(net, net.batch(X, Y), BATCH),
+        "memory": MiniBatches(net, net.batch(X, Y), BATCH),
         "file, read-ahead": sources.SourceBatches(net, source, BATCH, prefetch=True),
         "file, no read-ahead": sources.SourceBatches(net, source, BATCH, prefetch=False),
         "file standardised, read-ahead": sources.SourceBatches(net, standardized, BATCH, prefetch=True),

@@ -16,18 +16,20 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from . import checkpoint as checkpoint_file
 from .distributed import GlobalColumns, Ranks, checksum
 from .errors import DivergenceError, ModelFileError
+from .minibatches import MiniBatches
 from .optimizers import Optimizer, make_optimizer
 from .propagation import Batch
 from .sources import Source, SourceBatches, epoch_order
+from .sources import evaluate as evaluate_source
 from .step import StepState, TrainStep, numpy_warnings_silenced
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive, require_labels
-
 
 @dataclass
 class History:
@@ -65,9 +67,11 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     `dnn.optimizers.Optimizer`. lr: learning rate (None: the optimizer's default). l2: λ of the penalty
     (λ/2m)·Σ‖W‖². dropout: drop rate of the hidden layers, one float for all or a list with one per hidden
     layer (inverted dropout; 0 keeps a layer whole). lr_decay: a float r for lr / (1 + r·epoch) (the course's
-    decay, epoch counted from 0) or a callable (lr, epoch) -> lr. validation: (X_val, Y_val) evaluated after
-    every epoch. callbacks: callables `callback(net, epoch, logs)` called after each epoch (epoch counted from
-    1, logs a dict of that epoch's numbers); one that returns True stops training.
+    decay, epoch counted from 0) or a callable (lr, epoch) -> lr. validation: (X_val, Y_val), or a
+    `dnn.sources.Source` scored streamed, chunk by chunk; evaluated after every epoch into the History's
+    val_cost and val_accuracy. callbacks: callables `callback(net, epoch, logs)` called after each epoch
+    (epoch counted from 1, logs a dict of that epoch's numbers, validation's included); every callback runs
+    every epoch, and training stops after the epoch when any of them returned True.
     checkpoint: a path saved every `checkpoint_every` epochs and at the end; with `resume=True` the checkpoint
     there (it must exist) is loaded first and training continues from it, ending exactly where an uninterrupted
     run with the same settings ends. A checkpoint from a run with other settings, another network or other
@@ -89,84 +93,29 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     ranks = Ranks(comm) if comm is not None and comm.Get_size() > 1 else None
     # a rank that fails alone (bad input, an unwritable checkpoint) aborts the job: the others would wait forever
     with ranks.abort_on_failure() if ranks is not None else contextlib.nullcontext():
-        epochs = check_count(epochs, "epochs", minimum=0)
-        optimizer = make_optimizer(optimizer)
-        lr = optimizer.default_lr if lr is None else check_positive(lr, "lr")
-        l2 = check_non_negative(l2, "l2")
-        rates = check_dropout_rates(dropout, net.num_layers - 1)
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        seed = check_count(seed, "seed", minimum=0)
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs checkpoint=PATH to resume from")
-        if resume and not os.path.exists(checkpoint):  # a fresh start would silently train from epoch 0
-            raise ModelFileError(f"cannot resume: the checkpoint {os.fspath(checkpoint)} does not exist "
-                                 "(leave out resume=True to start a run that writes it)")
-        checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
-        if lr_decay is not None and not callable(lr_decay):
-            check_non_negative(lr_decay, "lr_decay")
-
-        share = ranks.share if ranks is not None else None
-        if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
-            data, batches = None, SourceBatches(net, X, batch_size, share=share)  # each rank reads only its rows
-            m, size = batches.m, batches.size
-        else:
-            require_labels(Y, "fit")  # a source on disk brings its own labels; arrays need Y
-            data = net.batch(X, Y)
-            m = data.X.shape[1]
-            size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
-            batches = _MiniBatches(net, data, size, share=share)
-        val = net.batch(*validation) if validation is not None else None
+        run = _checked_run(net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint,
+                           checkpoint_every, resume)
+        data = _prepared_data(net, X, Y, batch_size, validation, share=ranks.share if ranks is not None else None)
         if fingerprint is None and (checkpoint is not None or ranks is not None):  # hashed only where it is compared
-            fingerprint = {"data hash": source_fingerprint(X) if data is None else _batch_fingerprint(net, data),
-                           "validation data hash": None if val is None else _batch_fingerprint(net, val)}
-        fingerprint = _json(fingerprint, "fingerprint")
-        settings = {
-            "batch_size": size, "optimizer": optimizer.name, "optimizer_config": optimizer.config(), "lr": lr, "l2": l2,
-            "dropout": rates, "lr_decay": "callable" if callable(lr_decay) else lr_decay, "shuffle": bool(shuffle), "m": m,
-        }
-        history, start = History(seed=seed), 0
-        if resume:
-            history, start = _resume(net, optimizer, checkpoint, settings, seed, fingerprint)
+            fingerprint = _fingerprint(net, X, data)
+        saves = _Checkpoints(run, _settings(run, data), _json(fingerprint, "fingerprint"), extras, feature_names,
+                             writes=ranks is None or ranks.is_root)
+        history, start = History(seed=run.seed), 0
+        if run.resume:
+            history, start = _resume(net, run.optimizer, checkpoint, saves.settings, run.seed, saves.fingerprint,
+                                     validated=data.val is not None)
         if ranks is not None:  # one small collective before the first step: a rank that differs fails them all
-            run = dict(settings, checkpoint_every=checkpoint_every, resume=bool(resume))
-            ranks.check_agreement(_run_description(net, optimizer, data, m, val, run, seed, epochs, start, checkpoint, fingerprint))
-
-        reducer = ranks.reducer if ranks is not None else None
-        state = StepState(net.backend, optimizer)  # after any resume: it counts the optimizer's updates from here
-        steps: dict[int, TrainStep] = {}  # examples on this rank -> its step; the last short batch gets its own
-        for epoch in range(start, epochs):
-            epoch_lr = _epoch_lr(lr, lr_decay, epoch)
-            # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
-            order = epoch_order(m, seed, epoch) if shuffle and size < m else None
-            mask_rng = net.backend.random_generator(_derived_seed(seed, epoch)) if rates else None
-            with numpy_warnings_silenced():  # a divergence is one DivergenceError below, not NumPy's warnings too
-                for batch, (lo, hi, m_b) in batches.epoch(order):
-                    if hi - lo not in steps:
-                        steps[hi - lo] = TrainStep(net, hi - lo, optimizer, l2=l2, dropout=rates, reducer=reducer, state=state)
-                    rng = mask_rng
-                    if ranks is not None and mask_rng is not None:  # this rank's columns of the global batch's masks
-                        rng = GlobalColumns(mask_rng, lo, hi, m_b)
-                        if hi == lo:
-                            rng.skip(net.layer_dims, rates, net.dtype)
-                    steps[hi - lo](batch, epoch_lr, rng=rng)
-            try:
-                totals = state.read()  # the epoch's one read of the backend (global totals under MPI)
-            except DivergenceError as exc:
-                raise DivergenceError(
-                    f"training diverged in epoch {epoch + 1} (mini-batch {exc.step}) at learning rate {epoch_lr:g}: "
-                    f"{exc}; the parameters hold the last finite step"
-                ) from exc
+            ranks.check_agreement(_run_description(net, run, data, saves, start))
+        steps = _Steps(net, run, ranks)  # after any resume: its state counts the optimizer's updates from there
+        for epoch in range(start, run.epochs):
+            epoch_lr, totals = _train_epoch(net, run, data, steps, epoch, ranks)
             # each mini-batch scored by its own step's forward pass (before its update), weighted by its size
-            logs = _record(history, net, val, totals.cost_sum / m, totals.correct / m, epoch_lr)
+            logs = _record(history, net, data.val, totals.cost_sum / data.m, totals.correct / data.m, epoch_lr)
             done = epoch + 1
-            stop = any(callback(net, done, logs) for callback in callbacks)
+            stop = _callbacks_ask_to_stop(callbacks, net, done, logs)
             if ranks is not None:  # parameters still bit-identical everywhere; a stop on one rank stops all
                 stop = ranks.end_epoch(net.backend, net.params.theta, stop, done)
-            writes = ranks is None or ranks.is_root
-            if checkpoint is not None and writes and (done % checkpoint_every == 0 or done == epochs or stop):
-                record = {"epoch": done, "seed": seed, "settings": settings, "fingerprint": fingerprint, "history": history.as_dict()}
-                checkpoint_file.save(net, checkpoint, optimizer=optimizer, training=record, extras=extras, feature_names=feature_names)
+            saves.after_epoch(net, history, done, stop)
             if stop:
                 break
         if ranks is not None:  # when fit returns on any rank, rank 0's checkpoint is on disk (a resume may read it)
@@ -174,85 +123,158 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     return history
 
 
-def _run_description(net, optimizer, data, m, val, settings, seed, epochs, start, checkpoint, fingerprint) -> dict:
+# ---------------------------------------------------------------------------------------------- prepare
+@dataclass(frozen=True)
+class _Run:
+    """fit's arguments that shape the run, after their checks."""
+
+    epochs: int
+    optimizer: Optimizer
+    lr: float
+    l2: float
+    rates: list | None  # dropout rates of the hidden layers (None: no dropout)
+    lr_decay: object  # None, a float r or a callable (lr, epoch) -> lr
+    shuffle: bool
+    seed: int
+    checkpoint: object  # a path or None
+    checkpoint_every: int
+    resume: bool
+
+
+def _checked_run(net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint, checkpoint_every,
+                 resume) -> _Run:
+    """fit's arguments checked, in the order a user reads them, before any data is touched."""
+    epochs = check_count(epochs, "epochs", minimum=0)
+    optimizer = make_optimizer(optimizer)
+    lr = optimizer.default_lr if lr is None else check_positive(lr, "lr")
+    l2 = check_non_negative(l2, "l2")
+    rates = check_dropout_rates(dropout, net.num_layers - 1)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    seed = check_count(seed, "seed", minimum=0)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH to resume from")
+    if resume and not os.path.exists(checkpoint):  # a fresh start would silently train from epoch 0
+        raise ModelFileError(f"cannot resume: the checkpoint {os.fspath(checkpoint)} does not exist "
+                             "(leave out resume=True to start a run that writes it)")
+    checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
+    if lr_decay is not None and not callable(lr_decay):
+        check_non_negative(lr_decay, "lr_decay")
+    return _Run(epochs, optimizer, lr, l2, rates, lr_decay, bool(shuffle), seed, checkpoint, checkpoint_every, bool(resume))
+
+
+class _Data(NamedTuple):
+    """The run's data: its mini-batches, the placed arrays (None for a source), m, the batch size and validation."""
+
+    batches: MiniBatches | SourceBatches
+    placed: Batch | None
+    m: int
+    size: int
+    val: Batch | Source | None  # placed arrays, or a source scored streamed
+
+
+def _prepared_data(net, X, Y, batch_size, validation, share) -> _Data:
+    """The training data placed on the backend (or opened for reading batch by batch) and the validation data."""
+    if isinstance(X, Source):  # out of core: checked in one streaming pass, then read from disk batch by batch
+        batches = SourceBatches(net, X, batch_size, share=share)  # each rank reads only its rows
+        placed, m, size = None, batches.m, batches.size
+    else:
+        require_labels(Y, "fit")  # a source on disk brings its own labels; arrays need Y
+        placed = net.batch(X, Y)
+        m = placed.X.shape[1]
+        size = m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), m)
+        batches = MiniBatches(net, placed, size, share=share)
+    val = validation if isinstance(validation, Source) or validation is None else net.batch(*validation)
+    return _Data(batches, placed, m, size, val)
+
+
+def _fingerprint(net, X, data: _Data) -> dict:
+    """Hashes of the training and validation data, as placed on the backend or as stored in a source."""
+    return {"data hash": source_fingerprint(X) if data.placed is None else _batch_fingerprint(net, data.placed),
+            "validation data hash": None if data.val is None else _validation_fingerprint(net, data.val)}
+
+
+def _settings(run: _Run, data: _Data) -> dict:
+    """The run's settings as JSON values: recorded in every checkpoint, and equal on resume."""
+    return {
+        "batch_size": data.size, "optimizer": run.optimizer.name, "optimizer_config": run.optimizer.config(),
+        "lr": run.lr, "l2": run.l2, "dropout": run.rates, "lr_decay": "callable" if callable(run.lr_decay) else run.lr_decay,
+        "shuffle": run.shuffle, "m": data.m,
+    }
+
+
+def _run_description(net, run: _Run, data: _Data, saves: "_Checkpoints", start: int) -> dict:
     """What every rank of a data-parallel run must agree on before its first step, as JSON values.
 
     Each entry of the fingerprint is a field of its own ("data hash", "preprocessing", ...), so that a
     disagreement names which one differs.
     """
     return {
-        **fingerprint,
+        **saves.fingerprint,
         "network": [list(net.layer_dims), list(net.activations), net.output, net.dtype.name],
         "backend": net.backend.name,
-        "data shapes (X, Y)": _shapes(data) if data is not None else ["source", m, net.layer_dims[0]],
-        "validation shapes (X, Y)": _shapes(val),
-        "settings": settings,
-        "seed and epochs": [seed, epochs],
-        "checkpoint": checkpoint and os.fspath(checkpoint),
+        "data shapes (X, Y)": _shapes(data.placed) if data.placed is not None else ["source", data.m, net.layer_dims[0]],
+        "validation shapes (X, Y)": _shapes(data.val),
+        "settings": dict(saves.settings, checkpoint_every=run.checkpoint_every, resume=run.resume),
+        "seed and epochs": [run.seed, run.epochs],
+        "checkpoint": run.checkpoint and os.fspath(run.checkpoint),
         "epoch resumed from": start,
         "parameter checksum": checksum(net.backend.to_numpy(net.params.theta)),
-        "optimizer state checksums": {name: checksum(value) for name, value in optimizer.state_dict(net).items()},
+        "optimizer state checksums": {name: checksum(value) for name, value in run.optimizer.state_dict(net).items()},
     }
 
 
-def _shapes(batch: Batch | None):
-    return None if batch is None else [list(batch.X.shape), list(batch.Y.shape)]
+def _shapes(data: Batch | Source | None):
+    if isinstance(data, Source):
+        return ["source", data.m, data.n_features]
+    return None if data is None else [list(data.X.shape), list(data.Y.shape)]
 
 
-class _MiniBatches:
-    """Gathers mini-batches from the placed data set into buffers reused every epoch (one per batch size).
+# ---------------------------------------------------------------------------------------------- build steps
+class _Steps:
+    """The run's training steps, one per example count on this rank (the last short batch gets its own), all
+    sharing one `StepState`: the optimizer's update count and the epoch's cost and accuracy sums."""
 
-    share: a callable m_b -> (lo, hi) naming the positions of each global batch of m_b examples this process
-    trains on (`dnn.distributed.Ranks.share`); None takes them all. Only those columns are gathered.
+    def __init__(self, net, run: _Run, ranks: Ranks | None):
+        self.net, self.run = net, run
+        self.reducer = ranks.reducer if ranks is not None else None
+        self.state = StepState(net.backend, run.optimizer)
+        self.by_size: dict[int, TrainStep] = {}  # examples on this rank -> its step
+
+    def __call__(self, batch: Batch | None, m: int, lr: float, rng) -> None:
+        """One step on `batch` of m examples (None and 0 for a rank without any in this batch)."""
+        if m not in self.by_size:
+            run = self.run
+            self.by_size[m] = TrainStep(self.net, m, run.optimizer, l2=run.l2, dropout=run.rates, reducer=self.reducer,
+                                        state=self.state)
+        self.by_size[m](batch, lr, rng=rng)
+
+
+# ---------------------------------------------------------------------------------------------- epoch loop
+def _train_epoch(net, run: _Run, data: _Data, steps: _Steps, epoch: int, ranks: Ranks | None):
+    """(learning rate, totals): every mini-batch of `epoch` trained, then the epoch's one read of the backend.
+
+    Raises DivergenceError naming the epoch, mini-batch and learning rate when a step diverged.
     """
-
-    def __init__(self, net, data: Batch, size: int, share=None):
-        self.backend, self.data, self.size = net.backend, data, size
-        self.m = data.X.shape[1]
-        self.dtype = net.dtype
-        self.share = share or (lambda m_b: (0, m_b))
-        self.buffers: dict[int, Batch] = {}
-
-    def epoch(self, order):
-        """(batch, (lo, hi, m_b)) for the epoch's global batches of m_b examples, in `order` (a host permutation
-        of the columns, or None for 0..m-1): this process's columns [lo, hi) of each, or None where it has none.
-        """
-        if order is None and self.size == self.m and self.share(self.m) == (0, self.m):
-            yield self.data, (0, self.m, self.m)  # full batch, no shuffling: the data itself, no gather
-            return
-        # the epoch's column order, placed on the backend once: each batch gathers through a slice of it
-        order = self.backend.asarray(np.arange(self.m) if order is None else order)  # (m,)
-        for start in range(0, self.m, self.size):
-            m_b = min(self.size, self.m - start)
-            lo, hi = self.share(m_b)
-            if hi == lo:
-                yield None, (lo, hi, m_b)
-                continue
-            index = order[start + lo : start + hi]  # (hi - lo,) column indices of this process's share
-            out = self._buffers(index.shape[0])
-            self.backend.take_columns(self.data.X, index, out=out.X)  # (n_x, m_b)
-            self.backend.take_columns(self.data.Y, index, out=out.Y)  # (n_L, m_b)
-            out._x_bound = None  # new contents in the reused buffer: a bound kept for the previous batch is stale
-            yield out, (lo, hi, m_b)
-
-    def _buffers(self, m_b: int) -> Batch:
-        if m_b not in self.buffers:
-            be, X, Y = self.backend, self.data.X, self.data.Y
-            self.buffers[m_b] = Batch(be.empty((X.shape[0], m_b), self.dtype), be.empty((Y.shape[0], m_b), self.dtype))
-        return self.buffers[m_b]
-
-
-def _record(history: History, net, val: Batch | None, cost: float, accuracy: float, lr: float) -> dict:
-    history.cost.append(cost)
-    history.accuracy.append(accuracy)
-    history.lr.append(lr)
-    logs = {"cost": cost, "accuracy": history.accuracy[-1], "lr": lr}
-    if val is not None:
-        scores = net.evaluate(val, None)
-        history.val_cost.append(scores["cost"])
-        history.val_accuracy.append(scores["accuracy"])
-        logs.update(val_cost=scores["cost"], val_accuracy=scores["accuracy"])
-    return logs
+    epoch_lr = _epoch_lr(run.lr, run.lr_decay, epoch)
+    # (m,) permutation on the host; a full batch's gradient does not depend on the order, so it is not shuffled
+    order = epoch_order(data.m, run.seed, epoch) if run.shuffle and data.size < data.m else None
+    masks = net.backend.random_generator(_derived_seed(run.seed, epoch)) if run.rates else None
+    with numpy_warnings_silenced():  # a divergence is one DivergenceError below, not NumPy's warnings too
+        for batch, (lo, hi, m_b) in data.batches.epoch(order):
+            rng = masks
+            if ranks is not None and masks is not None:  # this rank's columns of the global batch's masks
+                rng = GlobalColumns(masks, lo, hi, m_b)
+                if hi == lo:
+                    rng.skip(net.layer_dims, run.rates, net.dtype)
+            steps(batch, hi - lo, epoch_lr, rng)
+    try:
+        return epoch_lr, steps.state.read()  # global totals under MPI
+    except DivergenceError as exc:
+        raise DivergenceError(
+            f"training diverged in epoch {epoch + 1} (mini-batch {exc.step}) at learning rate {epoch_lr:g}: "
+            f"{exc}; the parameters hold the last finite step"
+        ) from exc
 
 
 def _derived_seed(seed: int, epoch: int) -> int:
@@ -268,9 +290,60 @@ def _epoch_lr(lr: float, lr_decay, epoch: int) -> float:
     return lr / (1.0 + lr_decay * epoch)  # the course's 1/(1 + decay·epoch)
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerprint: dict) -> tuple[History, int]:
+def _callbacks_ask_to_stop(callbacks, net, epoch: int, logs: dict) -> bool:
+    """Call every callback (each sees every epoch, whatever the others answer); whether any asked to stop."""
+    answers = [callback(net, epoch, logs) for callback in callbacks]
+    return any(answers)
+
+
+# ---------------------------------------------------------------------------------------------- record
+def _record(history: History, net, val: Batch | Source | None, cost: float, accuracy: float, lr: float) -> dict:
+    """Append the epoch's numbers (and validation's scores) to `history`; returns them as the callbacks' logs."""
+    history.cost.append(cost)
+    history.accuracy.append(accuracy)
+    history.lr.append(lr)
+    logs = {"cost": cost, "accuracy": history.accuracy[-1], "lr": lr}
+    if val is not None:
+        scores = _validation_scores(net, val)
+        history.val_cost.append(scores["cost"])
+        history.val_accuracy.append(scores["accuracy"])
+        logs.update(val_cost=scores["cost"], val_accuracy=scores["accuracy"])
+    return logs
+
+
+def _validation_scores(net, val: Batch | Source) -> dict:
+    """{'cost', 'accuracy'} of `net` on validation data: placed arrays, or a source scored chunk by chunk."""
+    return evaluate_source(net, val) if isinstance(val, Source) else net.evaluate(val, None)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoint
+class _Checkpoints:
+    """Writes the run's checkpoint every `checkpoint_every` epochs, at the last epoch and when training stops
+    (by rank 0 alone under MPI), with what a resume compares: the settings, the seed and the fingerprint."""
+
+    def __init__(self, run: _Run, settings: dict, fingerprint, extras, feature_names, writes: bool):
+        self.run, self.settings, self.fingerprint, self.writes = run, settings, fingerprint, writes
+        self.extras, self.feature_names = extras, feature_names
+
+    def after_epoch(self, net, history: History, done: int, stop: bool) -> None:
+        """Save after epoch `done` (counted from 1) when one is due."""
+        run = self.run
+        due = done % run.checkpoint_every == 0 or done == run.epochs or stop
+        if run.checkpoint is None or not self.writes or not due:
+            return
+        record = {"epoch": done, "seed": run.seed, "settings": self.settings, "fingerprint": self.fingerprint,
+                  "history": history.as_dict()}
+        checkpoint_file.save(net, run.checkpoint, optimizer=run.optimizer, training=record, extras=self.extras,
+                             feature_names=self.feature_names)
+
+
+# ---------------------------------------------------------------------------------------------- resume
+def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerprint: dict,
+            validated: bool) -> tuple[History, int]:
     """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch).
+
+    validated: whether this run scores validation data; epochs of the checkpoint's history that have no
+    validation scores (a run whose caller scored them outside `fit`) get NaN, so each list keeps an entry per epoch.
 
     Refused, naming the difference, when the checkpoint's network, settings or data fingerprint are not
     this run's. A checkpoint written before fingerprints were recorded is checked on network and settings only.
@@ -294,7 +367,11 @@ def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerpr
     net.set_parameters(saved.network.get_parameters())
     optimizer.load_state_dict(net, saved.optimizer.state_dict(saved.network))
     start = int(saved.training["epoch"])
-    return History(**dict(saved.training["history"], resumed_from=start)), start
+    history = History(**dict(saved.training["history"], resumed_from=start))
+    if validated:
+        for scores in (history.val_cost, history.val_accuracy):
+            scores[:0] = [float("nan")] * (len(history) - len(scores))
+    return history, start
 
 
 def _changes(recorded: dict, asked: dict, prefix: str = "") -> list[str]:
@@ -349,6 +426,10 @@ def source_fingerprint(source: Source) -> str:
     source.read_rows(index, X, y)
     digest.update(data_fingerprint(index, X, y).encode())
     return digest.hexdigest()
+
+
+def _validation_fingerprint(net, val: Batch | Source) -> str:
+    return source_fingerprint(val) if isinstance(val, Source) else _batch_fingerprint(net, val)
 
 
 def _batch_fingerprint(net, batch: Batch) -> str:

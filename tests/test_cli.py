@@ -138,7 +138,7 @@ def _one_error_line(err, *fragments):
 @pytest.fixture
 def no_training(monkeypatch):
     """Make any training an error, to show that a check came first."""
-    monkeypatch.setattr("dnn.cli.fit", lambda *args, **kwargs: pytest.fail("training started before the check"))
+    monkeypatch.setattr("dnn.cli.train.fit", lambda *args, **kwargs: pytest.fail("training started before the check"))
 
 
 @pytest.mark.parametrize("option", ["--save", "--checkpoint", "--plot"])

@@ -74,6 +74,22 @@ def test_without_test_data_the_held_out_rows_are_the_in_memory_split_and_evaluat
     assert {line.split(",")[1] for line in lines[1:]} <= {"0", "1", "2"}  # the table's own labels
 
 
+def test_the_streamed_test_scores_of_every_epoch_are_in_the_checkpoints_history(table, capsys):
+    ck = table / "ck.npz"
+    assert main(["train", "--data", str(table / "dir"), *TRAIN, "--checkpoint", str(ck)]) == 0
+    test_accuracy = _accuracy(capsys.readouterr().out, "test")
+    history = _model(ck).training["history"]
+    assert len(history["val_cost"]) == len(history["val_accuracy"]) == len(history["cost"]) == 4
+    assert np.isfinite(history["val_cost"]).all()
+    assert f"{history['val_accuracy'][-1]:.4f}" == f"{test_accuracy:.4f}"  # the last epoch's scores are the final model's
+    # resumed, the earlier epochs' scores come from the checkpoint: the curve a --plot draws is whole
+    assert main(["train", "--data", str(table / "dir"), *TRAIN[:2], "--epochs", "6", *TRAIN[4:], "--checkpoint", str(ck),
+                 "--resume"]) == 0
+    resumed = _model(ck).training["history"]
+    assert resumed["val_cost"][:4] == history["val_cost"] and np.isfinite(resumed["val_cost"]).all()
+    assert len(resumed["val_cost"]) == 6
+
+
 def test_evaluate_and_predict_on_a_source_equal_those_on_the_csv(table, capsys):
     model = table / "m.npz"
     assert main(["train", "--data", str(table / "t.csv"), "--test", str(table / "t.csv"), *TRAIN, "--save", str(model)]) == 0

@@ -233,7 +233,7 @@ def command_line_world(tmp_path_factory):
     dnn.Network([2, 3, 1], backend="numpy").save(directory / "model.npz")
     (directory / "bad.npz").write_bytes(b"PK\x03\x04 not really")
     patches = pytest.MonkeyPatch()
-    patches.setattr(dnn.cli, "fit", lambda net, X, *args, **kwargs: History(cost=[0.7, 0.6], val_cost=[0.7, 0.65]))
+    patches.setattr(dnn.cli.train, "fit", lambda net, X, *args, **kwargs: History(cost=[0.7, 0.6], val_cost=[0.7, 0.65]))
     patches.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: ([], []))
     yield directory
     patches.undo()

@@ -268,7 +268,7 @@ def test_a_scanned_source_is_not_read_again_by_fit_unless_its_labels_need_naming
     assert source.checked == summary
     standardized = sources.Standardized(source, summary.standardizer)
     scans = []
-    monkeypatch.setattr(sources, "scan", lambda *a, **k: scans.append(a) or summary)
+    monkeypatch.setattr(sources.batches, "scan", lambda *a, **k: scans.append(a) or summary)  # where fit's batches look it up
     fit(Network([N, 4, CLASSES]), standardized, None, epochs=1, batch_size=64)
     assert scans == []
     monkeypatch.undo()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import dnn
+from dnn import sources
 from dnn.tolerances import gradient_rtol, relative_difference
 from dnn.training import History, fit
 
@@ -113,6 +114,52 @@ def test_decay_and_callbacks(backend):
     assert seen == [(1, 0.1), (2, 0.05), (3, 0.1 / 3)]
     custom = fit(_net(backend), X, Y, epochs=2, lr=0.1, lr_decay=lambda lr, epoch: lr * 0.1**epoch)
     assert custom.lr == [0.1, pytest.approx(0.01)]
+
+
+def test_every_callback_runs_every_epoch_and_any_of_them_stops_training(backend):
+    X, Y = _blobs()
+    calls = []
+
+    def first(net, epoch, logs):  # asks to stop after epoch 2
+        calls.append(("first", epoch))
+        return epoch == 2
+
+    def second(net, epoch, logs):  # never asks, and still sees epoch 2
+        calls.append(("second", epoch))
+
+    history = fit(_net(backend), X, Y, epochs=5, callbacks=[first, second])
+    assert calls == [("first", 1), ("second", 1), ("first", 2), ("second", 2)]
+    assert len(history) == 2
+
+
+def test_a_source_as_validation_is_scored_streamed_into_the_history(tmp_path):
+    X, Y = _blobs()
+    X_val, Y_val = _blobs(20, 1)
+    np.save(tmp_path / "X.npy", X_val.T.copy())  # (m, n_x) rows on disk
+    np.save(tmp_path / "Y.npy", Y_val[0].copy())  # (m,) labels
+    streamed = []  # (the source scored by a callback, the logs' val_cost) after each epoch
+    with sources.open_source(tmp_path) as source:
+
+        def record(net, epoch, logs):
+            streamed.append((sources.evaluate(net, source), logs["val_cost"]))
+
+        history = fit(_net("numpy"), X, Y, epochs=3, validation=source, callbacks=[record], **FULL_RUN)
+    assert history.val_cost == [scores["cost"] for scores, _ in streamed] == [logged for _, logged in streamed]
+    assert history.val_accuracy == [scores["accuracy"] for scores, _ in streamed]
+    in_memory = fit(_net("numpy"), X, Y, epochs=3, validation=(X_val, Y_val), **FULL_RUN)
+    assert relative_difference(np.array(history.val_cost), np.array(in_memory.val_cost)) <= gradient_rtol("float64")
+    assert history.cost == in_memory.cost  # the validation data is only scored: training is the same
+
+
+def test_a_resume_scoring_validation_the_checkpoint_lacks_gives_those_epochs_nan(tmp_path):
+    # a checkpoint whose run scored its validation outside fit (as the command line once did) has no scores
+    X, Y = _blobs()
+    path, same = tmp_path / "run.npz", dict(checkpoint=tmp_path / "run.npz", fingerprint={"data": "the same"}, **FULL_RUN)
+    fit(_net("numpy"), X, Y, epochs=2, **same)
+    history = fit(_net("numpy"), X, Y, epochs=3, validation=_blobs(20, 1), resume=True, **same)
+    assert path.exists() and len(history.val_cost) == len(history.val_accuracy) == len(history) == 3
+    assert np.isnan(history.val_cost[:2]).all() and np.isnan(history.val_accuracy[:2]).all()
+    assert np.isfinite(history.val_cost[2]) and np.isfinite(history.val_accuracy[2])
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(backend, tmp_path):
