@@ -145,9 +145,9 @@ def test_a_csv_test_file_beside_a_training_source_is_scored_in_the_training_labe
     rng = np.random.default_rng(0)
     X = rng.standard_normal((300, 3))
     y = np.array([3, 7, 9])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0)]  # labels 3, 7, 9
-    write = lambda path, X, y: path.write_text("a,b,c,label\n" + "".join(f"{r[0]},{r[1]},{r[2]},{c}\n" for r, c in zip(X, y)))
-    write(tmp_path / "train.csv", X[:240], y[:240])
-    write(tmp_path / "test.csv", X[240:], y[240:])
+    for name, rows in (("train.csv", slice(0, 240)), ("test.csv", slice(240, None))):
+        lines = "".join(f"{a},{b},{c},{label}\n" for (a, b, c), label in zip(X[rows], y[rows]))
+        (tmp_path / name).write_text("a,b,c,label\n" + lines)
     assert main(["convert", str(tmp_path / "train.csv"), str(tmp_path / "train")]) == 0
     capsys.readouterr()
     accuracies = []
