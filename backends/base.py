@@ -145,7 +145,9 @@ class Backend:
         return self.xp.random.default_rng(seed)
 
     # ------------------------------------------------------------------ linear algebra
-    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
+    def gemm(
+        self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0
+    ) -> None:
         """out ← alpha · op(a) · op(b) + beta · out, where op transposes when its flag is set.
 
         With beta = 0 the old contents of `out` are ignored (NaN included), as in BLAS. `out` must not alias a or b.
@@ -318,7 +320,9 @@ class Backend:
         velocity += xp.asarray(1 - beta, dtype=velocity.dtype) * grad
         param -= xp.asarray(lr, dtype=param.dtype) * velocity
 
-    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None) -> None:
+    def adam_update(
+        self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None
+    ) -> None:
         """Adam with bias correction at step t ≥ 1 (the course's form: eps added to sqrt of the corrected v).
 
         m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;  param ← param - lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)

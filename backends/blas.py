@@ -49,7 +49,9 @@ def _candidate_libraries() -> list[str]:
     return found
 
 
-def _gemm_through_ctypes(function, ilp64: bool, a, b, out, trans_a: bool, trans_b: bool, alpha: float, beta: float) -> None:
+def _gemm_through_ctypes(
+    function, ilp64: bool, a, b, out, trans_a: bool, trans_b: bool, alpha: float, beta: float
+) -> None:
     """out ← alpha·op(a)·op(b) + beta·out with C-contiguous a, b, out, through a ctypes CBLAS function."""
     integer = ctypes.c_int64 if ilp64 else ctypes.c_int32
     scalar = ctypes.c_float if out.dtype == numpy.float32 else ctypes.c_double
@@ -57,11 +59,21 @@ def _gemm_through_ctypes(function, ilp64: bool, a, b, out, trans_a: bool, trans_
     K = a.shape[0] if trans_a else a.shape[1]
     function.restype = None
     function(
-        ctypes.c_int(ROW_MAJOR), ctypes.c_int(TRANS if trans_a else NO_TRANS), ctypes.c_int(TRANS if trans_b else NO_TRANS),
-        integer(M), integer(N), integer(K), scalar(alpha),
-        ctypes.c_void_p(a.ctypes.data), integer(a.shape[1]), ctypes.c_void_p(b.ctypes.data), integer(b.shape[1]),
-        scalar(beta), ctypes.c_void_p(out.ctypes.data), integer(N),
-    )  # fmt: skip
+        ctypes.c_int(ROW_MAJOR),
+        ctypes.c_int(TRANS if trans_a else NO_TRANS),
+        ctypes.c_int(TRANS if trans_b else NO_TRANS),
+        integer(M),
+        integer(N),
+        integer(K),
+        scalar(alpha),
+        ctypes.c_void_p(a.ctypes.data),
+        integer(a.shape[1]),
+        ctypes.c_void_p(b.ctypes.data),
+        integer(b.shape[1]),
+        scalar(beta),
+        ctypes.c_void_p(out.ctypes.data),
+        integer(N),
+    )
 
 
 def _agrees_with_matmul(sgemm, dgemm, ilp64: bool) -> bool:

@@ -29,11 +29,17 @@ POINTER_MODE_HOST = 0
 #: Workspace given to cuBLAS for every call: NVIDIA's recommendation for Hopper is 32 MiB.
 WORKSPACE_BYTES = 32 << 20
 STATUS_NAMES = {
-    0: "CUBLAS_STATUS_SUCCESS", 1: "CUBLAS_STATUS_NOT_INITIALIZED", 3: "CUBLAS_STATUS_ALLOC_FAILED",
-    7: "CUBLAS_STATUS_INVALID_VALUE", 8: "CUBLAS_STATUS_ARCH_MISMATCH", 11: "CUBLAS_STATUS_MAPPING_ERROR",
-    13: "CUBLAS_STATUS_EXECUTION_FAILED", 14: "CUBLAS_STATUS_INTERNAL_ERROR", 15: "CUBLAS_STATUS_NOT_SUPPORTED",
+    0: "CUBLAS_STATUS_SUCCESS",
+    1: "CUBLAS_STATUS_NOT_INITIALIZED",
+    3: "CUBLAS_STATUS_ALLOC_FAILED",
+    7: "CUBLAS_STATUS_INVALID_VALUE",
+    8: "CUBLAS_STATUS_ARCH_MISMATCH",
+    11: "CUBLAS_STATUS_MAPPING_ERROR",
+    13: "CUBLAS_STATUS_EXECUTION_FAILED",
+    14: "CUBLAS_STATUS_INTERNAL_ERROR",
+    15: "CUBLAS_STATUS_NOT_SUPPORTED",
     16: "CUBLAS_STATUS_LICENSE_ERROR",
-}  # fmt: skip
+}
 
 
 def _is_cublas(path: str) -> bool:
@@ -114,13 +120,29 @@ class Cublas:
         }
         for dtype, scalar in (("S", ctypes.c_float), ("D", ctypes.c_double)):
             pointer = ctypes.POINTER(scalar)
-            signatures[f"cublas{dtype}gemm_v2"] = (void_p, c_int, c_int, c_int, c_int, c_int, pointer, void_p, c_int,
-                                                   void_p, c_int, pointer, void_p, c_int)  # fmt: skip
+            signatures[f"cublas{dtype}gemm_v2"] = (
+                void_p,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                c_int,
+                pointer,
+                void_p,
+                c_int,
+                void_p,
+                c_int,
+                pointer,
+                void_p,
+                c_int,
+            )
         for name, argtypes in signatures.items():
             try:
                 function = getattr(lib, name)
             except AttributeError as exc:
-                raise BackendUnavailableError(f"{path} has no {name}: not a cuBLAS library of CUDA 11 or later") from exc
+                raise BackendUnavailableError(
+                    f"{path} has no {name}: not a cuBLAS library of CUDA 11 or later"
+                ) from exc
             function.argtypes, function.restype = argtypes, c_int
         self._gemm = {"float32": (lib.cublasSgemm_v2, ctypes.c_float), "float64": (lib.cublasDgemm_v2, ctypes.c_double)}
 
@@ -144,8 +166,21 @@ class Cublas:
         check_status(lib.cublasSetWorkspace_v2(handle, workspace, workspace_bytes), "cublasSetWorkspace_v2")
         check_status(lib.cublasSetPointerMode_v2(handle, POINTER_MODE_HOST), "cublasSetPointerMode_v2")
 
-    def gemm(self, handle: int, dtype: str, a, b, out, a_shape, b_shape, trans_a: bool, trans_b: bool, alpha: float, beta: float,
-             tf32: bool = False) -> None:
+    def gemm(
+        self,
+        handle: int,
+        dtype: str,
+        a,
+        b,
+        out,
+        a_shape,
+        b_shape,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: float,
+        beta: float,
+        tf32: bool = False,
+    ) -> None:
         """out ← alpha·op(a)·op(b) + beta·out for row-major C-contiguous device arrays given by address.
 
         a, b, out: device pointers; a_shape, b_shape: the stored (rows, columns) of a and b. `tf32` lets a
@@ -159,15 +194,31 @@ class Cublas:
         # column-major: outᵀ (N, M) = op(b)ᵀ (N, K) · op(a)ᵀ (K, M); a row-major matrix's leading dimension is its columns
         self._set_math_mode(handle, tf32)
         try:
-            status = function(handle, OP_T if trans_b else OP_N, OP_T if trans_a else OP_N, N, M, K,
-                              ctypes.byref(scalar(alpha)), b, b_shape[1], a, a_shape[1], ctypes.byref(scalar(beta)), out, N)  # fmt: skip
+            status = function(
+                handle,
+                OP_T if trans_b else OP_N,
+                OP_T if trans_a else OP_N,
+                N,
+                M,
+                K,
+                ctypes.byref(scalar(alpha)),
+                b,
+                b_shape[1],
+                a,
+                a_shape[1],
+                ctypes.byref(scalar(beta)),
+                out,
+                N,
+            )
         finally:
             if tf32:
                 self._set_math_mode(handle, False)
         check_status(status, f"cublas{'S' if dtype == 'float32' else 'D'}gemm_v2")
 
     def _set_math_mode(self, handle: int, tf32: bool) -> None:
-        check_status(self.library.cublasSetMathMode(handle, TF32_TENSOR_OP_MATH if tf32 else DEFAULT_MATH), "cublasSetMathMode")
+        check_status(
+            self.library.cublasSetMathMode(handle, TF32_TENSOR_OP_MATH if tf32 else DEFAULT_MATH), "cublasSetMathMode"
+        )
 
 
 def load_cublas(candidates=None) -> Cublas:

@@ -76,7 +76,12 @@ class CupyBackend(StepStateReads, Backend):
         #: cuda_graphs=False switch it off; the step then runs by phases).
         self.cuda_graphs = os.environ.get(CUDA_GRAPHS_ENV) != "0" if cuda_graphs is None else bool(cuda_graphs)
         self._kernels = kernels
-        self._src = {"act": cupy_activations.SOURCE, "out": cupy_output.SOURCE, "upd": cupy_updates.SOURCE, "chk": cupy_checks.SOURCE}
+        self._src = {
+            "act": cupy_activations.SOURCE,
+            "out": cupy_output.SOURCE,
+            "upd": cupy_updates.SOURCE,
+            "chk": cupy_checks.SOURCE,
+        }
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -128,7 +133,9 @@ class CupyBackend(StepStateReads, Backend):
         """(host value, device array or None): a float64 backend array of one element is read on the device."""
         if isinstance(value, self.xp.ndarray):
             if value.dtype != numpy.float64 or value.size != 1:
-                raise ValueError(f"{what} on the device must be a float64 array of one element, not {value.dtype} {value.shape}")
+                raise ValueError(
+                    f"{what} on the device must be a float64 array of one element, not {value.dtype} {value.shape}"
+                )
             return numpy.float64(0.0), value
         return numpy.float64(value), None
 
@@ -136,9 +143,16 @@ class CupyBackend(StepStateReads, Backend):
         """`state` checked as the (STATE_SIZE,) float64 step-state vector on this device; a null pointer for an optional None."""
         if state is None and optional:
             return _NULL
-        if not isinstance(state, self.xp.ndarray) or state.dtype != numpy.float64 or state.shape != (STATE_SIZE,) or not state.flags.c_contiguous:
-            raise ValueError(f"the step state must be a contiguous float64 backend array of shape ({STATE_SIZE},), "
-                             f"not {type(state).__name__} {getattr(state, 'dtype', '')} {getattr(state, 'shape', '')}".rstrip())  # fmt: skip
+        if (
+            not isinstance(state, self.xp.ndarray)
+            or state.dtype != numpy.float64
+            or state.shape != (STATE_SIZE,)
+            or not state.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"the step state must be a contiguous float64 backend array of shape ({STATE_SIZE},), "
+                f"not {type(state).__name__} {getattr(state, 'dtype', '')} {getattr(state, 'shape', '')}".rstrip()
+            )
         return state
 
     def _diverged_on_host(self, state) -> bool:
@@ -146,22 +160,48 @@ class CupyBackend(StepStateReads, Backend):
         return state is not None and float(self._state_argument(state)[NONFINITE]) != 0.0
 
     # ------------------------------------------------------------------ linear algebra
-    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
+    def gemm(
+        self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0
+    ) -> None:
         dtype = self._kernel_dtype(a, b, out)
-        if dtype is None or not _gemm_shapes_fit(a, b, out, trans_a, trans_b) or not self._disjoint((out, a)) or not self._disjoint((out, b)):
+        if (
+            dtype is None
+            or not _gemm_shapes_fit(a, b, out, trans_a, trans_b)
+            or not self._disjoint((out, a))
+            or not self._disjoint((out, b))
+        ):
             super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
             return
         cuda = self.xp.cuda
         handle = cuda.device.get_cublas_handle()  # CuPy's handle of this thread and device
         self.cublas.prepare(handle, cuda.get_current_stream().ptr, self._workspace.data.ptr, self._workspace.nbytes)
-        self.cublas.gemm(handle, dtype, a.data.ptr, b.data.ptr, out.data.ptr, a.shape, b.shape, trans_a, trans_b, alpha, beta,
-                         tf32=self.tf32 and dtype == "float32")  # fmt: skip
+        self.cublas.gemm(
+            handle,
+            dtype,
+            a.data.ptr,
+            b.data.ptr,
+            out.data.ptr,
+            a.shape,
+            b.shape,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+            tf32=self.tf32 and dtype == "float32",
+        )
 
     # ------------------------------------------------------------------ forward
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         code = ACTIVATION_CODES.get(activation)
         dtype = self._kernel_dtype(Z, b, out)
-        if code is None or dtype is None or out.shape != Z.shape or Z.ndim != 2 or not _column_of(Z.shape[0], b) or not self._separate_or_same(out, Z, b):
+        if (
+            code is None
+            or dtype is None
+            or out.shape != Z.shape
+            or Z.ndim != 2
+            or not _column_of(Z.shape[0], b)
+            or not self._separate_or_same(out, Z, b)
+        ):
             super().bias_activation_forward(Z, b, activation, out)
             return
         self._forward(Z, b, code, out, dtype, with_bias=True)
@@ -179,8 +219,14 @@ class CupyBackend(StepStateReads, Backend):
         if Z.size == 0:
             return
         grid = (min(MAX_BLOCKS - 1, -(-m // THREADS)), min(MAX_BLOCKS - 1, n))
-        self._launch("act", "bias_activation_forward", dtype, grid, (THREADS,),
-                     (Z, b, out, numpy.int64(n), numpy.int64(m), numpy.int32(code), numpy.int32(with_bias)))  # fmt: skip
+        self._launch(
+            "act",
+            "bias_activation_forward",
+            dtype,
+            grid,
+            (THREADS,),
+            (Z, b, out, numpy.int64(n), numpy.int64(m), numpy.int32(code), numpy.int32(with_bias)),
+        )
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
@@ -216,9 +262,24 @@ class CupyBackend(StepStateReads, Backend):
         if m == 0 and db is not None:  # an empty sum: no column for the kernel's threads to visit
             db.fill(0)
             return
-        self._launch("act", "activation_backward", dtype, (min(MAX_BLOCKS, n),), (THREADS,),
-                     (dA, src, _pointer(out), _pointer(db), numpy.int64(n), numpy.int64(m),
-                      numpy.int32(code), numpy.int32(from_output), numpy.float64(db_scale)))  # fmt: skip
+        self._launch(
+            "act",
+            "activation_backward",
+            dtype,
+            (min(MAX_BLOCKS, n),),
+            (THREADS,),
+            (
+                dA,
+                src,
+                _pointer(out),
+                _pointer(db),
+                numpy.int64(n),
+                numpy.int64(m),
+                numpy.int32(code),
+                numpy.int32(from_output),
+                numpy.float64(db_scale),
+            ),
+        )
 
     # ------------------------------------------------------------------ output layer and cost
     def output_layer(self, Z, b, output: str, A, Y=None, dZ=None, cost=None, dZ_scale: float = 1.0) -> None:
@@ -237,8 +298,14 @@ class CupyBackend(StepStateReads, Backend):
             return
         n, m = Z.shape
         scale = numpy.dtype(dtype).type(dZ_scale)
-        self._launch("out", f"{output}_output", dtype, (1,), (THREADS,),
-                     (Z, b, A, _pointer(Y), _pointer(dZ), _pointer(cost), numpy.int64(n), numpy.int64(m), scale))  # fmt: skip
+        self._launch(
+            "out",
+            f"{output}_output",
+            dtype,
+            (1,),
+            (THREADS,),
+            (Z, b, A, _pointer(Y), _pointer(dZ), _pointer(cost), numpy.int64(n), numpy.int64(m), scale),
+        )
 
     # ------------------------------------------------------------------ parameter updates (in place)
     def _elementwise_dtype(self, target, *others):
@@ -267,7 +334,9 @@ class CupyBackend(StepStateReads, Backend):
             if not self._diverged_on_host(state):
                 super().sgd_update(param, grad, lr)
             return
-        self._elementwise("sgd_update", dtype, param.size, (param, grad, lr_host, _pointer(lr_device), self._state_argument(state)))
+        self._elementwise(
+            "sgd_update", dtype, param.size, (param, grad, lr_host, _pointer(lr_device), self._state_argument(state))
+        )
 
     def momentum_update(self, param, grad, velocity, lr, beta: float, state=None) -> None:
         """The course's momentum; nothing when `state` says the step diverged. `lr` may be a device scalar."""
@@ -277,8 +346,12 @@ class CupyBackend(StepStateReads, Backend):
             if not self._diverged_on_host(state):
                 super().momentum_update(param, grad, velocity, lr, beta)
             return
-        self._elementwise("momentum_update", dtype, param.size,
-                          (param, grad, velocity, lr_host, numpy.float64(beta), _pointer(lr_device), self._state_argument(state)))  # fmt: skip
+        self._elementwise(
+            "momentum_update",
+            dtype,
+            param.size,
+            (param, grad, velocity, lr_host, numpy.float64(beta), _pointer(lr_device), self._state_argument(state)),
+        )
 
     def adam_update(self, param, grad, m, v, lr, beta1: float, beta2: float, eps: float, t, state=None) -> None:
         """Adam as in the reference; nothing when `state` says the step diverged. `lr` and `t` may be device scalars."""
@@ -287,12 +360,33 @@ class CupyBackend(StepStateReads, Backend):
         t_host, t_device = self._device_scalar(t, "Adam's step count")
         if dtype is None or not (self._separate_or_same(m, grad, v) and self._separate_or_same(v, grad)):
             if not self._diverged_on_host(state):
-                super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, int(t) if t_device is None else int(t_device.item()))
+                super().adam_update(
+                    param, grad, m, v, lr, beta1, beta2, eps, int(t) if t_device is None else int(t_device.item())
+                )
             return
-        c1, c2 = adam_bias_corrections(beta1, beta2, int(t_host)) if t_device is None else (1.0, 1.0)  # else formed on the device
-        self._elementwise("adam_update", dtype, param.size,
-                          (param, grad, m, v, lr_host, numpy.float64(beta1), numpy.float64(beta2), numpy.float64(eps),
-                           numpy.float64(c1), numpy.float64(c2), _pointer(lr_device), _pointer(t_device), self._state_argument(state)))  # fmt: skip
+        c1, c2 = (
+            adam_bias_corrections(beta1, beta2, int(t_host)) if t_device is None else (1.0, 1.0)
+        )  # else formed on the device
+        self._elementwise(
+            "adam_update",
+            dtype,
+            param.size,
+            (
+                param,
+                grad,
+                m,
+                v,
+                lr_host,
+                numpy.float64(beta1),
+                numpy.float64(beta2),
+                numpy.float64(eps),
+                numpy.float64(c1),
+                numpy.float64(c2),
+                _pointer(lr_device),
+                _pointer(t_device),
+                self._state_argument(state),
+            ),
+        )
 
     # ------------------------------------------------------------------ dropout
     def multiply(self, a, b, out) -> None:
@@ -310,7 +404,9 @@ class CupyBackend(StepStateReads, Backend):
         if a.size == 0:
             return True
         self._flag.fill(0)
-        self._launch("chk", "flag_non_finite", dtype, (_blocks(a.size),), (THREADS,), (numpy.int64(a.size), a, self._flag))
+        self._launch(
+            "chk", "flag_non_finite", dtype, (_blocks(a.size),), (THREADS,), (numpy.int64(a.size), a, self._flag)
+        )
         return int(self._flag[0]) == 0
 
     def guard_step(self, state, grad=None) -> None:
@@ -322,7 +418,9 @@ class CupyBackend(StepStateReads, Backend):
         if dtype is None:
             super().guard_step(state, grad)
             return
-        self._launch("chk", "guard_step", dtype, (_blocks(grad.size),), (THREADS,), (numpy.int64(grad.size), grad, state))
+        self._launch(
+            "chk", "guard_step", dtype, (_blocks(grad.size),), (THREADS,), (numpy.int64(grad.size), grad, state)
+        )
 
     def commit_step(self, state) -> None:
         """When the step did not diverge: the totals TOTAL_COST.. += the step's STEP_COST.., FINITE_STEPS += 1."""
@@ -341,8 +439,14 @@ class CupyBackend(StepStateReads, Backend):
             super().record_step(state, cost, A, Y, output)
             return
         n, m = A.shape
-        self._launch("chk", "record_step", dtype, (1,), (THREADS,),
-                     (A, Y, cost, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state))  # fmt: skip
+        self._launch(
+            "chk",
+            "record_step",
+            dtype,
+            (1,),
+            (THREADS,),
+            (A, Y, cost, numpy.int64(n), numpy.int64(m), numpy.int32(output == "softmax"), state),
+        )
 
     def add_l2_cost(self, state, weights, l2: float) -> None:
         """STEP_COST += (λ/2)·Σ‖W‖², one kernel per weight matrix summing in float64 on the device (no sync)."""
@@ -352,7 +456,14 @@ class CupyBackend(StepStateReads, Backend):
             if dtype is None:
                 super().add_l2_cost(state, [W], l2)
             elif W.size:
-                self._launch("chk", "add_sum_of_squares", dtype, (1,), (THREADS,), (numpy.int64(W.size), W, numpy.float64(l2 / 2), state))
+                self._launch(
+                    "chk",
+                    "add_sum_of_squares",
+                    dtype,
+                    (1,),
+                    (THREADS,),
+                    (numpy.int64(W.size), W, numpy.float64(l2 / 2), state),
+                )
 
     def _advance_step_count(self, t, state) -> None:
         """t[0] += 1 on the device unless `state` says the step diverged: Adam's step count inside a captured step

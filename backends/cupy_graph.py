@@ -91,10 +91,22 @@ class _Tracer:
 def plan_buffers(plan, inputs: Batch, optimizer_state: dict, lr, t) -> dict:
     """{name: array} of every buffer a step of `plan` touches: inputs, parameters, gradients, workspace, state."""
     p, ws, L = plan.params, plan.workspace, len(plan.layer_dims) - 1
-    buffers = {"X": inputs.X, "Y": inputs.Y, "theta": p.theta, "grad": p.grad, "state": plan.state, "lr": lr, "t": t,
-               "ZL": ws.ZL, "cost": ws.cost, **optimizer_state}  # fmt: skip
+    buffers = {
+        "X": inputs.X,
+        "Y": inputs.Y,
+        "theta": p.theta,
+        "grad": p.grad,
+        "state": plan.state,
+        "lr": lr,
+        "t": t,
+        "ZL": ws.ZL,
+        "cost": ws.cost,
+        **optimizer_state,
+    }
     for l in range(1, L + 1):
-        buffers.update({f"W{l}": p.W[l], f"b{l}": p.b[l], f"dW{l}": p.dW[l], f"db{l}": p.db[l], f"A{l}": ws.A[l], f"D{l}": ws.D[l]})
+        buffers.update(
+            {f"W{l}": p.W[l], f"b{l}": p.b[l], f"dW{l}": p.dW[l], f"db{l}": p.db[l], f"A{l}": ws.A[l], f"D{l}": ws.D[l]}
+        )
     return buffers
 
 
@@ -107,8 +119,14 @@ def step_launches(plan, optimizer, buffers: dict) -> list[Launch]:
     L = len(plan.layer_dims) - 1
     names = {id(array): name for name, array in buffers.items()}
     tracer = _Tracer()
-    net = SimpleNamespace(backend=tracer, params=plan.params, num_layers=L, activations=list(plan.activations),
-                          output=plan.output, dtype=plan.dtype)  # fmt: skip
+    net = SimpleNamespace(
+        backend=tracer,
+        params=plan.params,
+        num_layers=L,
+        activations=list(plan.activations),
+        output=plan.output,
+        dtype=plan.dtype,
+    )
     batch = Batch(buffers["X"], buffers["Y"])
     forward(net, batch, plan.workspace, with_grad=True)
     propagation = tracer.calls[:]
@@ -302,7 +320,9 @@ class CupyCapture:
 
 
 def _refuse_allocation(size):
-    raise RuntimeError(f"an operation allocated {size} bytes during CUDA graph capture (a buffer the graph would not own)")
+    raise RuntimeError(
+        f"an operation allocated {size} bytes during CUDA graph capture (a buffer the graph would not own)"
+    )
 
 
 def _end_failed_capture(stream) -> None:
@@ -387,13 +407,19 @@ class CapturedStep:
         self.graph = None  # the stale graph is dropped before anything else can run it
         optimizer_state = self._optimizer_state()
         buffers = plan_buffers(self.plan, self.inputs, optimizer_state, self.lr, self.t)
-        calls = bind(self.backend, step_launches(self.plan, self.optimizer, buffers), buffers, self.capture.device_scalars)
+        calls = bind(
+            self.backend, step_launches(self.plan, self.optimizer, buffers), buffers, self.capture.device_scalars
+        )
         if not self.eager:
             try:
                 self.graph = self.capture.capture(calls)
             except Exception as exc:
-                warnings.warn(f"CUDA graph capture of the training step failed ({type(exc).__name__}: {exc}); "
-                              "this step runs its operations eagerly instead", RuntimeWarning, stacklevel=3)  # fmt: skip
+                warnings.warn(
+                    f"CUDA graph capture of the training step failed ({type(exc).__name__}: {exc}); "
+                    "this step runs its operations eagerly instead",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self.eager = True
         if self.eager:
             self.graph = tuple(calls)

@@ -188,8 +188,20 @@ class NumbaBackend(Backend):
     def _parallel(self, a) -> bool:
         return self._parallel_at(a.size)
 
-    def warmup(self, network=None, dtype=None, *, activations="relu", output=None, optimizer=None, dropout=False,
-               examples=None, fit_only=False, whole_step=True, progress=None) -> None:
+    def warmup(
+        self,
+        network=None,
+        dtype=None,
+        *,
+        activations="relu",
+        output=None,
+        optimizer=None,
+        dropout=False,
+        examples=None,
+        fit_only=False,
+        whole_step=True,
+        progress=None,
+    ) -> None:
         """Compile (or load from numba's on-disk cache) the kernels a network needs now, not on first use.
 
         `warmup()` compiles every kernel variant for float32 and float64 (docs/numba.md gives its cold cost).
@@ -205,7 +217,9 @@ class NumbaBackend(Backend):
         `progress(done, total, name, seconds, cached)` is called after each kernel: its name, the seconds it
         took, and whether it was ready before (compiled in this process or in the on-disk cache).
         """
-        calls = self._kernel_calls(network, dtype, activations, output, optimizer, dropout, examples, fit_only, whole_step)
+        calls = self._kernel_calls(
+            network, dtype, activations, output, optimizer, dropout, examples, fit_only, whole_step
+        )
         for done, (kernel, args) in enumerate(calls, 1):
             cached = progress is not None and is_cached(kernel, args)
             start = time.perf_counter()
@@ -214,8 +228,18 @@ class NumbaBackend(Backend):
             if progress is not None:
                 progress(done, len(calls), kernel_name(kernel, args), time.perf_counter() - start, cached)
 
-    def _kernel_calls(self, network, dtype, activations="relu", output=None, optimizer=None, dropout=False, examples=None,
-                      fit_only=False, whole_step=True):
+    def _kernel_calls(
+        self,
+        network,
+        dtype,
+        activations="relu",
+        output=None,
+        optimizer=None,
+        dropout=False,
+        examples=None,
+        fit_only=False,
+        whole_step=True,
+    ):
         """[(compiled kernel, tiny arguments of the types its call site passes)] for `warmup` and `kernel_cache_status`."""
         upd = self._upd
         if network is None:  # every variant of every kernel, for both dtypes
@@ -236,10 +260,14 @@ class NumbaBackend(Backend):
         parameters = sum(n * (n_prev + 1) for n_prev, n in zip(dims[:-1], dims[1:]))  # θ and its gradient: (P,)
         wide = {name for name, n in zip(hidden, dims[1:-1]) if self._parallel_at(n * m)}  # hidden layers going parallel
         optimizers = OPTIMIZERS if optimizer is None else (optimizer,)
-        plain_sgd = "sgd" in optimizers or not fit_only  # train_step's SGD and L2's axpy, unless only `fit` is asked for
+        plain_sgd = (
+            "sgd" in optimizers or not fit_only
+        )  # train_step's SGD and L2's axpy, unless only `fit` is asked for
         ops = {upd.OPTIMIZER_OPERATIONS[name] for name in optimizers}
         ops |= {upd.AXPY} if plain_sgd else set()
-        calls = self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False, plain_sgd)
+        calls = (
+            self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False, plain_sgd)
+        )
         calls += [call for name in sorted(set(hidden)) for call in self._layer_calls(dtype, name, False)]
         calls += [call for name in sorted(wide) for call in self._layer_calls(dtype, name, True)]
         calls += [self._update_call(dtype, op, False) for op in sorted(ops)]  # the biases are always small
@@ -248,10 +276,14 @@ class NumbaBackend(Backend):
         if self._parallel_at(max(dims[0], dims[-1]) * m) or self._parallel_at(parameters):  # X, D_L or the gradient
             calls += self._check_calls(dtype, True, plain_sgd)
         if dropout:
-            calls += [self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])]
+            calls += [
+                self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])
+            ]
         elif optimizer in (None, "sgd") and self.cblas is not None:  # plain SGD takes a whole-step strategy
             small = not any(self._parallel_at(n * m) for n in dims[1:])
-            calls += numba_steps.warmup_calls(self, dims, dtype, output, compiled=small and whole_step, activations=hidden)
+            calls += numba_steps.warmup_calls(
+                self, dims, dtype, output, compiled=small and whole_step, activations=hidden
+            )
         return calls
 
     def _parallel_at(self, elements: int) -> bool:
@@ -260,13 +292,20 @@ class NumbaBackend(Backend):
     def _layer_calls(self, dtype, activation, parallel):
         """A hidden layer's forward (numpy's tanh serves tanh's) and backward kernels, as the network calls them."""
         Z, b, code = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), ACTIVATION_CODES[activation]
-        calls = [] if self._forward_code(activation) is None else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
+        calls = (
+            []
+            if self._forward_code(activation) is None
+            else [(self._act.forward_kernel(code, parallel), (Z, b, Z, True, True, False))]
+        )
         return calls + [(self._act.backward_kernel(code, parallel), (Z, Z, Z, b, 1.0, True, True, False))]
 
     def _check_calls(self, dtype, parallel, abs_sum=True):
         """The bias gradient, the non-finite count and (for SGD's update inside the products) Σ|a|."""
         Z, b, flat = numpy.zeros((2, 3), dtype), numpy.zeros((2, 1), dtype), numpy.zeros(6, dtype)
-        calls = [(self._act.bias_grad_kernel(parallel), (Z, b, 1.0)), (self._chk.count_non_finite_kernel(parallel), (flat,))]
+        calls = [
+            (self._act.bias_grad_kernel(parallel), (Z, b, 1.0)),
+            (self._chk.count_non_finite_kernel(parallel), (flat,)),
+        ]
         return calls + ([(self._chk.abs_sum_kernel(parallel), (flat,))] if abs_sum else [])
 
     def _output_call(self, dtype, output):
@@ -285,7 +324,9 @@ class NumbaBackend(Backend):
         return [(self._blas.gemm, (self.cblas.address(dtype), self.cblas.ilp64, a, a, out, False, True, one, one))]
 
     # ------------------------------------------------------------------ linear algebra
-    def gemm(self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0) -> None:
+    def gemm(
+        self, a, b, out, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0, beta: float = 0.0
+    ) -> None:
         # numpy's own BLAS with alpha and beta when every operand is a C-contiguous array of one dtype (a
         # transposed view arrives as its C-contiguous base and a flag); anything else goes to numpy.matmul.
         dtype = _kernel_dtype(a, b, out)
@@ -341,7 +382,16 @@ class NumbaBackend(Backend):
             super().activation_forward(Z, activation, out)
             return
         parallel = self._parallel(Z)
-        _launch(self._act.forward_kernel(code, parallel), parallel, Z, self._placeholders[dtype][0], out, False, out is Z, False)
+        _launch(
+            self._act.forward_kernel(code, parallel),
+            parallel,
+            Z,
+            self._placeholders[dtype][0],
+            out,
+            False,
+            out is Z,
+            False,
+        )
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
@@ -366,8 +416,18 @@ class NumbaBackend(Backend):
             return self._abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
         parallel = self._parallel(dA)
-        total = _launch(self._act.backward_kernel(code, parallel, A is not None), parallel,
-                        dA, src, out, db_buffer, float(db_scale), db is not None, out is dA, abs_sum)  # fmt: skip
+        total = _launch(
+            self._act.backward_kernel(code, parallel, A is not None),
+            parallel,
+            dA,
+            src,
+            out,
+            db_buffer,
+            float(db_scale),
+            db is not None,
+            out is dA,
+            abs_sum,
+        )
         return float(total) if abs_sum else None
 
     def bias_grad(self, dZ, out, scale: float) -> None:
@@ -420,8 +480,15 @@ class NumbaBackend(Backend):
         s = tuple(dtype.type(v) for v in scalars) + (dtype.type(0),) * (8 - len(scalars))
         flat = y.reshape(y.size)  # 1-D views: one compiled signature per dtype, whatever the arrays' shape
         parallel = self._parallel(y)
-        _launch(self._upd.update_kernel(op, parallel), parallel, flat, flat if x is None else x.reshape(x.size),
-                flat if m1 is None else m1.reshape(m1.size), flat if m2 is None else m2.reshape(m2.size), s)  # fmt: skip
+        _launch(
+            self._upd.update_kernel(op, parallel),
+            parallel,
+            flat,
+            flat if x is None else x.reshape(x.size),
+            flat if m1 is None else m1.reshape(m1.size),
+            flat if m2 is None else m2.reshape(m2.size),
+            s,
+        )
 
     def axpy(self, alpha: float, x, y) -> None:
         dtype = self._elementwise_dtype(y, x)
@@ -444,13 +511,21 @@ class NumbaBackend(Backend):
             return
         self._update(self._upd.MOMENTUM, dtype, param, grad, velocity, scalars=(lr, beta, 1 - beta))
 
-    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None) -> None:
+    def adam_update(
+        self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None
+    ) -> None:
         dtype = self._elementwise_dtype(param, grad, m, v)
-        if dtype is None or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad)) or self._update_blocked(state):
+        if (
+            dtype is None
+            or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad))
+            or self._update_blocked(state)
+        ):
             super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, t, state)
             return
         c1, c2 = adam_bias_corrections(beta1, beta2, t)
-        self._update(self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps))
+        self._update(
+            self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps)
+        )
 
     # ------------------------------------------------------------------ whole steps
     def compile_step(self, plan):

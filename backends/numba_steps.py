@@ -71,13 +71,34 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
     two, col, one, sums = numpy.zeros((2, 2), dtype), numpy.zeros((2, 1), dtype), dtype.type(1), numpy.zeros(L)
     layers, workspace = ((two,) * L, (col,) * L, (col,) * L), ((two,) * L, two, (two,) * L)
     blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
-    calls = [(backend._step.update_inside_products, (two, workspace[0], workspace[2], *layers, sums, sums, one, one,
-                                                     *blas, True, False))]  # fmt: skip
+    calls = [
+        (
+            backend._step.update_inside_products,
+            (two, workspace[0], workspace[2], *layers, sums, sums, one, one, *blas, True, False),
+        )
+    ]
     if compiled:
         codes = numpy.zeros(max(1, L - 1), numpy.int64)
         kernel = backend._step.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
-        calls.append((kernel, (two, two, 1.0, *layers, *workspace, numpy.zeros(1, dtype), codes, one, *blas,
-                               numpy.zeros(STATE_SIZE), True, False)))  # fmt: skip
+        calls.append(
+            (
+                kernel,
+                (
+                    two,
+                    two,
+                    1.0,
+                    *layers,
+                    *workspace,
+                    numpy.zeros(1, dtype),
+                    codes,
+                    one,
+                    *blas,
+                    numpy.zeros(STATE_SIZE),
+                    True,
+                    False,
+                ),
+            )
+        )
     return calls
 
 
@@ -110,8 +131,19 @@ class CompiledStep:
 
     def _arguments(self, batch, lr) -> tuple:
         s = self.stand_in
-        return (batch.X, batch.Y, _input_bound(s.backend, batch), *s.layers, *self.buffers, self.codes,
-                s.dtype.type(lr), *s.blas, s.plan.state, True, False)  # fmt: skip
+        return (
+            batch.X,
+            batch.Y,
+            _input_bound(s.backend, batch),
+            *s.layers,
+            *self.buffers,
+            self.codes,
+            s.dtype.type(lr),
+            *s.blas,
+            s.plan.state,
+            True,
+            False,
+        )
 
     def __call__(self, batch, lr) -> None:
         if not self.ready and self._background is None and is_cached(self.kernel, self._arguments(batch, lr)):
@@ -132,17 +164,25 @@ class CompiledStep:
         """The helper compiling the kernel, or False when it cannot be started (the stand-in then goes on)."""
         plan = self.stand_in.plan
         try:
-            return BackgroundCompile.shared(list(plan.layer_dims), self.stand_in.dtype.name,
-                                            activations=list(plan.activations), output=plan.output, optimizer="sgd")
+            return BackgroundCompile.shared(
+                list(plan.layer_dims),
+                self.stand_in.dtype.name,
+                activations=list(plan.activations),
+                output=plan.output,
+                optimizer="sgd",
+            )
         except OSError as error:
             return _gave_up(f"no helper process could be started ({error})")
 
 
 def _gave_up(why: str) -> bool:
     """Say once, for this step, that its kernel will not be ready, and why; False (`CompiledStep._background`)."""
-    warnings.warn(f"numba's whole training step could not be compiled aside: {why}. Training goes on kernel by "
-                  "kernel (the same numbers, more time per step); warmup(net) compiles it here.", RuntimeWarning,
-                  stacklevel=4)  # fmt: skip
+    warnings.warn(
+        f"numba's whole training step could not be compiled aside: {why}. Training goes on kernel by "
+        "kernel (the same numbers, more time per step); warmup(net) compiles it here.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
     return False
 
 
@@ -159,7 +199,10 @@ class FusedUpdateStep:
         self.dtype = numpy.dtype(plan.dtype)
         p = plan.params
         self.layers = (tuple(p.W[1:]), tuple(p.b[1:]), tuple(p.db[1:]))
-        self.activations, self.deltas = tuple(plan.workspace.A[1:]), tuple(plan.workspace.D[1:])  # made once, not per step
+        self.activations, self.deltas = (
+            tuple(plan.workspace.A[1:]),
+            tuple(plan.workspace.D[1:]),
+        )  # made once, not per step
         self.blas = (finite_product_limit(self.dtype), backend.cblas.address(self.dtype), backend.cblas.ilp64)
         self.input_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|A[l-1]|, l = 1..L
         self.delta_sums = numpy.empty(len(plan.layer_dims) - 1)  # Σ|D[l]|, l = 1..L
@@ -177,8 +220,9 @@ class FusedUpdateStep:
         A_in = batch.X
         for l in range(1, L):
             be.gemm(p.W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]
-            self.input_sums[l] = be._bias_activation_forward(ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True,
-                                                             self.like_compiled)  # fmt: skip
+            self.input_sums[l] = be._bias_activation_forward(
+                ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True, self.like_compiled
+            )
             A_in = ws.A[l]
         be.gemm(p.W[L], A_in, out=ws.ZL)
         be.output_layer(ws.ZL, p.b[L], plan.output, ws.A[L], Y=batch.Y, dZ=ws.D[L], cost=ws.cost, dZ_scale=1.0 / m)
@@ -195,9 +239,18 @@ class FusedUpdateStep:
             return
         dt = self.dtype.type
         if be._step.update_inside_products(
-            batch.X, self.activations, self.deltas, *self.layers, self.input_sums, self.delta_sums, dt(lr),
-            dt(1.0 - lr * plan.l2 / m), *self.blas, True, False,
-        ):  # fmt: skip
+            batch.X,
+            self.activations,
+            self.deltas,
+            *self.layers,
+            self.input_sums,
+            self.delta_sums,
+            dt(lr),
+            dt(1.0 - lr * plan.l2 / m),
+            *self.blas,
+            True,
+            False,
+        ):
             be.commit_step(state)
         else:
             self.update_stored(batch, lr)

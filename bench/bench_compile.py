@@ -41,8 +41,9 @@ print(json.dumps(dict(costs, import_s=import_s)))
 def first_call_in_fresh_process(backend_name, dtype, cache_dir=None) -> dict:
     """dnn.perf.first_call_costs in a new Python process, with NUMBA_CACHE_DIR=cache_dir when given."""
     env = dict(os.environ, **({"NUMBA_CACHE_DIR": cache_dir} if cache_dir else {}))
-    done = subprocess.run([sys.executable, "-c", _SCRIPT, backend_name, CASE, dtype],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, backend_name, CASE, dtype], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"the fresh process failed:\n{done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -31,8 +31,9 @@ def test_kernel(benchmark, record_environment, bench_backend, kernel_config):
 
     warm_up(run)
     nbytes = kernel.arrays_touched * shape[0] * shape[1] * np.dtype(dtype).itemsize
-    record_environment(backend, dtype, kernel=kernel.name, shape=list(shape), bytes_moved=nbytes,
-                       max_kernel_difference=difference)
+    record_environment(
+        backend, dtype, kernel=kernel.name, shape=list(shape), bytes_moved=nbytes, max_kernel_difference=difference
+    )
     benchmark(run)
 
 

@@ -5,7 +5,15 @@ Before timing, every step benchmark asserts that the backend's whole-network gra
 """
 
 from dnn.backends import get_backend
-from dnn.perf import GemmFloor, prepare_step, require_floor_agrees, require_gradients_agree, step_function, step_gemm_flops, warm_up
+from dnn.perf import (
+    GemmFloor,
+    prepare_step,
+    require_floor_agrees,
+    require_gradients_agree,
+    step_function,
+    step_gemm_flops,
+    warm_up,
+)
 
 
 def test_training_step(benchmark, record_environment, bench_backend, step_config):
@@ -15,8 +23,15 @@ def test_training_step(benchmark, record_environment, bench_backend, step_config
     difference = require_gradients_agree(bench)
     step = step_function(bench)
     warm_up(step)
-    record_environment(backend, dtype, case=case.name, layer_dims=list(case.layer_dims), m=case.m,
-                       gemm_flop=step_gemm_flops(case.layer_dims, case.m), max_gradient_difference=difference)
+    record_environment(
+        backend,
+        dtype,
+        case=case.name,
+        layer_dims=list(case.layer_dims),
+        m=case.m,
+        gemm_flop=step_gemm_flops(case.layer_dims, case.m),
+        max_gradient_difference=difference,
+    )
     benchmark(step)
 
 
@@ -27,6 +42,13 @@ def test_gemm_floor(benchmark, record_environment, floor_backend, step_config):
     floor = GemmFloor(backend, case.layer_dims, case.m, dtype)
     difference = require_floor_agrees(floor)
     warm_up(floor)
-    record_environment(backend, dtype, case=case.name, layer_dims=list(case.layer_dims), m=case.m,
-                       gemm_flop=step_gemm_flops(case.layer_dims, case.m), max_product_difference=difference)
+    record_environment(
+        backend,
+        dtype,
+        case=case.name,
+        layer_dims=list(case.layer_dims),
+        m=case.m,
+        gemm_flop=step_gemm_flops(case.layer_dims, case.m),
+        max_product_difference=difference,
+    )
     benchmark(floor)

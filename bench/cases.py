@@ -97,8 +97,14 @@ def _output_layer(output: str, units: int) -> KernelCase:
             Y = (rng.random((n, m)) < 0.5).astype(np.float64)  # multi-label 0/1
         else:
             Y = np.eye(n)[:, rng.integers(0, n, m)]  # one-hot columns (n, m)
-        return {"Z": rng.standard_normal((n, m)) * 3, "b": rng.standard_normal((n, 1)), "Y": Y,
-                "A": _poison((n, m)), "dZ": _poison((n, m)), "cost": _poison((1,))}
+        return {
+            "Z": rng.standard_normal((n, m)) * 3,
+            "b": rng.standard_normal((n, 1)),
+            "Y": Y,
+            "A": _poison((n, m)),
+            "dZ": _poison((n, m)),
+            "cost": _poison((1,)),
+        }
 
     def call(be, a):
         be.output_layer(a["Z"], a["b"], output, a["A"], Y=a["Y"], dZ=a["dZ"], cost=a["cost"])
@@ -118,8 +124,11 @@ def _sgd() -> KernelCase:
 
 def _momentum() -> KernelCase:
     def make(rng, n, m):
-        return {"param": rng.standard_normal((n, m)), "grad": rng.standard_normal((n, m)),
-                "velocity": rng.standard_normal((n, m))}
+        return {
+            "param": rng.standard_normal((n, m)),
+            "grad": rng.standard_normal((n, m)),
+            "velocity": rng.standard_normal((n, m)),
+        }
 
     def call(be, a):
         be.momentum_update(a["param"], a["grad"], a["velocity"], 0.01, 0.9)
@@ -129,8 +138,12 @@ def _momentum() -> KernelCase:
 
 def _adam() -> KernelCase:
     def make(rng, n, m):
-        return {"param": rng.standard_normal((n, m)), "grad": rng.standard_normal((n, m)),
-                "m": rng.standard_normal((n, m)) * 0.1, "v": rng.random((n, m)) * 0.01}
+        return {
+            "param": rng.standard_normal((n, m)),
+            "grad": rng.standard_normal((n, m)),
+            "m": rng.standard_normal((n, m)) * 0.1,
+            "v": rng.random((n, m)) * 0.01,
+        }
 
     def call(be, a):
         be.adam_update(a["param"], a["grad"], a["m"], a["v"], lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, t=10)

@@ -37,7 +37,24 @@ def mkl_products(mkl, floor):
         M, N = out.shape
         K = a.shape[1]
         ptr = lambda x: x.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-        calls.append((ROW_MAJOR, ta, tb, M, N, K, scalar(1.0), ptr(a0), a0.shape[1], ptr(b0), b0.shape[1], scalar(0.0), ptr(out), N))
+        calls.append(
+            (
+                ROW_MAJOR,
+                ta,
+                tb,
+                M,
+                N,
+                K,
+                scalar(1.0),
+                ptr(a0),
+                a0.shape[1],
+                ptr(b0),
+                b0.shape[1],
+                scalar(0.0),
+                ptr(out),
+                N,
+            )
+        )
 
     def run():
         for args in calls:
@@ -66,7 +83,9 @@ def main(library, cases):
                     run()
                     times[label].append(time.perf_counter() - start)
             a, b = statistics.median(times["numpy"]), statistics.median(times["mkl"])
-            print(f"{name} {dtype}: numpy {a * 1e3:8.3f} ms   mkl {b * 1e3:8.3f} ms   mkl/numpy {b / a:.2f}   max rel diff {error:.1e}")
+            print(
+                f"{name} {dtype}: numpy {a * 1e3:8.3f} ms   mkl {b * 1e3:8.3f} ms   mkl/numpy {b / a:.2f}   max rel diff {error:.1e}"
+            )
 
 
 if __name__ == "__main__":

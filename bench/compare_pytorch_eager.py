@@ -22,7 +22,10 @@ def torch_step(layer_dims, m: int, dtype=torch.float32):
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(layer_dims[0], m, dtype=dtype, generator=gen)  # (n_x, m)
     Y = (torch.rand(1, m, generator=gen) < 0.5).to(dtype)  # (1, m)
-    Ws = [torch.randn(n, n_prev, dtype=dtype, generator=gen) / n_prev**0.5 for n_prev, n in zip(layer_dims, layer_dims[1:])]
+    Ws = [
+        torch.randn(n, n_prev, dtype=dtype, generator=gen) / n_prev**0.5
+        for n_prev, n in zip(layer_dims, layer_dims[1:])
+    ]
     bs = [torch.zeros(n, 1, dtype=dtype) for n in layer_dims[1:]]
     params = Ws + bs
     for p in params:

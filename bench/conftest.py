@@ -24,10 +24,18 @@ from dnn.perf import environment_info
 
 def pytest_addoption(parser):
     group = parser.getgroup("dnn benchmarks")
-    group.addoption("--bench-full", action="store_true", default=False,
-                    help="full-size cases instead of the small test-run sizes (or DNN_BENCH_FULL=1)")
-    group.addoption("--bench-cases", default=None, metavar="A,B,...",
-                    help="network cases to run (default A,B,C,D; E takes seconds per step; or DNN_BENCH_CASES)")
+    group.addoption(
+        "--bench-full",
+        action="store_true",
+        default=False,
+        help="full-size cases instead of the small test-run sizes (or DNN_BENCH_FULL=1)",
+    )
+    group.addoption(
+        "--bench-cases",
+        default=None,
+        metavar="A,B,...",
+        help="network cases to run (default A,B,C,D; E takes seconds per step; or DNN_BENCH_CASES)",
+    )
 
 
 def bench_full(config) -> bool:
@@ -41,7 +49,9 @@ def bench_case_names(config):
 
 def _backend_params(names=None):
     return [
-        pytest.param(status.name, id=status.name, marks=pytest.mark.skipif(not status.available, reason=status.reason or ""))
+        pytest.param(
+            status.name, id=status.name, marks=pytest.mark.skipif(not status.available, reason=status.reason or "")
+        )
         for status in available_backends()
         if names is None or status.name in names
     ]
@@ -55,25 +65,41 @@ def pytest_generate_tests(metafunc):
     if "floor_backend" in fixtures:  # the GEMM floor per array library: numpy's BLAS, and cuBLAS with a GPU
         metafunc.parametrize("floor_backend", _backend_params(("numpy", "cupy")))
     if "step_config" in fixtures:
-        metafunc.parametrize("step_config", [
-            pytest.param((case, dtype), id=f"{case.name}-{dtype}", marks=pytest.mark.benchmark(group=f"step {case.name} {dtype}"))
-            for case in step_cases(full, bench_case_names(config))
-            for dtype in DTYPES
-        ])
+        metafunc.parametrize(
+            "step_config",
+            [
+                pytest.param(
+                    (case, dtype),
+                    id=f"{case.name}-{dtype}",
+                    marks=pytest.mark.benchmark(group=f"step {case.name} {dtype}"),
+                )
+                for case in step_cases(full, bench_case_names(config))
+                for dtype in DTYPES
+            ],
+        )
     if "kernel_config" in fixtures:  # (kernel, dtype, the shape it runs at)
         size = KERNEL_SHAPE_FULL if full else KERNEL_SHAPE_SMALL
-        metafunc.parametrize("kernel_config", [
-            pytest.param((kernel, dtype, kernel.shape(*size)), id=f"{kernel.name}-{dtype}",
-                         marks=pytest.mark.benchmark(group="kernel {} {} {}x{}".format(kernel.name, dtype, *kernel.shape(*size))))
-            for kernel in KERNEL_CASES
-            for dtype in DTYPES
-        ])
+        metafunc.parametrize(
+            "kernel_config",
+            [
+                pytest.param(
+                    (kernel, dtype, kernel.shape(*size)),
+                    id=f"{kernel.name}-{dtype}",
+                    marks=pytest.mark.benchmark(
+                        group="kernel {} {} {}x{}".format(kernel.name, dtype, *kernel.shape(*size))
+                    ),
+                )
+                for kernel in KERNEL_CASES
+                for dtype in DTYPES
+            ],
+        )
     if "compile_config" in fixtures:  # cold: an empty compile cache; warm: the cache a previous process filled
         caches = ("cold", "warm") if full else ("warm",)
         dtypes = DTYPES if full else DTYPES[:1]
-        metafunc.parametrize("compile_config", [
-            pytest.param((cache, dtype), id=f"{cache}-{dtype}") for cache in caches for dtype in dtypes
-        ])
+        metafunc.parametrize(
+            "compile_config",
+            [pytest.param((cache, dtype), id=f"{cache}-{dtype}") for cache in caches for dtype in dtypes],
+        )
 
 
 @functools.cache

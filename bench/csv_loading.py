@@ -41,7 +41,11 @@ def loaders(csv_path: str, old_module_dir: str | None) -> dict:
         "dnn.data.load_csv (this tree)": (_REPO, "from dnn import data", f"data.load_csv({csv_path!r}).X.shape"),
     }
     if old_module_dir is not None:
-        table["dnn.data.load_csv (old)"] = (old_module_dir, "from dnn import data", f"data.load_csv({csv_path!r}).X.shape")
+        table["dnn.data.load_csv (old)"] = (
+            old_module_dir,
+            "from dnn import data",
+            f"data.load_csv({csv_path!r}).X.shape",
+        )
     return table
 
 
@@ -61,14 +65,18 @@ def old_tree(ref: str, into: str) -> str | None:
 
 def measure(path_entry: str, setup: str, call: str) -> dict:
     code = _MEASURE.format(path=path_entry, setup=setup, call=call)
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir())
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv")
-    parser.add_argument("--old-ref", default="51242db", help="git commit whose load_csv is 'old' (default: before issue 15)")
+    parser.add_argument(
+        "--old-ref", default="51242db", help="git commit whose load_csv is 'old' (default: before issue 15)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     size_mb = os.path.getsize(args.csv) / 1e6
@@ -80,7 +88,9 @@ def main(argv=None) -> int:
             array_mb = shape[0] * shape[1] * 8 / 1e6  # the array this loader returns (loadtxt's holds the labels too)
             peak = max(r["peak_kib"] for r in runs) * 1024 / 1e6
             above = max(r["peak_kib"] - r["before_kib"] for r in runs) * 1024 / 1e6
-            rows.append((name, min(r["seconds"] for r in runs), max(r["seconds"] for r in runs), peak, above, above / array_mb))
+            rows.append(
+                (name, min(r["seconds"] for r in runs), max(r["seconds"] for r in runs), peak, above, above / array_mb)
+            )
     print(f"\n{args.csv}: {size_mb:.0f} MB; best and worst of {args.repeat} fresh processes\n")
     print("| loader | time (s) | peak RSS (MB) | above the interpreter (MB) | that / float64 array |")
     print("|---|---|---|---|---|")

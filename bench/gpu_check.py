@@ -42,7 +42,10 @@ from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 
 DTYPES = ("float32", "float64")
-KERNEL_SHAPES = {"small": ((1, 1), (7, 13), (33, 1), (65, 257)), "full": ((1, 1), (7, 13), (33, 1), (65, 257), (1000, 3001))}
+KERNEL_SHAPES = {
+    "small": ((1, 1), (7, 13), (33, 1), (65, 257)),
+    "full": ((1, 1), (7, 13), (33, 1), (65, 257), (1000, 3001)),
+}
 GEMM_N = {"small": 256, "full": 8192}
 TIMED_CASES = "A,B,D,E"  # the cases of the GPU performance targets
 REFERENCE_LIMIT = 2e10  # FLOPs of one float64 reference step on the host above which a case is not gradient-checked
@@ -81,7 +84,9 @@ def check_kernels(backend, shapes) -> list[str]:
             for shape in shapes:
                 difference, _ = kernel_difference(kernel, backend, dtype, shape)
                 if not difference <= kernel_rtol(dtype):
-                    failures.append(f"kernel {kernel.name} {dtype} {kernel.shape(*shape)}: difference {difference:.3g} > {kernel_rtol(dtype):g}")
+                    failures.append(
+                        f"kernel {kernel.name} {dtype} {kernel.shape(*shape)}: difference {difference:.3g} > {kernel_rtol(dtype):g}"
+                    )
     return failures
 
 
@@ -112,10 +117,14 @@ def check_captured(backend, case_names, steps: int = 5) -> list[str]:
                     step(default.batch, perf.LEARNING_RATE)
                     reference(eager.batch, perf.LEARNING_RATE)
                 expected = eager.net.get_parameters()
-                difference = max(relative_difference(value, expected[key]) for key, value in default.net.get_parameters().items())
+                difference = max(
+                    relative_difference(value, expected[key]) for key, value in default.net.get_parameters().items()
+                )
                 if not difference <= gradient_rtol(dtype):
-                    failures.append(f"{step.strategy} step {name} {dtype} {optimizer}: parameters after {steps} steps differ "
-                                    f"from the eager step's by {difference:.3g} > {gradient_rtol(dtype):g}")  # fmt: skip
+                    failures.append(
+                        f"{step.strategy} step {name} {dtype} {optimizer}: parameters after {steps} steps differ "
+                        f"from the eager step's by {difference:.3g} > {gradient_rtol(dtype):g}"
+                    )
     return failures
 
 
@@ -159,7 +168,10 @@ def _torch_network(case, torch):
     X, Y = torch.tensor(X, dtype=dtype, device=device), torch.tensor(Y, dtype=dtype, device=device)  # (n_x, m), (1, m)
     gen = torch.Generator(device="cpu").manual_seed(0)
     dims = case.layer_dims
-    Ws = [(torch.randn(n, n_prev, generator=gen) / n_prev**0.5).to(device).requires_grad_() for n_prev, n in zip(dims, dims[1:])]
+    Ws = [
+        (torch.randn(n, n_prev, generator=gen) / n_prev**0.5).to(device).requires_grad_()
+        for n_prev, n in zip(dims, dims[1:])
+    ]
     bs = [torch.zeros(n, 1, device=device, requires_grad=True) for n in dims[1:]]
     optimizer = torch.optim.SGD(Ws + bs, lr=LEARNING_RATE)
 
@@ -251,7 +263,9 @@ def time_steps(backend, case_names, timer, repeat, gemm_flops_per_s) -> list[str
             cells.append(f" {seconds * 1e3:>16.3f}")
         rate = step_gemm_flops(case.layer_dims, case.m) / eager_seconds
         shape = f"{list(case.layer_dims)}, {case.m}"
-        lines.append(f"{name:<5} {shape:<30}" + "".join(cells) + f" {rate / 1e12:>8.3f} {rate / gemm_flops_per_s:>12.1%}")
+        lines.append(
+            f"{name:<5} {shape:<30}" + "".join(cells) + f" {rate / 1e12:>8.3f} {rate / gemm_flops_per_s:>12.1%}"
+        )
     lines += [f"  n/a: {reason}" for reason in dict.fromkeys(reasons.values())]
     return lines
 
@@ -262,12 +276,16 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", default=TIMED_CASES, help=f"cases to time (default: {TIMED_CASES})")
     parser.add_argument("--sizes", choices=("small", "full"), default="full", help="kernel shapes and GEMM size")
     parser.add_argument("--repeat", type=int, default=20, help="timed steps per case; the median is reported")
-    parser.add_argument("--no-pytest", action="store_true", help="skip the `pytest -k cupy` run (never run for other backends)")
+    parser.add_argument(
+        "--no-pytest", action="store_true", help="skip the `pytest -k cupy` run (never run for other backends)"
+    )
     args = parser.parse_args(argv)
 
     status = {s.name: s for s in available_backends()}.get(args.backend)
     if status is None or not status.available:
-        reason = status.reason if status else f"unknown backend (known: {', '.join(s.name for s in available_backends())})"
+        reason = (
+            status.reason if status else f"unknown backend (known: {', '.join(s.name for s in available_backends())})"
+        )
         print(f"gpu_check: skipped: no GPU: the {args.backend} backend cannot run here: {reason}")
         return SKIPPED
     backend = get_backend(args.backend)
@@ -285,8 +303,10 @@ def main(argv=None) -> int:
         print(f"warmup (compile or load every kernel): {time.perf_counter() - start:.2f} s")
 
     failures = check_kernels(backend, KERNEL_SHAPES[args.sizes])
-    print(f"kernels: {len(KERNEL_CASES)} operations x {len(DTYPES)} dtypes x {len(KERNEL_SHAPES[args.sizes])} shapes, "
-          f"{len(failures)} failed")
+    print(
+        f"kernels: {len(KERNEL_CASES)} operations x {len(DTYPES)} dtypes x {len(KERNEL_SHAPES[args.sizes])} shapes, "
+        f"{len(failures)} failed"
+    )
     checked = list(dict.fromkeys(SMALL_VERSION[name] for name in SMALL_VERSION))
     checked += [name for name in timed if step_gemm_flops(CASES[name].layer_dims, CASES[name].m) <= REFERENCE_LIMIT]
     gradient_failures = check_gradients(backend, dict.fromkeys(checked))
@@ -294,7 +314,9 @@ def main(argv=None) -> int:
     failures += gradient_failures
     captured_cases = list(dict.fromkeys(SMALL_VERSION.values()))
     captured_failures = check_captured(backend, captured_cases)
-    print(f"default step (TrainStep(net, m)) vs eager step: cases {', '.join(captured_cases)}, {len(captured_failures)} failed")
+    print(
+        f"default step (TrainStep(net, m)) vs eager step: cases {', '.join(captured_cases)}, {len(captured_failures)} failed"
+    )
     failures += captured_failures
     skipped = args.backend == "cupy" and args.no_pytest
     if args.backend == "cupy" and not args.no_pytest:

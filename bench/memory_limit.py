@@ -44,7 +44,9 @@ def run_limited(code: str, limit: int, timeout: float | None = None) -> LimitedR
         def limit_address_space():
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-        done = subprocess.run(command, env=env, capture_output=True, text=True, preexec_fn=limit_address_space, timeout=timeout)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, preexec_fn=limit_address_space, timeout=timeout
+        )
         return LimitedRun(done, "RLIMIT_AS", None)
     root, limit_file = cgroup
     group = os.path.join(root, f"dnn-limit-{os.getpid()}")

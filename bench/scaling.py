@@ -77,8 +77,14 @@ def _measure(comm, net, batch, strategy, repeat: int, reducer) -> dict:
         times.append(time.perf_counter() - start)
     step.read()  # a diverged step raises here: no timing of a broken run
     grad = net.params.grad
-    row = {"strategy": step.strategy, "step": float(np.median(times)), "bytes": grad.nbytes,
-           "reduce": None, "alone": None, "allreduce": None}
+    row = {
+        "strategy": step.strategy,
+        "step": float(np.median(times)),
+        "bytes": grad.nbytes,
+        "reduce": None,
+        "alone": None,
+        "allreduce": None,
+    }
     if timed is not None:
         row["reduce"] = float(np.median(timed.seconds))
         row["alone"] = _collective_seconds(comm, lambda: reducer.sum_to_all(grad), repeat)
@@ -118,8 +124,22 @@ def driver(args) -> int:
         return 1
     rows = []
     for ranks in [int(r) for r in args.ranks.split(",")]:
-        command = [mpiexec, "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
-                   "--cases", args.cases, "--backend", args.backend, "--dtype", args.dtype, "--repeat", str(args.repeat)]
+        command = [
+            mpiexec,
+            "-n",
+            str(ranks),
+            sys.executable,
+            os.path.abspath(__file__),
+            "--worker",
+            "--cases",
+            args.cases,
+            "--backend",
+            args.backend,
+            "--dtype",
+            args.dtype,
+            "--repeat",
+            str(args.repeat),
+        ]
         run = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         if run.returncode:
             print(f"error: {' '.join(command)} failed:\n{run.stderr}", file=sys.stderr)
@@ -134,15 +154,19 @@ def _gb_per_s(nbytes: int, seconds: float | None) -> str:
 
 
 def table(rows) -> str:
-    header = (f"{'case':<9}{'dtype':<9}{'ranks x threads':>16}{'strategy':>14}{'ms/step':>10}{'steps/s':>9}{'reduce ms':>11}"
-              f"{'share':>7}{'GB/s step':>11}{'GB/s alone':>12}{'GB/s Allreduce':>16}{'grad MB':>9}")
+    header = (
+        f"{'case':<9}{'dtype':<9}{'ranks x threads':>16}{'strategy':>14}{'ms/step':>10}{'steps/s':>9}{'reduce ms':>11}"
+        f"{'share':>7}{'GB/s step':>11}{'GB/s alone':>12}{'GB/s Allreduce':>16}{'grad MB':>9}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         reduce_ms = "-" if r["reduce"] is None else f"{r['reduce'] * 1e3:.3f}"
         share = "-" if r["reduce"] is None else f"{r['reduce'] / r['step']:.1%}"
-        lines.append(f"{r['case']:<9}{r['dtype']:<9}{str(r['ranks']) + ' x ' + str(r['threads']):>16}{r['strategy']:>14}"
-                     f"{r['step'] * 1e3:>10.3f}{1 / r['step']:>9.1f}{reduce_ms:>11}{share:>7}{_gb_per_s(r['bytes'], r['reduce']):>11}"
-                     f"{_gb_per_s(r['bytes'], r['alone']):>12}{_gb_per_s(r['bytes'], r['allreduce']):>16}{r['bytes'] / 1e6:>9.2f}")
+        lines.append(
+            f"{r['case']:<9}{r['dtype']:<9}{str(r['ranks']) + ' x ' + str(r['threads']):>16}{r['strategy']:>14}"
+            f"{r['step'] * 1e3:>10.3f}{1 / r['step']:>9.1f}{reduce_ms:>11}{share:>7}{_gb_per_s(r['bytes'], r['reduce']):>11}"
+            f"{_gb_per_s(r['bytes'], r['alone']):>12}{_gb_per_s(r['bytes'], r['allreduce']):>16}{r['bytes'] / 1e6:>9.2f}"
+        )
     return "\n".join(lines)
 
 

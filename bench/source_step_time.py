@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backends", default="numpy,numba")
     parser.add_argument("--file-dtype", choices=("float32", "float64"), default="float32", help="X's dtype on disk")
-    parser.add_argument("--format", choices=("npy", "h5"), default="npy", help="X.npy + Y.npy, or an .h5 (default: npy)")
+    parser.add_argument(
+        "--format", choices=("npy", "h5"), default="npy", help="X.npy + Y.npy, or an .h5 (default: npy)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile the file variant without read-ahead instead")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:
@@ -124,7 +126,9 @@ def main(argv=None) -> int:
             for backend in args.backends.split(","):
                 profile(backend, path, args.rows)
             return 0
-        print(f"case B {DIMS}, batches of {BATCH}, {DTYPE} ({args.format}, X {args.file_dtype}), {args.rows} rows; median of {args.repeats} epochs, ms per step\n")
+        print(
+            f"case B {DIMS}, batches of {BATCH}, {DTYPE} ({args.format}, X {args.file_dtype}), {args.rows} rows; median of {args.repeats} epochs, ms per step\n"
+        )
         print("| backend | variant | ms/step | / memory |\n|---|---|---|---|")
         for backend in args.backends.split(","):
             result = measure(backend, path, args.rows, args.repeats)

@@ -62,7 +62,10 @@ print(json.dumps(dict(seconds=seconds, cost=history.cost, maxrss=resource.getrus
 def write_data(directory: str, gigabytes: float, n: int) -> int:
     """X.npy (m, n) float64 and Y.npy (m,) int8 of about `gigabytes` GB in `directory`, written a slice at a time; returns m."""
     m = int(gigabytes * 1e9) // (8 * n)
-    rng, w = np.random.default_rng(SEED), np.random.default_rng(SEED + 1).standard_normal(n)  # w: (n,) the labels' direction
+    rng, w = (
+        np.random.default_rng(SEED),
+        np.random.default_rng(SEED + 1).standard_normal(n),
+    )  # w: (n,) the labels' direction
     X = np.lib.format.open_memmap(os.path.join(directory, "X.npy"), mode="w+", dtype=np.float64, shape=(m, n))
     Y = np.empty(m, np.int8)
     step = max(1, _SLICE_BYTES // (8 * n))
@@ -121,32 +124,51 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         m = write_data(directory, args.gigabytes, args.features)
         size = os.path.getsize(os.path.join(directory, "X.npy"))
-        print(f"X.npy: {m} x {args.features} float64, {size / 1e9:.2f} GB, written in {time.perf_counter() - start:.1f} s")
+        print(
+            f"X.npy: {m} x {args.features} float64, {size / 1e9:.2f} GB, written in {time.perf_counter() - start:.1f} s"
+        )
         rows = rows_in_memory(m, args.features)
         if rows < m:
-            print(f"the in-memory run cannot hold all {m} rows here: both runs train on the first {rows} "
-                  f"({rows * args.features * 8 / 1e9:.2f} GB)")
+            print(
+                f"the in-memory run cannot hold all {m} rows here: both runs train on the first {rows} "
+                f"({rows * args.features * 8 / 1e9:.2f} GB)"
+            )
         params_path = os.path.join(directory, "limited_params.npz")
-        code = _LIMITED.format(repo=_REPO, directory=directory, rows=rows, hidden=HIDDEN, epochs=args.epochs, batch=BATCH,
-                               lr=LR, seed=SEED, params=params_path)
+        code = _LIMITED.format(
+            repo=_REPO,
+            directory=directory,
+            rows=rows,
+            hidden=HIDDEN,
+            epochs=args.epochs,
+            batch=BATCH,
+            lr=LR,
+            seed=SEED,
+            params=params_path,
+        )
         limited = run_limited(textwrap.dedent(code), args.limit_mb << 20)
         if limited.done.returncode != 0:
             print(f"the limited run failed under {limited.how} ({args.limit_mb} MB):\n{limited.done.stderr[-3000:]}")
             return 1
         report = json.loads(limited.done.stdout.splitlines()[-1])
         peak = limited.peak if limited.peak is not None else report["maxrss"]
-        print(f"from the file under {limited.how} = {args.limit_mb} MB: {args.epochs} epochs in {report['seconds']:.1f} s, "
-              f"peak {peak / 2**20:.0f} MB ({'cgroup peak usage' if limited.peak is not None else 'ru_maxrss'}; "
-              f"ru_maxrss {report['maxrss'] / 2**20:.0f} MB), costs {', '.join(f'{c:.6f}' for c in report['cost'])}")
+        print(
+            f"from the file under {limited.how} = {args.limit_mb} MB: {args.epochs} epochs in {report['seconds']:.1f} s, "
+            f"peak {peak / 2**20:.0f} MB ({'cgroup peak usage' if limited.peak is not None else 'ru_maxrss'}; "
+            f"ru_maxrss {report['maxrss'] / 2**20:.0f} MB), costs {', '.join(f'{c:.6f}' for c in report['cost'])}"
+        )
         history, reference, seconds = train_in_memory(directory, rows, args.epochs)
-        print(f"from memory, no limit: {args.epochs} epochs in {seconds:.1f} s, costs {', '.join(f'{c:.6f}' for c in history.cost)}")
+        print(
+            f"from memory, no limit: {args.epochs} epochs in {seconds:.1f} s, costs {', '.join(f'{c:.6f}' for c in history.cost)}"
+        )
         with np.load(params_path) as saved:
             differences = {name: relative_difference(saved[name], value) for name, value in reference.items()}
         differences["cost"] = relative_difference(report["cost"], history.cost)
         worst = max(differences.values())
         tolerance = gradient_rtol("float64")
-        print(f"largest relative difference (parameters, per-epoch costs): {worst:.3g} (tolerance {tolerance:g}): "
-              f"{'equal within tolerance' if worst <= tolerance else 'DIFFERENT'}")
+        print(
+            f"largest relative difference (parameters, per-epoch costs): {worst:.3g} (tolerance {tolerance:g}): "
+            f"{'equal within tolerance' if worst <= tolerance else 'DIFFERENT'}"
+        )
         return 0 if worst <= tolerance else 1
     finally:
         if not args.dir:

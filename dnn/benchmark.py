@@ -81,17 +81,36 @@ def _positive_int(text):
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the options of `python -m dnn bench` to `parser`."""
     cases = "; ".join(f"{case.name} {list(case.layer_dims)} m={case.m}" for case in CASES.values())
-    parser.add_argument("--cases", type=_cases, default=DEFAULT_CASES,
-                        help=f"comma-separated cases (default: {DEFAULT_CASES}). Known: {cases}")
-    parser.add_argument("--backends", type=_backends, default=None,
-                        help="comma-separated backends (default: every one available here); the GEMM floor is always "
-                             "measured, numpy (the xNumPy baseline) only when listed")
-    parser.add_argument("--dtype", type=_dtypes, default="float32,float64", help="comma-separated dtypes (default: both)")
-    parser.add_argument("--repeat", type=_positive_int, default=DEFAULT_REPEAT,
-                        help=f"timed steps per measurement; the median is reported (default: {DEFAULT_REPEAT})")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table "
-                                                            "(every column, and the environment in full)")
-    parser.add_argument("--plot", metavar="FILE.png", help="also draw ms per step as a bar chart into this image (png, svg, pdf, ...)")
+    parser.add_argument(
+        "--cases",
+        type=_cases,
+        default=DEFAULT_CASES,
+        help=f"comma-separated cases (default: {DEFAULT_CASES}). Known: {cases}",
+    )
+    parser.add_argument(
+        "--backends",
+        type=_backends,
+        default=None,
+        help="comma-separated backends (default: every one available here); the GEMM floor is always "
+        "measured, numpy (the xNumPy baseline) only when listed",
+    )
+    parser.add_argument(
+        "--dtype", type=_dtypes, default="float32,float64", help="comma-separated dtypes (default: both)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=DEFAULT_REPEAT,
+        help=f"timed steps per measurement; the median is reported (default: {DEFAULT_REPEAT})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON instead of a table (every column, and the environment in full)",
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="also draw ms per step as a bar chart into this image (png, svg, pdf, ...)"
+    )
 
 
 def _chosen_backends(names):
@@ -117,10 +136,21 @@ def _measure(backend, case, dtype, repeat, floor, progress) -> dict:
     progress(f"measuring {case.name} {dtype} on {backend.name}")
     bench = prepare_step(backend, case, dtype)
     difference = gradient_difference(bench.net, bench.X, bench.Y)
-    row = {"backend": backend.name, "case": case.name, "layer_dims": list(case.layer_dims), "m": case.m,
-           "dtype": dtype, "max_gradient_difference": difference, "tolerance": gradient_rtol(dtype),
-           "agrees": difference <= gradient_rtol(dtype), "ms_per_step": None, "gflops": None,
-           "floor_ms": None, "vs_floor": None, "vs_numpy": None}
+    row = {
+        "backend": backend.name,
+        "case": case.name,
+        "layer_dims": list(case.layer_dims),
+        "m": case.m,
+        "dtype": dtype,
+        "max_gradient_difference": difference,
+        "tolerance": gradient_rtol(dtype),
+        "agrees": difference <= gradient_rtol(dtype),
+        "ms_per_step": None,
+        "gflops": None,
+        "floor_ms": None,
+        "vs_floor": None,
+        "vs_numpy": None,
+    }
     if row["agrees"]:  # a wrong answer is not timed
         step = step_function(bench)
         warm_up(step)
@@ -147,7 +177,9 @@ def measure(case_names, backend_names_, dtypes, repeat, progress=lambda message:
                 if library not in floors:
                     floors[library] = _checked_floor(backend, case, dtype)
                 group.append(_measure(backend, case, dtype, repeat, floors[library], progress))
-            numpy_ms = group[0]["ms_per_step"] if group[0]["backend"] == "numpy" else None  # numpy comes first, if measured
+            numpy_ms = (
+                group[0]["ms_per_step"] if group[0]["backend"] == "numpy" else None
+            )  # numpy comes first, if measured
             for row in group:
                 if row["ms_per_step"] is not None and numpy_ms:
                     row["vs_numpy"] = row["ms_per_step"] / numpy_ms
@@ -243,12 +275,21 @@ def write_plot(rows, path, title: str) -> None:
     fig = Figure(figsize=(max(6.0, 1.3 * len(groups)), 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, backend in enumerate(backends):
-        points = [(groups.index((r["case"], r["dtype"])), r["ms_per_step"]) for r in rows
-                  if r["backend"] == backend and r["ms_per_step"] is not None]
+        points = [
+            (groups.index((r["case"], r["dtype"])), r["ms_per_step"])
+            for r in rows
+            if r["backend"] == backend and r["ms_per_step"] is not None
+        ]
         ax.bar([x - 0.4 + (i + 0.5) * width for x, _ in points], [ms for _, ms in points], width, label=backend)
     floors = {groups.index((r["case"], r["dtype"])): r["floor_ms"] for r in rows if r["floor_ms"] is not None}
-    ax.hlines(list(floors.values()), [x - 0.45 for x in floors], [x + 0.45 for x in floors],
-              colors="black", linestyles="dashed", label="GEMM floor")
+    ax.hlines(
+        list(floors.values()),
+        [x - 0.45 for x in floors],
+        [x + 0.45 for x in floors],
+        colors="black",
+        linestyles="dashed",
+        label="GEMM floor",
+    )
     ax.set_xticks(range(len(groups)), [f"{case}\n{dtype}" for case, dtype in groups])
     ax.set_yscale("log")
     ax.set_ylabel("ms per training step (log scale)")
@@ -265,13 +306,26 @@ def run(args) -> int:
         check_plot_path(args.plot, "--plot")  # before measuring: a plot that cannot be written is known now
     backend_count = len(args.backends) if args.backends else sum(status.available for status in available_backends())
     expected = estimated_seconds(args.cases, backend_count, args.dtype, args.repeat)
-    print(f"dnn bench: cases {','.join(args.cases)}, {', '.join(args.dtype)}, {backend_count} backend(s), "
-          f"{args.repeat} timed steps each: expect about {_duration(expected)}", file=sys.stderr, flush=True)
-    rows, skipped = measure(args.cases, args.backends, args.dtype, args.repeat,
-                            progress=lambda message: print(message, file=sys.stderr, flush=True))
+    print(
+        f"dnn bench: cases {','.join(args.cases)}, {', '.join(args.dtype)}, {backend_count} backend(s), "
+        f"{args.repeat} timed steps each: expect about {_duration(expected)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    rows, skipped = measure(
+        args.cases,
+        args.backends,
+        args.dtype,
+        args.repeat,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
     environment = environment_info()
     if args.json:
-        print(json.dumps({"environment": environment, "repeat": args.repeat, "skipped": skipped, "results": rows}, indent=2))
+        print(
+            json.dumps(
+                {"environment": environment, "repeat": args.repeat, "skipped": skipped, "results": rows}, indent=2
+            )
+        )
     else:
         print(format_table(rows, environment, args.repeat, skipped))
     if args.plot:

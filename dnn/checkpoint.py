@@ -55,8 +55,14 @@ class Checkpoint(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- save
-def save(net: "Network", path, optimizer: Optimizer | None = None, training: dict | None = None, extras: dict | None = None,
-         feature_names=None) -> None:
+def save(
+    net: "Network",
+    path,
+    optimizer: Optimizer | None = None,
+    training: dict | None = None,
+    extras: dict | None = None,
+    feature_names=None,
+) -> None:
     """Write `net` (and optionally its optimizer's state, training state and extras) to `path` atomically.
 
     With `training` state the file is a checkpoint, without it a model (its ``kind``).
@@ -70,7 +76,9 @@ def save(net: "Network", path, optimizer: Optimizer | None = None, training: dic
     if feature_names is not None:
         feature_names = [str(name) for name in feature_names]
         if len(feature_names) != net.layer_dims[0]:
-            raise ValueError(f"feature_names has {len(feature_names)} names, the network has {net.layer_dims[0]} inputs")
+            raise ValueError(
+                f"feature_names has {len(feature_names)} names, the network has {net.layer_dims[0]} inputs"
+            )
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -103,8 +111,10 @@ def _require_finite(path: str, arrays: dict) -> None:
     for key, value in arrays.items():
         if key.startswith(("param/", "optimizer/")) and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             count = int((~np.isfinite(value)).sum())
-            raise NonFiniteError(f"refusing to save {path}: {key} holds {count} non-finite value(s) (NaN or inf); "
-                                 "the previous file, if any, is unchanged")
+            raise NonFiniteError(
+                f"refusing to save {path}: {key} holds {count} non-finite value(s) (NaN or inf); "
+                "the previous file, if any, is unchanged"
+            )
 
 
 def _write_atomically(path: str, arrays: dict) -> None:
@@ -115,7 +125,9 @@ def _write_atomically(path: str, arrays: dict) -> None:
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as exc:  # named by the user's path and the reason, not by the temporary file's name
-        raise ModelFileError(f"cannot write model file {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
+        raise ModelFileError(
+            f"cannot write model file {path}: {exc.strerror or exc}; the previous file is unchanged"
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -149,10 +161,12 @@ def load_checkpoint(path, backend=None, *, network_class) -> Checkpoint:
         raise ModelFileError(f"{path}: the architecture it describes is invalid: {exc}") from exc
     net.set_parameters(params)
     optimizer = _optimizer(path, arrays, meta, net)
-    if not isinstance(meta.get("training"), (dict, type(None))) or not isinstance(meta.get("extras"), (dict, type(None))):
+    if not isinstance(meta.get("training"), (dict, type(None))) or not isinstance(
+        meta.get("extras"), (dict, type(None))
+    ):
         raise ModelFileError(f"{path}: its training state or extras are not what dnn writes (JSON objects)")
     extras = dict(meta.get("extras") or {})
-    extras.update({key[len("extra/"):]: value for key, value in arrays.items() if key.startswith("extra/")})
+    extras.update({key[len("extra/") :]: value for key, value in arrays.items() if key.startswith("extra/")})
     return Checkpoint(net, optimizer, meta.get("training"), extras, _feature_names(path, meta, net), _kind(path, meta))
 
 
@@ -163,8 +177,10 @@ def _kind(path: str, meta: dict) -> str:
     if kind not in KINDS:
         raise ModelFileError(f"{path}: its kind {kind!r} is none of {', '.join(KINDS)}")
     if kind != held:
-        raise ModelFileError(f"{path} says it is a {kind} but {'holds' if held == 'checkpoint' else 'lacks'} "
-                             "the training state of a checkpoint")
+        raise ModelFileError(
+            f"{path} says it is a {kind} but {'holds' if held == 'checkpoint' else 'lacks'} "
+            "the training state of a checkpoint"
+        )
     return kind
 
 
@@ -179,13 +195,17 @@ def _read_arrays(path: str) -> dict:
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
     if magic != ZIP_MAGIC:
-        raise ModelFileError(f"{path} is not a dnn model file: a model file is an .npz (zip) archive written by "
-                             "`train --save` or Network.save, and this file is not one")
+        raise ModelFileError(
+            f"{path} is not a dnn model file: a model file is an .npz (zip) archive written by "
+            "`train --save` or Network.save, and this file is not one"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}  # read every member now, so a bad CRC shows up here
     except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError (pickled data), OSError, zlib.error
-        raise ModelFileError(f"{path} is not a readable dnn model file (truncated or corrupted?): {type(exc).__name__}: {exc}") from exc
+        raise ModelFileError(
+            f"{path} is not a readable dnn model file (truncated or corrupted?): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _read_meta(path: str, arrays: dict) -> dict:
@@ -196,11 +216,15 @@ def _read_meta(path: str, arrays: dict) -> dict:
     except ValueError as exc:
         raise ModelFileError(f"{path}: its metadata is corrupted: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a dnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ModelFileError(
+            f"{path} is not a dnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     version = meta.get("format_version")
     if version not in READABLE_VERSIONS:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS)
-        raise ModelFileError(f"{path} has model format version {version!r}; this version of dnn reads versions {readable}")
+        raise ModelFileError(
+            f"{path} has model format version {version!r}; this version of dnn reads versions {readable}"
+        )
     return meta
 
 
@@ -208,7 +232,11 @@ def _feature_names(path: str, meta: dict, net: "Network") -> tuple | None:
     names = meta.get("feature_names")
     if names is None:
         return None
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names) or len(names) != net.layer_dims[0]:
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(name, str) for name in names)
+        or len(names) != net.layer_dims[0]
+    ):
         raise ModelFileError(f"{path}: its feature names are not {net.layer_dims[0]} strings, one per input unit")
     return tuple(names)
 
@@ -221,7 +249,9 @@ def _parameters(path: str, arrays: dict, dims: list, dtype) -> dict:
             raise ModelFileError(f"{path} has no parameter {name} although its architecture {dims} needs it")
         value = arrays[key]
         if value.shape != shape:
-            raise ModelFileError(f"{path}: parameter {name} has shape {value.shape}, the architecture {dims} needs {shape}")
+            raise ModelFileError(
+                f"{path}: parameter {name} has shape {value.shape}, the architecture {dims} needs {shape}"
+            )
         if value.dtype != dtype:
             raise ModelFileError(f"{path}: parameter {name} has dtype {value.dtype}, the file says {dtype.name}")
         if not np.all(np.isfinite(value)):
@@ -239,7 +269,7 @@ def _optimizer(path: str, arrays: dict, meta: dict, net: "Network") -> Optimizer
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: its optimizer description {spec!r} is invalid: {exc}") from exc
     prefix = "optimizer/"
-    state = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+    state = {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
     for name, value in state.items():
         if value.dtype.kind not in "iuf" or not np.all(np.isfinite(value)):
             raise ModelFileError(f"{path}: optimizer state {name} is not finite numbers")

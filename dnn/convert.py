@@ -40,23 +40,44 @@ H5_METADATA_BYTES = 256 << 10
 
 def add_parser(subparsers) -> None:
     """Add the `convert` command to the command line's subparsers."""
-    parser = subparsers.add_parser("convert", help="stream a CSV into X.npy + Y.npy (a directory) or an .h5 file for out-of-core training")
+    parser = subparsers.add_parser(
+        "convert", help="stream a CSV into X.npy + Y.npy (a directory) or an .h5 file for out-of-core training"
+    )
     parser.add_argument("csv", help="the CSV to convert (a header row; labels in --label-column)")
     parser.add_argument("out", help="an output directory (X.npy, Y.npy, features.json) or an .h5 file")
-    parser.add_argument("--label-column", metavar="NAME", help="the column holding the class indices (default: the last)")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="dtype of X on disk (default: float64)")
-    parser.add_argument("--force", action="store_true", help="replace an existing .h5 file or the data set in a non-empty directory")
+    parser.add_argument(
+        "--label-column", metavar="NAME", help="the column holding the class indices (default: the last)"
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float64", help="dtype of X on disk (default: float64)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing .h5 file or the data set in a non-empty directory"
+    )
 
 
 def run(args) -> int:
     """Convert args.csv into args.out; returns 0 (errors are raised as DataError for the command line to print)."""
-    m = convert(args.csv, args.out, label_column=args.label_column, dtype=args.dtype, progress=sys.stderr.isatty(), force=args.force)
+    m = convert(
+        args.csv,
+        args.out,
+        label_column=args.label_column,
+        dtype=args.dtype,
+        progress=sys.stderr.isatty(),
+        force=args.force,
+    )
     print(f"wrote {m} examples to {args.out}")
     return 0
 
 
-def convert(csv_path: str, out: str, label_column: str | None = None, dtype="float64", progress: bool = False,
-            force: bool = False) -> int:
+def convert(
+    csv_path: str,
+    out: str,
+    label_column: str | None = None,
+    dtype="float64",
+    progress: bool = False,
+    force: bool = False,
+) -> int:
     """Stream the CSV at `csv_path` into `out` (a directory, or an .h5 file); returns the number of examples.
 
     force: replace an existing .h5 file, or write into a directory that is not empty (see the module docstring).
@@ -70,19 +91,25 @@ def convert(csv_path: str, out: str, label_column: str | None = None, dtype="flo
     targets = [out] if is_h5 else [os.path.join(out, name) for name in NPY_FILES]
     for target in [out, *targets]:
         if os.path.exists(target) and os.path.samefile(target, csv_path):
-            raise DataError(f"cannot write {target}: it is the input {csv_path} itself (the same file); give another output")
+            raise DataError(
+                f"cannot write {target}: it is the input {csv_path} itself (the same file); give another output"
+            )
     if is_h5:
         remove_stale_temporaries(out)
         if os.path.exists(out) and not force:
             raise DataError(f"{out} exists; pass --force to replace it")
         return _write_h5(table, out, dtype, progress)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise DataError(f"cannot write {out}: it exists and is not a directory (give a directory, or a path ending in .h5)")
+        raise DataError(
+            f"cannot write {out}: it exists and is not a directory (give a directory, or a path ending in .h5)"
+        )
     os.makedirs(out, exist_ok=True)
     for target in targets:  # a killed conversion's temporaries are no reason to refuse the directory
         remove_stale_temporaries(target)
     if os.listdir(out) and not force:
-        raise DataError(f"{out} is not empty ({', '.join(sorted(os.listdir(out))[:5])}); pass --force to write the data set into it")
+        raise DataError(
+            f"{out} is not empty ({', '.join(sorted(os.listdir(out))[:5])}); pass --force to write the data set into it"
+        )
     return _write_npy(table, out, dtype, progress)
 
 
@@ -92,9 +119,11 @@ def _in_range(block, table: CsvTable, dtype: np.dtype) -> np.ndarray:
     over = np.abs(block.features) > limit  # (k, n_x)
     if over.any():
         row, column = (int(i) for i in np.argwhere(over)[0])
-        raise DataError(f"{table.path}, line {block.lines[row]}, column {table.feature_names[column]!r}: "
-                        f"{block.features[row, column]:g} is out of the range of {dtype.name} (±{limit:.4g}); "
-                        "convert with --dtype float64, or rescale that column")
+        raise DataError(
+            f"{table.path}, line {block.lines[row]}, column {table.feature_names[column]!r}: "
+            f"{block.features[row, column]:g} is out of the range of {dtype.name} (±{limit:.4g}); "
+            "convert with --dtype float64, or rescale that column"
+        )
     return block.features
 
 
@@ -121,8 +150,10 @@ def _blocks(table: CsvTable, progress: bool):
 
 def _write_npy(table: CsvTable, out: str, dtype: np.dtype, progress: bool) -> int:
     with contextlib.ExitStack() as renamed_when_all_succeed:  # each file to a temporary name, renamed at the end
-        x_path, y_path, meta_path = (renamed_when_all_succeed.enter_context(replaced_atomically(os.path.join(out, name), ""))
-                                     for name in NPY_FILES)  # fmt: skip
+        x_path, y_path, meta_path = (
+            renamed_when_all_succeed.enter_context(replaced_atomically(os.path.join(out, name), ""))
+            for name in NPY_FILES
+        )
         try:
             return _write_npy_files(table, (x_path, y_path, meta_path), dtype, progress)
         except OSError as exc:  # a full disk: named by the data set, not by whichever temporary met it
@@ -210,4 +241,6 @@ def _reserve(out: str, temporary: str, size: int) -> None:
         elif shutil.disk_usage(os.path.dirname(temporary)).free < size - os.path.getsize(temporary):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     except OSError as exc:
-        raise DataError(f"cannot write {out}: {exc.strerror} (it needs {size / 2**20:.1f} MiB so far); nothing was written") from None
+        raise DataError(
+            f"cannot write {out}: {exc.strerror} (it needs {size / 2**20:.1f} MiB so far); nothing was written"
+        ) from None

@@ -44,8 +44,9 @@ class Dataset(NamedTuple):
         return max(2, int(self.Y.max()) + 1) if self.Y is not None and self.Y.size else 2
 
 
-def load(source: str, label_column: str | None = None, labels: bool = True, classes=None,
-         max_classes: int = MAX_CLASSES) -> Dataset:
+def load(
+    source: str, label_column: str | None = None, labels: bool = True, classes=None, max_classes: int = MAX_CLASSES
+) -> Dataset:
     """Load a built-in data set by name, or a .h5 / .npz / .csv file by path (see the module docstring).
 
     label_column: the CSV column holding the labels (default: the last column). labels=False loads
@@ -62,8 +63,10 @@ def load(source: str, label_column: str | None = None, labels: bool = True, clas
     loaders = {".h5": load_h5, ".hdf5": load_h5, ".npz": load_npz, ".csv": load_csv}
     if ext not in loaders:
         found = "" if os.path.exists(source) else " (no such file or directory)"
-        raise DataError(f"unknown data source {source!r}{found}: use one of {', '.join(BUILTIN)}, a .h5, .npz or .csv file, "
-                        "or a directory of .npy files (python -m dnn convert)")
+        raise DataError(
+            f"unknown data source {source!r}{found}: use one of {', '.join(BUILTIN)}, a .h5, .npz or .csv file, "
+            "or a directory of .npy files (python -m dnn convert)"
+        )
     options = dict(label_column=label_column) if ext == ".csv" else {}
     return loaders[ext](source, labels=labels, classes=classes, max_classes=max_classes, **options)
 
@@ -93,13 +96,19 @@ def load_h5(path: str, labels: bool = True, classes=None, max_classes: int = MAX
         with h5py.File(path, "r") as f:
             x_keys = sorted(key for key in f.keys() if key.endswith("_set_x"))
             if len(x_keys) != 1:
-                raise DataError(f"{path} has no single '<split>_set_x' dataset (keys: {', '.join(f.keys())}); expected the course's layout")
+                raise DataError(
+                    f"{path} has no single '<split>_set_x' dataset (keys: {', '.join(f.keys())}); expected the course's layout"
+                )
             y_key = x_keys[0][: -len("x")] + "y"
             images = np.asarray(f[x_keys[0]])
             y = np.asarray(f[y_key]) if labels and y_key in f else None
             if labels and y is None:
                 raise DataError(f"{path} has {x_keys[0]} but no {y_key}")
-            names = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in f["list_classes"]) if "list_classes" in f else None
+            names = (
+                tuple(c.decode() if isinstance(c, bytes) else str(c) for c in f["list_classes"])
+                if "list_classes" in f
+                else None
+            )
     except OSError as exc:
         raise DataError(f"{path} is not a readable HDF5 file: {exc}") from None
     if images.ndim < 2:
@@ -119,7 +128,9 @@ def load_npz(path: str, labels: bool = True, classes=None, max_classes: int = MA
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except MemoryError:
-        raise MemoryError(f"out of memory while reading {path}: its arrays need more memory than is available") from None
+        raise MemoryError(
+            f"out of memory while reading {path}: its arrays need more memory than is available"
+        ) from None
     except Exception as exc:  # BadZipFile, ValueError (pickled object arrays), OSError
         raise DataError(f"{path} is not a readable .npz file: {type(exc).__name__}: {exc}") from None
     x_key = _key(arrays, ("X", "x"), path)
@@ -135,8 +146,9 @@ def load_npz(path: str, labels: bool = True, classes=None, max_classes: int = MA
     return Dataset(_numeric(X, path, x_key), Y, classes)
 
 
-def load_csv(path: str, label_column: str | None = None, labels: bool = True, classes=None,
-             max_classes: int = MAX_CLASSES) -> Dataset:
+def load_csv(
+    path: str, label_column: str | None = None, labels: bool = True, classes=None, max_classes: int = MAX_CLASSES
+) -> Dataset:
     """A CSV with a header row: every column a numeric feature except `label_column` (default: the last).
 
     With labels=False the label column is dropped when the file has it (a file to predict on may not).
@@ -210,8 +222,10 @@ class CsvTable:
         header = [name.strip() for name in next(csv.reader([line]))]
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated:
-            raise DataError(f"{path}: the header names more than one column {', '.join(map(repr, duplicated))}; "
-                            "column names must be unique")
+            raise DataError(
+                f"{path}: the header names more than one column {', '.join(map(repr, duplicated))}; "
+                "column names must be unique"
+            )
         if all(_is_number(name) for name in header):
             raise DataError(
                 f"{path}: the first line ({line.strip()[:60]!r}) is all numbers, so the file has no header row; "
@@ -241,7 +255,9 @@ class CsvTable:
                 line_number, chars = self.data_line, 0
                 while lines := list(itertools.islice(f, rows)):
                     chars += sum(map(len, lines))
-                    kept = [i for i, line in enumerate(lines) if line.strip()]  # blank and whitespace-only lines are no rows
+                    kept = [
+                        i for i, line in enumerate(lines) if line.strip()
+                    ]  # blank and whitespace-only lines are no rows
                     if kept:
                         yield [lines[i] for i in kept], line_number + np.array(kept), chars
                     line_number += len(lines)
@@ -264,14 +280,17 @@ class CsvTable:
             raise self._first_bad_cell(lines, numbers) or DataError(f"{span}: {exc}") from None
         if values.shape[1] != len(self.header):
             raise self._first_bad_cell(lines, numbers) or DataError(
-                f"{span}: {values.shape[1]} values a row, but the header has {len(self.header)} columns")
+                f"{span}: {values.shape[1]} values a row, but the header has {len(self.header)} columns"
+            )
         return values
 
     def _first_bad_cell(self, lines: list, numbers: np.ndarray) -> DataError | None:
         """The error for the first ragged row or non-number among `lines` (None if Python reads them all)."""
         for i, row in zip(numbers.tolist(), csv.reader(lines)):
             if len(row) != len(self.header):
-                return DataError(f"{self.path}, line {i}: {len(row)} values, but the header has {len(self.header)} columns")
+                return DataError(
+                    f"{self.path}, line {i}: {len(row)} values, but the header has {len(self.header)} columns"
+                )
             for name, cell in zip(self.header, row):
                 if not _is_number(cell):
                     return DataError(f"{self.path}, line {i}, column {name!r}: {cell!r} is not a number")
@@ -282,11 +301,15 @@ class CsvTable:
         labels = values[:, self.label_index] if self.labels else None  # (k,)
         if not np.isfinite(values).all():
             row, column = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
-            raise DataError(f"{self.path}, line {numbers[row]}, column {self.header[column]!r}: "
-                            f"{values[row, column]} is not a finite number")
+            raise DataError(
+                f"{self.path}, line {numbers[row]}, column {self.header[column]!r}: "
+                f"{values[row, column]} is not a finite number"
+            )
         if labels is not None and (row := first_not_whole(labels)) is not None:
-            raise DataError(f"{self.path}, line {numbers[row]}, column {self.header[self.label_index]!r}: "
-                            f"labels must be whole numbers naming classes; found {labels[row]:g}")
+            raise DataError(
+                f"{self.path}, line {numbers[row]}, column {self.header[self.label_index]!r}: "
+                f"labels must be whole numbers naming classes; found {labels[row]:g}"
+            )
         return CsvBlock(features, labels, chars_read, numbers)
 
 
@@ -296,7 +319,9 @@ def _count_lines(path: str) -> int:
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             # a CR LF counts once: as its LF, also when the CR ended the previous block
-            count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n") - (last == b"\r" and block[:1] == b"\n")
+            count += (
+                block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n") - (last == b"\r" and block[:1] == b"\n")
+            )
             last = block[-1:]
     return count + (last not in b"\r\n")
 
@@ -354,7 +379,9 @@ class Standardizer(NamedTuple):
     def transform(self, X) -> np.ndarray:
         """(X - mean) / std, X (n_x, m)."""
         if X.shape[0] != self.mean.shape[0]:
-            raise DataError(f"the data has {X.shape[0]} features, the standardisation was fitted on {self.mean.shape[0]}")
+            raise DataError(
+                f"the data has {X.shape[0]} features, the standardisation was fitted on {self.mean.shape[0]}"
+            )
         return (X - self.mean) / self.std
 
 

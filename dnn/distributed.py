@@ -106,8 +106,10 @@ def launch_world(environ=None):
     try:
         from mpi4py import MPI
     except ImportError:
-        raise DnnError(f"started by an MPI launcher with {ranks} processes, but mpi4py is not installed: "
-                       f"{MPI_EXTRA}, or run without mpiexec") from None
+        raise DnnError(
+            f"started by an MPI launcher with {ranks} processes, but mpi4py is not installed: "
+            f"{MPI_EXTRA}, or run without mpiexec"
+        ) from None
     limit_threads(MPI.COMM_WORLD, environ)
     return MPI.COMM_WORLD
 
@@ -249,10 +251,14 @@ class Ranks:
             held = {}
             for rank, texts_of_rank in enumerate(values):
                 held.setdefault(texts_of_rank[j], []).append(rank)
-            shown = "; ".join(f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))}: {_shorten(t)}" for t, r in held.items())
+            shown = "; ".join(
+                f"rank{'s' if len(r) > 1 else ''} {','.join(map(str, r))}: {_shorten(t)}" for t, r in held.items()
+            )
             parts.append(f"{names[k]} ({shown})")
-        raise RanksDisagreeError(f"the {self.size} MPI ranks do not describe the same training run: {' | '.join(parts)}; "
-                                 "give every rank the same network, data and settings")
+        raise RanksDisagreeError(
+            f"the {self.size} MPI ranks do not describe the same training run: {' | '.join(parts)}; "
+            "give every rank the same network, data and settings"
+        )
 
     def _gather_texts(self, texts: list) -> list:
         """Every rank's `texts` (same count on every rank), gathered to every rank as bytes (no pickle)."""
@@ -276,8 +282,10 @@ class Ranks:
         self.comm.Allgather(mine, table)
         drifted = np.flatnonzero(table[:, 0] != table[0, 0])
         if drifted.size:
-            raise RanksDisagreeError(f"after epoch {epoch} the parameters of rank(s) {', '.join(map(str, drifted))} differ "
-                                     "from rank 0's; every rank must apply the same update")
+            raise RanksDisagreeError(
+                f"after epoch {epoch} the parameters of rank(s) {', '.join(map(str, drifted))} differ "
+                "from rank 0's; every rank must apply the same update"
+            )
         return bool(table[:, 1].any())
 
     @contextlib.contextmanager
@@ -298,7 +306,11 @@ def abort(comm, message: str, status: int = 1) -> None:
     """Print `message` as this rank's error line and abort every rank of `comm` (it does not return)."""
     sys.stdout.flush()
     message = " ".join(message.splitlines())
-    print(f"error: rank {comm.Get_rank()} of {comm.Get_size()}: {message}; aborting all ranks", file=sys.stderr, flush=True)
+    print(
+        f"error: rank {comm.Get_rank()} of {comm.Get_size()}: {message}; aborting all ranks",
+        file=sys.stderr,
+        flush=True,
+    )
     comm.Abort(status)
 
 

@@ -95,7 +95,9 @@ def layer_count(parameters, name: str = "parameters", prefix: str = "") -> int:
     the network silently being taken as a shorter one. prefix "d" checks a gradient dictionary.
     """
     if not hasattr(parameters, "keys"):
-        raise TypeError(f"{name} must be a dictionary {{'{prefix}W1': ..., '{prefix}b1': ..., ...}}, got {type(parameters).__name__}")
+        raise TypeError(
+            f"{name} must be a dictionary {{'{prefix}W1': ..., '{prefix}b1': ..., ...}}, got {type(parameters).__name__}"
+        )
     pattern = re.compile(rf"{prefix}[Wb]([1-9][0-9]*)")
     layers = [int(match.group(1)) for key in parameters if isinstance(key, str) and (match := pattern.fullmatch(key))]
     if not layers:
@@ -205,7 +207,9 @@ def update_parameters(params, grads, learning_rate):
     for l in range(1, L + 1):
         for key in (f"W{l}", f"b{l}"):
             if tuple(grads[f"d{key}"].shape) != tuple(params[key].shape):
-                raise ShapeError(f"grads['d{key}'] has shape {tuple(grads[f'd{key}'].shape)}, but {key} has {tuple(params[key].shape)}")
+                raise ShapeError(
+                    f"grads['d{key}'] has shape {tuple(grads[f'd{key}'].shape)}, but {key} has {tuple(params[key].shape)}"
+                )
             p = backend.empty(params[key].shape, params[key].dtype)
             backend.copyto(p, params[key])
             backend.sgd_update(p, grads[f"d{key}"], learning_rate)

@@ -26,7 +26,9 @@ class GradcheckResult(NamedTuple):
 def float64_reference(model, hidden_activation: str = "relu", output: str = "sigmoid") -> Network:
     """A float64 NumPy network holding the same parameters as `model` (a Network or a course dict)."""
     if isinstance(model, Network):
-        ref = Network(model.layer_dims, model.activations, model.output, init=model.init, dtype="float64", backend="numpy")
+        ref = Network(
+            model.layer_dims, model.activations, model.output, init=model.init, dtype="float64", backend="numpy"
+        )
         ref.set_parameters(model.get_parameters())
         return ref
     params = {key: np.asarray(_host(value), dtype=np.float64) for key, value in model.items()}
@@ -89,9 +91,18 @@ def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
     return X, int(moved.sum())
 
 
-def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks=None,
-              hidden_activation: str = "relu", output: str = "sigmoid", threshold: float = GRADCHECK_THRESHOLD,
-              seed: int = 0) -> GradcheckResult:
+def gradcheck(
+    model,
+    X,
+    Y,
+    epsilon: float = 1e-7,
+    l2: float = 0.0,
+    dropout_masks=None,
+    hidden_activation: str = "relu",
+    output: str = "sigmoid",
+    threshold: float = GRADCHECK_THRESHOLD,
+    seed: int = 0,
+) -> GradcheckResult:
     """Compare backpropagation with central differences (J(θ+ε) - J(θ-ε)) / 2ε, all in float64 on NumPy.
 
     `model` is a Network or the course's parameter dict (then `hidden_activation` and `output` describe
@@ -103,7 +114,11 @@ def gradcheck(model, X, Y, epsilon: float = 1e-7, l2: float = 0.0, dropout_masks
     _check_model(model)
     ref = float64_reference(model, hidden_activation, output)
     X = np.array(_host(X), dtype=np.float64)
-    masks = None if dropout_masks is None else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
+    masks = (
+        None
+        if dropout_masks is None
+        else [None if mk is None else np.asarray(_host(mk), np.float64) for mk in dropout_masks]
+    )
     X, nudged = _nudge_off_kinks(ref, ref.batch(X).X, masks, margin=1e3 * epsilon, rng=np.random.default_rng(seed))
     batch = ref.batch(X, np.asarray(_host(Y)))
 
@@ -133,8 +148,10 @@ def _check_model(model) -> None:
     if isinstance(model, Network):
         return
     if isinstance(model, (str, bytes, os.PathLike)):
-        raise TypeError(f"gradcheck takes a Network or the course's parameter dict, not the path {os.fsdecode(model)!r}; "
-                        "load it first: dnn.gradcheck(dnn.Network.load(path), X, Y)")
+        raise TypeError(
+            f"gradcheck takes a Network or the course's parameter dict, not the path {os.fsdecode(model)!r}; "
+            "load it first: dnn.gradcheck(dnn.Network.load(path), X, Y)"
+        )
     if not hasattr(model, "keys"):
         raise TypeError(f"gradcheck takes a Network or the course's parameter dict, got {type(model).__name__}")
     L = layer_count(model, "the parameter dict")

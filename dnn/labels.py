@@ -67,8 +67,10 @@ class ClassTally:
                 self.counts[value], self.first[value] = 0, start + position
             self.counts[value] += count
         if len(self.counts) > self.max_classes:
-            raise DataError(f"{self.where}: more than {self.max_classes} distinct labels ({shown(sorted(self.counts))}); "
-                            f"labels must name classes (at most {self.max_classes}), not measurements or IDs")
+            raise DataError(
+                f"{self.where}: more than {self.max_classes} distinct labels ({shown(sorted(self.counts))}); "
+                f"labels must name classes (at most {self.max_classes}), not measurements or IDs"
+            )
 
     def classes(self, m: int, locate=lambda i: f"example {i}") -> tuple:
         """The sorted distinct values as plain Python numbers, after refusing sets that cannot be classes.
@@ -78,14 +80,18 @@ class ClassTally:
         values = sorted(self.counts)
         k = len(values)
         if k > 2 and 10 * k > m:
-            raise DataError(f"{self.where}: {k} distinct labels ({shown(values)}) for {m} examples, more classes than a "
-                            "tenth of the examples; labels must name classes, not measurements or IDs")
+            raise DataError(
+                f"{self.where}: {k} distinct labels ({shown(values)}) for {m} examples, more classes than a "
+                "tenth of the examples; labels must name classes, not measurements or IDs"
+            )
         strays = [v for v in values if self.counts[v] == 1]
         if k > 1 and len(strays) == 1 and m - 1 >= STRAY_RATIO * (k - 1):
             (stray,) = strays
             others = [v for v in values if v != stray]
-            raise DataError(f"{locate(self.first[stray])}: label {_plain(stray)} appears only once, while the other "
-                            f"{m - 1} examples are labelled {shown(others)}: a stray label? Fix or remove that example")
+            raise DataError(
+                f"{locate(self.first[stray])}: label {_plain(stray)} appears only once, while the other "
+                f"{m - 1} examples are labelled {shown(others)}: a stray label? Fix or remove that example"
+            )
         return tuple(_plain(v) for v in values)
 
 
@@ -123,12 +129,16 @@ class LabelMap:
     def refusal(self, where: str, label) -> DataError:
         """The error for a label that is none of the classes, at `where`."""
         if self.named:
-            return DataError(f"{where}: label {_plain(label)} is not a class index 0..{len(self.classes) - 1} "
-                             f"(classes {shown(self.classes)})")
+            return DataError(
+                f"{where}: label {_plain(label)} is not a class index 0..{len(self.classes) - 1} "
+                f"(classes {shown(self.classes)})"
+            )
         return DataError(f"{where}: label {_plain(label)} is not one of the classes trained on ({shown(self.classes)})")
 
 
-def encode(y: np.ndarray, where: str, classes=None, max_classes: int = MAX_CLASSES, locate=None) -> tuple[np.ndarray, tuple]:
+def encode(
+    y: np.ndarray, where: str, classes=None, max_classes: int = MAX_CLASSES, locate=None
+) -> tuple[np.ndarray, tuple]:
     """(class indices (m,) float64, classes) of the whole-number labels y (m,).
 
     classes None: the classes are y's distinct values (`ClassTally`, checked); given (a model's, the training

@@ -16,8 +16,16 @@ from .parameters import Parameters
 from .propagation import Batch, Workspace, add_l2_gradient, backward, check_batch, forward
 from .optimizers import SGD
 from .step import TrainStep, numpy_warnings_silenced
-from .validation import (as_matrix, check_input_rows, check_non_negative, labels_as_matrix, memory_estimate,
-                         require_labels, require_memory, resolve_dtype)  # fmt: skip
+from .validation import (
+    as_matrix,
+    check_input_rows,
+    check_non_negative,
+    labels_as_matrix,
+    memory_estimate,
+    require_labels,
+    require_memory,
+    resolve_dtype,
+)
 
 # How many batch sizes keep their workspaces (a training batch, the last short batch, an evaluation set), and
 # how many (batch size, λ) pairs keep the steps `train_step` builds.
@@ -71,7 +79,9 @@ class Network:
     second thread while another runs raises ConcurrentUseError (give each thread its own network).
     """
 
-    def __init__(self, layer_dims, activations="relu", output=None, init="course", dtype="float32", backend=None, seed=1):
+    def __init__(
+        self, layer_dims, activations="relu", output=None, init="course", dtype="float32", backend=None, seed=1
+    ):
         self.layer_dims = check_layer_dims(layer_dims)
         L = len(self.layer_dims) - 1
         hidden = [activations] * (L - 1) if isinstance(activations, str) else list(activations)
@@ -88,12 +98,20 @@ class Network:
         self.dtype = resolve_dtype(dtype)
         self.backend = get_backend(backend)
         need = memory_estimate(self.layer_dims, self.dtype)
-        require_memory(self.backend, f"Network({self.layer_dims}) in {self.dtype.name}", {
-            "parameters": need.parameters, "gradients": need.gradients, "float64 initial values": need.initial_values})
+        require_memory(
+            self.backend,
+            f"Network({self.layer_dims}) in {self.dtype.name}",
+            {"parameters": need.parameters, "gradients": need.gradients, "float64 initial values": need.initial_values},
+        )
         self.busy = OneThreadAtATime(repr(self))  # `with net.busy:` around each call that uses the buffers
         self.params = Parameters(self.backend, self.layer_dims, self.dtype)  # flat theta and grad, per-layer views
-        self.set_parameters({k: v for l, (W, b) in enumerate(initial_parameters(self.layer_dims, init=init, seed=seed), 1)
-                             for k, v in ((f"W{l}", W), (f"b{l}", b))})  # fmt: skip
+        self.set_parameters(
+            {
+                k: v
+                for l, (W, b) in enumerate(initial_parameters(self.layer_dims, init=init, seed=seed), 1)
+                for k, v in ((f"W{l}", W), (f"b{l}", b))
+            }
+        )
         self._workspaces: OrderedDict[int, Workspace] = OrderedDict()
         self._train_steps: OrderedDict[tuple, TrainStep] = OrderedDict()
         self._sgd = None  # the SGD optimizer of `train_step`, made on first use
@@ -126,8 +144,11 @@ class Network:
     def gradient_buffers(self):
         """[(W1, dW1, 'W1'), (b1, db1, 'b1'), ...]: each parameter with the buffer holding its gradient."""
         p = self.params
-        return [pair for l in range(1, self.num_layers + 1)
-                for pair in ((p.W[l], p.dW[l], f"W{l}"), (p.b[l], p.db[l], f"b{l}"))]  # fmt: skip
+        return [
+            pair
+            for l in range(1, self.num_layers + 1)
+            for pair in ((p.W[l], p.dW[l], f"W{l}"), (p.b[l], p.db[l], f"b{l}"))
+        ]
 
     def get_parameters(self) -> dict:
         """A host (NumPy) copy of every parameter, keyed as the course keys them."""
@@ -144,7 +165,9 @@ class Network:
                 raise KeyError(f"parameters has no {name}; expected W1..W{self.num_layers} and b1..b{self.num_layers}")
             value = as_matrix(self.backend, parameters[name], self.dtype, name)
             if tuple(value.shape) != tuple(target.shape):
-                raise ShapeError(f"layer {name[1:]}: {name} has shape {tuple(value.shape)}, the network needs {tuple(target.shape)}")
+                raise ShapeError(
+                    f"layer {name[1:]}: {name} has shape {tuple(value.shape)}, the network needs {tuple(target.shape)}"
+                )
             checked.append((target, value))
         with self.busy:  # never under a step running in another thread
             for target, value in checked:
@@ -189,10 +212,15 @@ class Network:
         ws = self._workspaces.get(m)
         slots = [slot for slot in optimizer.slots if slot not in optimizer.state] if optimizer is not None else []
         need = memory_estimate(self.layer_dims, self.dtype, m, len(slots), dropout)
-        require_memory(self.backend, f"{self!r} on batches of {m} examples", {
-            "workspace": need.workspace if ws is None else 0,
-            "dropout buffers": need.dropout if ws is None or not ws.masks else 0,
-            "optimizer state": need.optimizer})  # fmt: skip
+        require_memory(
+            self.backend,
+            f"{self!r} on batches of {m} examples",
+            {
+                "workspace": need.workspace if ws is None else 0,
+                "dropout buffers": need.dropout if ws is None or not ws.masks else 0,
+                "optimizer state": need.optimizer,
+            },
+        )
 
     def _as_batch(self, X, Y=None, labels_for: str | None = None) -> Batch:
         """X (and Y) as a checked Batch; `labels_for` names the call that needs labels (None: X alone is used)."""
@@ -223,13 +251,17 @@ class Network:
             return None
         masks = list(masks)
         if len(masks) != self.num_layers - 1:
-            raise ValueError(f"dropout_masks needs one entry per hidden layer ({self.num_layers - 1}), got {len(masks)}")
+            raise ValueError(
+                f"dropout_masks needs one entry per hidden layer ({self.num_layers - 1}), got {len(masks)}"
+            )
         checked = []
         for l, mask in enumerate(masks, start=1):
             if mask is not None:
                 mask = self.backend.contiguous(as_matrix(self.backend, mask, self.dtype, f"dropout mask of layer {l}"))
                 if tuple(mask.shape) != (self.layer_dims[l], m):
-                    raise ShapeError(f"dropout mask of layer {l} has shape {tuple(mask.shape)}, expected ({self.layer_dims[l]}, {m})")
+                    raise ShapeError(
+                        f"dropout mask of layer {l} has shape {tuple(mask.shape)}, expected ({self.layer_dims[l]}, {m})"
+                    )
             checked.append(mask)
         return checked
 

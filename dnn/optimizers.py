@@ -72,7 +72,9 @@ class Optimizer:
         self.state = {}
         self.step_count = int(state.get("step_count", 0))
         for slot in self.slots:
-            present = {name: np.asarray(state[f"{slot}/{name}"]) for name in net.parameters if f"{slot}/{name}" in state}
+            present = {
+                name: np.asarray(state[f"{slot}/{name}"]) for name in net.parameters if f"{slot}/{name}" in state
+            }
             for name, value in present.items():
                 if value.shape != tuple(net.parameters[name].shape):
                     raise ModelFileError(

@@ -42,7 +42,9 @@ def check_output_path(path: str, option: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise ValueError(f"{option} {path}: cannot write in {os.path.dirname(path) or directory}: {exc.strerror}") from None
+        raise ValueError(
+            f"{option} {path}: cannot write in {os.path.dirname(path) or directory}: {exc.strerror}"
+        ) from None
 
 
 def check_plot_path(path: str, option: str) -> str:
@@ -59,7 +61,9 @@ def check_plot_path(path: str, option: str) -> str:
     formats = Figure().canvas.get_supported_filetypes()
     if extension not in formats:
         shown = f"format {extension!r}" if extension else "no extension"
-        raise ValueError(f"{option} {path}: {shown}; matplotlib writes {', '.join(sorted(formats))} (name the file with one of these extensions)")
+        raise ValueError(
+            f"{option} {path}: {shown}; matplotlib writes {', '.join(sorted(formats))} (name the file with one of these extensions)"
+        )
     return extension
 
 
@@ -79,8 +83,9 @@ def replaced_atomically(path: str, suffix: str):
     creates it 0600).
     """
     remove_stale_temporaries(path)
-    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=suffix,
-                                         dir=os.path.dirname(os.path.abspath(path)))
+    handle, temporary = tempfile.mkstemp(
+        prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+    )
     os.close(handle)
     try:
         with _sigterm_exits():
@@ -135,7 +140,10 @@ def _sigterm_exits():
     Only where SIGTERM still has its default action and only in the main thread (where Python runs handlers);
     a handler the program installed itself is left alone.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)

@@ -52,8 +52,10 @@ def check_batch(net, batch, labels_for: str | None = "a training step") -> int:
     if m == 0:
         raise ShapeError("batch X has no examples (m = 0)")
     if X.dtype != net.dtype or not X.flags.c_contiguous:
-        raise ShapeError(f"batch X is a {X.dtype} array (C-contiguous: {X.flags.c_contiguous}); the network "
-                         f"needs C-contiguous {net.dtype.name}: make batches with Network.batch")
+        raise ShapeError(
+            f"batch X is a {X.dtype} array (C-contiguous: {X.flags.c_contiguous}); the network "
+            f"needs C-contiguous {net.dtype.name}: make batches with Network.batch"
+        )
     if labels_for is None:
         return m
     require_labels(Y, labels_for)

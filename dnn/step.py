@@ -124,8 +124,18 @@ class TrainStep:
     reports as training accuracy); False spares the phases that pass (`read().correct` is then 0 for them).
     """
 
-    def __init__(self, net, m: int, optimizer="sgd", l2: float = 0.0, dropout=None, reducer=None, strategy=None,
-                 state: StepState | None = None, accuracy: bool = True):
+    def __init__(
+        self,
+        net,
+        m: int,
+        optimizer="sgd",
+        l2: float = 0.0,
+        dropout=None,
+        reducer=None,
+        strategy=None,
+        state: StepState | None = None,
+        accuracy: bool = True,
+    ):
         self.net = net
         self.m = check_count(m, "m", minimum=0 if reducer is not None else 1)
         self.optimizer = make_optimizer(optimizer)
@@ -171,9 +181,22 @@ class TrainStep:
 
     def _plan(self, strategy, requested: bool) -> StepPlan:
         net = self.net
-        return StepPlan(strategy, requested, tuple(net.layer_dims), tuple(net.activations), net.output, net.dtype,
-                        self.m, self.optimizer, self.l2, bool(self.dropout), self.reducer is not None, net.params,
-                        self.workspace, self.state.vector)  # fmt: skip
+        return StepPlan(
+            strategy,
+            requested,
+            tuple(net.layer_dims),
+            tuple(net.activations),
+            net.output,
+            net.dtype,
+            self.m,
+            self.optimizer,
+            self.l2,
+            bool(self.dropout),
+            self.reducer is not None,
+            net.params,
+            self.workspace,
+            self.state.vector,
+        )
 
     def __call__(self, batch, lr: float, rng=None) -> None:
         """Take one step on `batch` (made by `Network.batch`, m examples) at learning rate `lr`; no host sync.
@@ -198,8 +221,15 @@ class TrainStep:
         try:
             X, Y = batch.X, batch.Y
             x_shape, y_shape, dtype = self._expected
-            return (X.shape == x_shape and Y.shape == y_shape and X.dtype == dtype and Y.dtype == dtype
-                    and X.flags.c_contiguous and Y.flags.c_contiguous and type(batch) is Batch)  # fmt: skip
+            return (
+                X.shape == x_shape
+                and Y.shape == y_shape
+                and X.dtype == dtype
+                and Y.dtype == dtype
+                and X.flags.c_contiguous
+                and Y.flags.c_contiguous
+                and type(batch) is Batch
+            )
         except AttributeError:
             return False
 

@@ -31,6 +31,7 @@ from .sources import evaluate as evaluate_source
 from .step import StepState, TrainStep, numpy_warnings_silenced
 from .validation import check_count, check_dropout_rates, check_non_negative, check_positive, require_labels
 
+
 @dataclass
 class History:
     """Per-epoch record of a run: index e holds the values after epoch e + 1."""
@@ -53,10 +54,29 @@ class History:
         return asdict(self)
 
 
-def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="sgd", lr: float | None = None,
-        l2: float = 0.0, dropout=None, lr_decay=None, shuffle: bool = True, seed: int | None = 0, validation=None,
-        callbacks=(), checkpoint=None, checkpoint_every: int = 10, resume: bool = False, comm=None, fingerprint=None,
-        extras=None, feature_names=None) -> History:
+def fit(
+    net,
+    X,
+    Y,
+    epochs: int = 100,
+    batch_size: int | None = None,
+    optimizer="sgd",
+    lr: float | None = None,
+    l2: float = 0.0,
+    dropout=None,
+    lr_decay=None,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    validation=None,
+    callbacks=(),
+    checkpoint=None,
+    checkpoint_every: int = 10,
+    resume: bool = False,
+    comm=None,
+    fingerprint=None,
+    extras=None,
+    feature_names=None,
+) -> History:
     """Train `net` in place on (X, Y) for `epochs` epochs and return the History.
 
     X may also be a `dnn.sources.Source` (with Y None): a data set on disk, checked in one streaming pass
@@ -93,17 +113,31 @@ def fit(net, X, Y, epochs: int = 100, batch_size: int | None = None, optimizer="
     ranks = Ranks(comm) if comm is not None and comm.Get_size() > 1 else None
     # a rank that fails alone (bad input, an unwritable checkpoint) aborts the job: the others would wait forever
     with ranks.abort_on_failure() if ranks is not None else contextlib.nullcontext():
-        run = _checked_run(net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint,
-                           checkpoint_every, resume)
+        run = _checked_run(
+            net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint, checkpoint_every, resume
+        )
         data = _prepared_data(net, X, Y, batch_size, validation, share=ranks.share if ranks is not None else None)
         if fingerprint is None and (checkpoint is not None or ranks is not None):  # hashed only where it is compared
             fingerprint = _fingerprint(net, X, data)
-        saves = _Checkpoints(run, _settings(run, data), _json(fingerprint, "fingerprint"), extras, feature_names,
-                             writes=ranks is None or ranks.is_root)
+        saves = _Checkpoints(
+            run,
+            _settings(run, data),
+            _json(fingerprint, "fingerprint"),
+            extras,
+            feature_names,
+            writes=ranks is None or ranks.is_root,
+        )
         history, start = History(seed=run.seed), 0
         if run.resume:
-            history, start = _resume(net, run.optimizer, checkpoint, saves.settings, run.seed, saves.fingerprint,
-                                     validated=data.val is not None)
+            history, start = _resume(
+                net,
+                run.optimizer,
+                checkpoint,
+                saves.settings,
+                run.seed,
+                saves.fingerprint,
+                validated=data.val is not None,
+            )
         if ranks is not None:  # one small collective before the first step: a rank that differs fails them all
             ranks.check_agreement(_run_description(net, run, data, saves, start))
         steps = _Steps(net, run, ranks)  # after any resume: its state counts the optimizer's updates from there
@@ -141,8 +175,9 @@ class _Run:
     resume: bool
 
 
-def _checked_run(net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint, checkpoint_every,
-                 resume) -> _Run:
+def _checked_run(
+    net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, seed, checkpoint, checkpoint_every, resume
+) -> _Run:
     """fit's arguments checked, in the order a user reads them, before any data is touched."""
     epochs = check_count(epochs, "epochs", minimum=0)
     optimizer = make_optimizer(optimizer)
@@ -155,12 +190,16 @@ def _checked_run(net, epochs, optimizer, lr, l2, dropout, lr_decay, shuffle, see
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH to resume from")
     if resume and not os.path.exists(checkpoint):  # a fresh start would silently train from epoch 0
-        raise ModelFileError(f"cannot resume: the checkpoint {os.fspath(checkpoint)} does not exist "
-                             "(leave out resume=True to start a run that writes it)")
+        raise ModelFileError(
+            f"cannot resume: the checkpoint {os.fspath(checkpoint)} does not exist "
+            "(leave out resume=True to start a run that writes it)"
+        )
     checkpoint_every = check_count(checkpoint_every, "checkpoint_every", minimum=1)
     if lr_decay is not None and not callable(lr_decay):
         check_non_negative(lr_decay, "lr_decay")
-    return _Run(epochs, optimizer, lr, l2, rates, lr_decay, bool(shuffle), seed, checkpoint, checkpoint_every, bool(resume))
+    return _Run(
+        epochs, optimizer, lr, l2, rates, lr_decay, bool(shuffle), seed, checkpoint, checkpoint_every, bool(resume)
+    )
 
 
 class _Data(NamedTuple):
@@ -190,16 +229,24 @@ def _prepared_data(net, X, Y, batch_size, validation, share) -> _Data:
 
 def _fingerprint(net, X, data: _Data) -> dict:
     """Hashes of the training and validation data, as placed on the backend or as stored in a source."""
-    return {"data hash": source_fingerprint(X) if data.placed is None else _batch_fingerprint(net, data.placed),
-            "validation data hash": None if data.val is None else _validation_fingerprint(net, data.val)}
+    return {
+        "data hash": source_fingerprint(X) if data.placed is None else _batch_fingerprint(net, data.placed),
+        "validation data hash": None if data.val is None else _validation_fingerprint(net, data.val),
+    }
 
 
 def _settings(run: _Run, data: _Data) -> dict:
     """The run's settings as JSON values: recorded in every checkpoint, and equal on resume."""
     return {
-        "batch_size": data.size, "optimizer": run.optimizer.name, "optimizer_config": run.optimizer.config(),
-        "lr": run.lr, "l2": run.l2, "dropout": run.rates, "lr_decay": "callable" if callable(run.lr_decay) else run.lr_decay,
-        "shuffle": run.shuffle, "m": data.m,
+        "batch_size": data.size,
+        "optimizer": run.optimizer.name,
+        "optimizer_config": run.optimizer.config(),
+        "lr": run.lr,
+        "l2": run.l2,
+        "dropout": run.rates,
+        "lr_decay": "callable" if callable(run.lr_decay) else run.lr_decay,
+        "shuffle": run.shuffle,
+        "m": data.m,
     }
 
 
@@ -213,7 +260,9 @@ def _run_description(net, run: _Run, data: _Data, saves: "_Checkpoints", start: 
         **saves.fingerprint,
         "network": [list(net.layer_dims), list(net.activations), net.output, net.dtype.name],
         "backend": net.backend.name,
-        "data shapes (X, Y)": _shapes(data.placed) if data.placed is not None else ["source", data.m, net.layer_dims[0]],
+        "data shapes (X, Y)": _shapes(data.placed)
+        if data.placed is not None
+        else ["source", data.m, net.layer_dims[0]],
         "validation shapes (X, Y)": _shapes(data.val),
         "settings": dict(saves.settings, checkpoint_every=run.checkpoint_every, resume=run.resume),
         "seed and epochs": [run.seed, run.epochs],
@@ -245,8 +294,9 @@ class _Steps:
         """One step on `batch` of m examples (None and 0 for a rank without any in this batch)."""
         if m not in self.by_size:
             run = self.run
-            self.by_size[m] = TrainStep(self.net, m, run.optimizer, l2=run.l2, dropout=run.rates, reducer=self.reducer,
-                                        state=self.state)
+            self.by_size[m] = TrainStep(
+                self.net, m, run.optimizer, l2=run.l2, dropout=run.rates, reducer=self.reducer, state=self.state
+            )
         self.by_size[m](batch, lr, rng=rng)
 
 
@@ -331,15 +381,27 @@ class _Checkpoints:
         due = done % run.checkpoint_every == 0 or done == run.epochs or stop
         if run.checkpoint is None or not self.writes or not due:
             return
-        record = {"epoch": done, "seed": run.seed, "settings": self.settings, "fingerprint": self.fingerprint,
-                  "history": history.as_dict()}
-        checkpoint_file.save(net, run.checkpoint, optimizer=run.optimizer, training=record, extras=self.extras,
-                             feature_names=self.feature_names)
+        record = {
+            "epoch": done,
+            "seed": run.seed,
+            "settings": self.settings,
+            "fingerprint": self.fingerprint,
+            "history": history.as_dict(),
+        }
+        checkpoint_file.save(
+            net,
+            run.checkpoint,
+            optimizer=run.optimizer,
+            training=record,
+            extras=self.extras,
+            feature_names=self.feature_names,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- resume
-def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerprint: dict,
-            validated: bool) -> tuple[History, int]:
+def _resume(
+    net, optimizer: Optimizer, path, settings: dict, seed: int, fingerprint: dict, validated: bool
+) -> tuple[History, int]:
     """Load parameters, optimizer state and history from the checkpoint at `path`; returns (history, epoch).
 
     validated: whether this run scores validation data; epochs of the checkpoint's history that have no
@@ -350,8 +412,10 @@ def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerpr
     """
     saved = checkpoint_file.load_checkpoint(path, backend=net.backend, network_class=type(net))
     if saved.kind != "checkpoint":
-        raise ValueError(f"cannot resume from {path}: it is a model file (written by --save or Network.save), "
-                         "not a checkpoint; a run resumes from the file --checkpoint (fit's checkpoint=) wrote")
+        raise ValueError(
+            f"cannot resume from {path}: it is a model file (written by --save or Network.save), "
+            "not a checkpoint; a run resumes from the file --checkpoint (fit's checkpoint=) wrote"
+        )
     mine = (net.layer_dims, net.activations, net.output, net.dtype.name)
     theirs = (saved.network.layer_dims, saved.network.activations, saved.network.output, saved.network.dtype.name)
     if mine != theirs:
@@ -359,8 +423,10 @@ def _resume(net, optimizer: Optimizer, path, settings: dict, seed: int, fingerpr
     recorded = saved.training.get("fingerprint")  # first: other data is why sizes in the settings differ too
     changed = _changes(recorded, fingerprint) if recorded is not None else []
     if changed:
-        raise ValueError(f"cannot resume from {path}: the run was trained on other data or prepared it otherwise "
-                         f"({'; '.join(changed)})")
+        raise ValueError(
+            f"cannot resume from {path}: the run was trained on other data or prepared it otherwise "
+            f"({'; '.join(changed)})"
+        )
     changed = _changes(dict(saved.training["settings"], seed=saved.training["seed"]), dict(settings, seed=seed))
     if changed:
         raise ValueError(f"cannot resume from {path}: the run used other settings ({'; '.join(changed)})")

@@ -67,7 +67,9 @@ def require_finite(backend, a, name: str, converted_from=None) -> None:
         what = "NaN or inf"
         if converted_from is not None and converted_from.kind == "f" and converted_from.itemsize > host.dtype.itemsize:
             what += f", or beyond {host.dtype.name}'s range of ±{np.finfo(host.dtype).max:.3g}"
-        raise NonFiniteError(f"{name} holds {int(bad.sum())} non-finite value(s) ({what}); the first is at index {first}")
+        raise NonFiniteError(
+            f"{name} holds {int(bad.sum())} non-finite value(s) ({what}); the first is at index {first}"
+        )
 
 
 def check_input_rows(X, n_x: int, name: str = "X") -> None:

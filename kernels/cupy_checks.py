@@ -98,5 +98,9 @@ __global__ void add_sum_of_squares(index_t size, const T* x, double scale, doubl
 """
 )
 
-SOURCE = KernelSource("cupy_checks", CODE, templated=("flag_non_finite", "guard_step", "record_step", "add_sum_of_squares"),
-                      plain=("begin_step", "commit_step"))
+SOURCE = KernelSource(
+    "cupy_checks",
+    CODE,
+    templated=("flag_non_finite", "guard_step", "record_step", "add_sum_of_squares"),
+    plain=("begin_step", "commit_step"),
+)

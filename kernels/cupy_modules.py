@@ -12,7 +12,12 @@ from . import cupy_activations, cupy_checks, cupy_output, cupy_updates
 from .cupy_common import CUDA_TYPES, NVRTC_OPTIONS, KernelSource
 
 #: Every CUDA source of the CuPy backend.
-SOURCES: tuple[KernelSource, ...] = (cupy_activations.SOURCE, cupy_output.SOURCE, cupy_updates.SOURCE, cupy_checks.SOURCE)
+SOURCES: tuple[KernelSource, ...] = (
+    cupy_activations.SOURCE,
+    cupy_output.SOURCE,
+    cupy_updates.SOURCE,
+    cupy_checks.SOURCE,
+)
 
 
 class CompiledKernels:

@@ -55,8 +55,11 @@ def compile_source(source: KernelSource, architecture: str = CI_ARCHITECTURE) ->
     """
     from cuda.bindings import nvrtc
 
-    program = _checked(nvrtc.nvrtcCreateProgram(source.code.encode(), f"{source.name}.cu".encode(), 0, [], []),
-                       "nvrtcCreateProgram", source.name)  # fmt: skip
+    program = _checked(
+        nvrtc.nvrtcCreateProgram(source.code.encode(), f"{source.name}.cu".encode(), 0, [], []),
+        "nvrtcCreateProgram",
+        source.name,
+    )
     try:
         expressions = source.name_expressions()
         for expression in expressions:
@@ -66,7 +69,9 @@ def compile_source(source: KernelSource, architecture: str = CI_ARCHITECTURE) ->
         log = _program_log(program, source.name)
         _checked(status, "nvrtcCompileProgram", source.name, log)
         lowered = {
-            expression: _checked(nvrtc.nvrtcGetLoweredName(program, expression.encode()), "nvrtcGetLoweredName", source.name).decode()
+            expression: _checked(
+                nvrtc.nvrtcGetLoweredName(program, expression.encode()), "nvrtcGetLoweredName", source.name
+            ).decode()
             for expression in expressions
         }
         size = _checked(nvrtc.nvrtcGetPTXSize(program), "nvrtcGetPTXSize", source.name)

@@ -97,5 +97,9 @@ __global__ void multiply(index_t size, const T* a, const T* b, T* out) {
 """
 )
 
-SOURCE = KernelSource("cupy_updates", CODE, templated=("axpy", "sgd_update", "momentum_update", "adam_update", "multiply"),
-                      plain=("advance_step_count",))
+SOURCE = KernelSource(
+    "cupy_updates",
+    CODE,
+    templated=("axpy", "sgd_update", "momentum_update", "adam_update", "multiply"),
+    plain=("advance_step_count",),
+)

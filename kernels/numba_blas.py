@@ -26,10 +26,15 @@ def _call_cblas_gemm(typingctx, address, ilp64, trans_a, trans_b, M, N, K, alpha
         enum, void_p = ir.IntType(32), ir.IntType(8).as_pointer()
         flags = [builder.trunc(v, enum) for v in (ir.Constant(ir.IntType(64), ROW_MAJOR), trans_a, trans_b)]
         a, b, c = (builder.inttoptr(p, void_p) for p in (a, b, c))
+
         def call(width):
             integer = ir.IntType(width)
-            m, n, k, lda_, ldb_, ldc_ = (v if width == 64 else builder.trunc(v, integer) for v in (M, N, K, lda, ldb, ldc))
-            signature = [enum] * 3 + [integer] * 3 + [alpha.type, void_p, integer, void_p, integer, beta.type, void_p, integer]
+            m, n, k, lda_, ldb_, ldc_ = (
+                v if width == 64 else builder.trunc(v, integer) for v in (M, N, K, lda, ldb, ldc)
+            )
+            signature = (
+                [enum] * 3 + [integer] * 3 + [alpha.type, void_p, integer, void_p, integer, beta.type, void_p, integer]
+            )
             function = builder.inttoptr(address, ir.FunctionType(ir.VoidType(), signature).as_pointer())
             builder.call(function, flags + [m, n, k, alpha, a, lda_, b, ldb_, beta, c, ldc_])
 
@@ -53,6 +58,19 @@ def gemm(address, ilp64, a, b, c, trans_a, trans_b, alpha, beta):
     M, N = c.shape
     K = a.shape[0] if trans_a else a.shape[1]
     _call_cblas_gemm(
-        address, ilp64, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS,
-        M, N, K, alpha, a.ctypes.data, a.shape[1], b.ctypes.data, b.shape[1], beta, c.ctypes.data, N,
-    )  # fmt: skip
+        address,
+        ilp64,
+        TRANS if trans_a else NO_TRANS,
+        TRANS if trans_b else NO_TRANS,
+        M,
+        N,
+        K,
+        alpha,
+        a.ctypes.data,
+        a.shape[1],
+        b.ctypes.data,
+        b.shape[1],
+        beta,
+        c.ctypes.data,
+        N,
+    )

@@ -21,7 +21,9 @@ settings.register_profile("explore", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 BACKEND_PARAMS = [
-    pytest.param(status.name, id=status.name, marks=pytest.mark.skipif(not status.available, reason=status.reason or ""))
+    pytest.param(
+        status.name, id=status.name, marks=pytest.mark.skipif(not status.available, reason=status.reason or "")
+    )
     for status in available_backends()
 ]
 

@@ -37,8 +37,12 @@ class Case(NamedTuple):
 
 #: 29 examples in batches of 7: four batches split 3/4 between the ranks, then a last batch of 1 (rank 0 none).
 EXAMPLES, BATCH, EPOCHS = 29, 7, 3
-CASES = [Case(backend, dtype, optimizer) for backend in ("numpy", "numba") for dtype in ("float64", "float32")
-         for optimizer in ("sgd", "momentum", "adam")] + [
+CASES = [
+    Case(backend, dtype, optimizer)
+    for backend in ("numpy", "numba")
+    for dtype in ("float64", "float32")
+    for optimizer in ("sgd", "momentum", "adam")
+] + [
     Case("numpy", "float64", "adam", output_units=1, dropout=0.3, l2=0.1),
     Case("numba", "float64", "momentum", dropout=0.2, l2=0.05),
     Case("numba", "float32", "sgd", output_units=1, dropout=0.2),
@@ -61,8 +65,19 @@ def train(case: Case, comm=None, epochs: int = EPOCHS, **options):
     net = dnn.Network([5, 6, 4, case.output_units], dtype=case.dtype, backend=case.backend, seed=2, init="he")
     X, Y = data(output_units=case.output_units)
     lr = 0.01 if case.optimizer == "adam" else 0.1
-    history = net.fit(X, Y, epochs=epochs, batch_size=BATCH, optimizer=case.optimizer, lr=lr, l2=case.l2,
-                      dropout=case.dropout, seed=11, comm=comm, **options)
+    history = net.fit(
+        X,
+        Y,
+        epochs=epochs,
+        batch_size=BATCH,
+        optimizer=case.optimizer,
+        lr=lr,
+        l2=case.l2,
+        dropout=case.dropout,
+        seed=11,
+        comm=comm,
+        **options,
+    )
     return net, history
 
 

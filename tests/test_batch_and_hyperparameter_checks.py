@@ -37,14 +37,17 @@ def test_sigmoid_labels_given_to_a_softmax_network_are_refused(backend, rng):
         softmax_net.train_step(batch, 0.1)
 
 
-@pytest.mark.parametrize("X,Y,message", [
-    (np.zeros((4, 5)), np.zeros((1, 6)), r"batch Y has shape \(1, 6\), the network needs \(1, 5\)"),
-    (np.zeros((4, 5)), np.zeros(5), r"batch Y has shape \(5,\)"),
-    (np.zeros((3, 5)), np.zeros((1, 5)), r"batch X has shape \(3, 5\), the network needs \(4, m\)"),
-    (np.zeros((4, 5), np.float64), np.zeros((1, 5), np.float32), "float32.*needs C-contiguous"),
-    (np.zeros((5, 4)).T, np.zeros((1, 4)), "C-contiguous: False"),
-    (np.zeros((4, 0), np.float32), np.zeros((1, 0), np.float32), r"no examples \(m = 0\)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "X,Y,message",
+    [
+        (np.zeros((4, 5)), np.zeros((1, 6)), r"batch Y has shape \(1, 6\), the network needs \(1, 5\)"),
+        (np.zeros((4, 5)), np.zeros(5), r"batch Y has shape \(5,\)"),
+        (np.zeros((3, 5)), np.zeros((1, 5)), r"batch X has shape \(3, 5\), the network needs \(4, m\)"),
+        (np.zeros((4, 5), np.float64), np.zeros((1, 5), np.float32), "float32.*needs C-contiguous"),
+        (np.zeros((5, 4)).T, np.zeros((1, 4)), "C-contiguous: False"),
+        (np.zeros((4, 0), np.float32), np.zeros((1, 0), np.float32), r"no examples \(m = 0\)"),
+    ],
+)
 def test_a_hand_built_batch_of_the_wrong_shape_is_refused(backend, X, Y, message):
     net = dnn.Network([4, 3, 1], backend=backend, dtype="float32")
     X = backend.asarray(X) if X.dtype != np.float64 else X.astype(np.float32) if X.flags.c_contiguous else X
@@ -62,8 +65,13 @@ def test_an_empty_batch_is_a_clear_error(backend, call):
     net = dnn.Network([4, 3, 1], backend=backend)
     X, Y = np.zeros((4, 0)), np.zeros((1, 0))
     with pytest.raises(ShapeError, match=r"no examples \(m = 0\)"):
-        {"step": lambda: net.step(X, Y), "predict": lambda: net.predict(X), "evaluate": lambda: net.evaluate(X, Y),
-         "forward": lambda: net.forward(X), "fit": lambda: net.fit(X, Y, epochs=1)}[call]()  # fmt: skip
+        {
+            "step": lambda: net.step(X, Y),
+            "predict": lambda: net.predict(X),
+            "evaluate": lambda: net.evaluate(X, Y),
+            "forward": lambda: net.forward(X),
+            "fit": lambda: net.fit(X, Y, epochs=1),
+        }[call]()
 
 
 BAD_LEARNING_RATES = [np.nan, np.inf, -np.inf, None, -0.1, 0.0, "0.1", True]
@@ -92,8 +100,12 @@ def test_every_entry_point_refuses_a_learning_rate_that_is_not_a_positive_finite
 def test_every_entry_point_refuses_an_l2_strength_out_of_range(backend, l2, rng):
     net = dnn.Network([4, 3, 1], backend=backend)
     X, Y = rng.standard_normal((4, 6)), rng.integers(0, 2, 6)
-    for call in (lambda: net.step(X, Y, l2=l2), lambda: net.train_step(net.batch(X, Y), l2=l2),
-                 lambda: net.fit(X, Y, epochs=1, l2=l2), lambda: TrainStep(net, 6, l2=l2)):  # fmt: skip
+    for call in (
+        lambda: net.step(X, Y, l2=l2),
+        lambda: net.train_step(net.batch(X, Y), l2=l2),
+        lambda: net.fit(X, Y, epochs=1, l2=l2),
+        lambda: TrainStep(net, 6, l2=l2),
+    ):
         with pytest.raises(ValueError, match=r"l2 must be a finite number >= 0, got"):
             call()
 
@@ -107,18 +119,33 @@ def test_dropout_rates_out_of_range_are_refused(dropout, rng):
             call()
 
 
-@pytest.mark.parametrize("name,value", [("epochs", -1), ("epochs", 2.5), ("epochs", None), ("batch_size", 0),
-                                        ("batch_size", 1.5), ("seed", -3), ("checkpoint_every", 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("epochs", -1),
+        ("epochs", 2.5),
+        ("epochs", None),
+        ("batch_size", 0),
+        ("batch_size", 1.5),
+        ("seed", -3),
+        ("checkpoint_every", 0),
+    ],
+)
 def test_counts_must_be_integers_in_range(name, value, rng):
     net = dnn.Network([4, 3, 1], backend="numpy")
     with pytest.raises(ValueError, match=rf"{name} must be an integer >= \d, got {value!r}"):
         net.fit(rng.standard_normal((4, 6)), rng.integers(0, 2, 6), **{"epochs": 1, name: value})
 
 
-@pytest.mark.parametrize("optimizer,config,message", [
-    ("momentum", {"beta": 1.0}, "beta must be in"), ("momentum", {"beta": None}, "beta must be in"),
-    ("adam", {"beta2": np.nan}, "beta2 must be in"), ("adam", {"eps": 0.0}, "eps must be"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "optimizer,config,message",
+    [
+        ("momentum", {"beta": 1.0}, "beta must be in"),
+        ("momentum", {"beta": None}, "beta must be in"),
+        ("adam", {"beta2": np.nan}, "beta2 must be in"),
+        ("adam", {"eps": 0.0}, "eps must be"),
+    ],
+)
 def test_optimizer_hyperparameters_are_checked_when_set(optimizer, config, message):
     with pytest.raises(ValueError, match=message):
         dnn.optimizers.make_optimizer(optimizer, **config)

@@ -14,7 +14,15 @@ from dnn.backends import available_backends
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.cli import main
 from dnn.errors import install_hint
-from dnn.perf import CASES, KINK_MARGIN, GemmFloor, gradient_difference, prepare_step, require_gradients_agree, step_gemm_flops
+from dnn.perf import (
+    CASES,
+    KINK_MARGIN,
+    GemmFloor,
+    gradient_difference,
+    prepare_step,
+    require_gradients_agree,
+    step_gemm_flops,
+)
 from dnn.tolerances import gradient_rtol
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -56,7 +64,13 @@ def test_json_holds_every_measurement_and_the_environment(capsys):
     assert report["repeat"] == 2 and "blas" in report["environment"]
     (row,) = report["results"]
     case = CASES["D"]
-    assert (row["backend"], row["case"], row["dtype"], row["layer_dims"], row["m"]) == ("numpy", "D", "float32", list(case.layer_dims), case.m)
+    assert (row["backend"], row["case"], row["dtype"], row["layer_dims"], row["m"]) == (
+        "numpy",
+        "D",
+        "float32",
+        list(case.layer_dims),
+        case.m,
+    )
     assert row["agrees"] and row["max_gradient_difference"] <= gradient_rtol("float32") == row["tolerance"]
     seconds = row["ms_per_step"] / 1e3
     assert row["gflops"] == pytest.approx(step_gemm_flops(case.layer_dims, case.m) / seconds / 1e9)
@@ -102,7 +116,9 @@ def test_a_list_with_an_empty_item_is_an_error(capsys, option, value):
     ],
 )
 def test_a_plot_that_cannot_be_written_is_refused_before_measuring(capsys, monkeypatch, tmp_path, where, message):
-    monkeypatch.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot"))
+    monkeypatch.setattr(
+        dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot")
+    )
     path = tmp_path / where
     status, out, err = bench(capsys, *TINY, "--plot", str(path))
     assert status == 1 and out == ""
@@ -112,7 +128,9 @@ def test_a_plot_that_cannot_be_written_is_refused_before_measuring(capsys, monke
 def test_plot_without_matplotlib_names_the_extra_before_measuring(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    monkeypatch.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot"))
+    monkeypatch.setattr(
+        dnn.benchmark, "measure", lambda *args, **kwargs: pytest.fail("measured before checking --plot")
+    )
     status, _, err = bench(capsys, *TINY, "--plot", str(tmp_path / "b.png"))
     assert status == 1 and err == f"error: --plot needs matplotlib, which is not installed: {install_hint('plot')}\n"
 
@@ -162,14 +180,20 @@ def test_step_flops_count_each_layers_three_products_but_no_input_gradient():
 def test_the_gemm_floor_computes_the_products_of_a_step(reference):
     floor = GemmFloor(reference, [5, 4, 3], 6, "float64")
     shapes = [(a.shape, b.shape, out.shape) for a, b, out in floor.products]
-    assert shapes == [((4, 5), (5, 6), (4, 6)), ((3, 4), (4, 6), (3, 6)),  # forward W·A
-                      ((3, 6), (6, 4), (3, 4)), ((4, 3), (3, 6), (4, 6)),  # layer 2: dZ·Aᵀ, Wᵀ·dZ
-                      ((4, 6), (6, 5), (4, 5))]  # layer 1: dZ·Xᵀ only
+    assert shapes == [
+        ((4, 5), (5, 6), (4, 6)),
+        ((3, 4), (4, 6), (3, 6)),  # forward W·A
+        ((3, 6), (6, 4), (3, 4)),
+        ((4, 3), (3, 6), (4, 6)),  # layer 2: dZ·Aᵀ, Wᵀ·dZ
+        ((4, 6), (6, 5), (4, 5)),
+    ]  # layer 1: dZ·Xᵀ only
     assert floor.max_difference() <= gradient_rtol("float64")
 
 
 def run_gpu_check(*argv):
-    return subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), *argv], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), *argv], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_gpu_check_runs_its_checks_and_table_on_the_cpu_backend():
@@ -204,7 +228,9 @@ def test_the_estimate_grows_with_the_work_asked_for():
     assert dnn.benchmark.estimated_seconds(["D"], 2, ["float32", "float64"], 50) > 2 * one
 
 
-@pytest.mark.skipif(not next(s.available for s in available_backends() if s.name == "numba"), reason="numba cannot run here")
+@pytest.mark.skipif(
+    not next(s.available for s in available_backends() if s.name == "numba"), reason="numba cannot run here"
+)
 def test_naming_one_backend_measures_only_it_and_its_floor(capsys):
     status, out, _ = bench(capsys, "--cases", "D", "--backends", "numba", "--repeat", "2", "--dtype", "float32")
     assert status == 0

@@ -72,7 +72,9 @@ def test_compiled_gemm_passes_32_bit_integers_to_an_lp64_library(rng):
     import glob
 
     scipy = pytest.importorskip("scipy")
-    libraries = glob.glob(os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "libscipy_openblas-*"))
+    libraries = glob.glob(
+        os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs", "libscipy_openblas-*")
+    )
     library = next((ctypes.CDLL(p) for p in libraries if hasattr(ctypes.CDLL(p), "scipy_cblas_dgemm")), None)
     if library is None:
         pytest.skip("no LP64 scipy-openblas beside scipy")

@@ -29,7 +29,12 @@ def test_round_trip_keeps_architecture_parameters_and_predictions(backend, tmp_p
     net, _, X = _trained(backend)
     net.save(tmp_path / "model.npz")
     loaded = dnn.Network.load(tmp_path / "model.npz", backend=backend)
-    assert (loaded.layer_dims, loaded.activations, loaded.output, loaded.dtype) == (net.layer_dims, net.activations, net.output, net.dtype)
+    assert (loaded.layer_dims, loaded.activations, loaded.output, loaded.dtype) == (
+        net.layer_dims,
+        net.activations,
+        net.output,
+        net.dtype,
+    )
     for key, value in net.get_parameters().items():
         np.testing.assert_array_equal(loaded.get_parameters()[key], value)
     np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
@@ -38,7 +43,9 @@ def test_round_trip_keeps_architecture_parameters_and_predictions(backend, tmp_p
 def test_optimizer_state_training_state_and_extras_round_trip(backend, tmp_path):
     net, adam, _ = _trained(backend, "float64")
     mean = np.arange(4.0).reshape(4, 1)
-    checkpoint.save(net, tmp_path / "m.npz", optimizer=adam, training={"epoch": 3}, extras={"input_mean": mean, "note": "hi"})
+    checkpoint.save(
+        net, tmp_path / "m.npz", optimizer=adam, training={"epoch": 3}, extras={"input_mean": mean, "note": "hi"}
+    )
     saved = checkpoint.load_checkpoint(tmp_path / "m.npz", backend=backend, network_class=dnn.Network)
     assert saved.training == {"epoch": 3}
     assert saved.extras["note"] == "hi"
@@ -103,7 +110,10 @@ def _rewrite(path, meta=None, arrays=None, remove=()):
         (dict(arrays={"param/b1": np.full((5, 1), np.nan, np.float32)}), "b1 holds non-finite values"),
         (dict(meta={"layer_dims": [4, 0, 3]}), "architecture it describes is invalid"),
         (dict(arrays={"meta": np.asarray("{not json")}), "metadata is corrupted"),
-        (dict(meta={"layer_dims": [4, 10**9, 3]}), r"no parameter|W1 has shape"),  # refused before allocating 10^9 units
+        (
+            dict(meta={"layer_dims": [4, 10**9, 3]}),
+            r"no parameter|W1 has shape",
+        ),  # refused before allocating 10^9 units
         (dict(meta={"feature_names": ["a", "b"]}), "feature names are not 4 strings"),
         (dict(meta={"training": [1, 2]}), "training state or extras are not what dnn writes"),
         (dict(arrays={"optimizer/m/W1": np.full((5, 4), np.inf, np.float32)}), "optimizer state m/W1 is not finite"),
@@ -158,7 +168,12 @@ def test_an_unwritable_directory_is_reported(tmp_path):
 def test_feature_names_round_trip_and_must_match_the_inputs(tmp_path):
     net, _, _ = _trained("numpy")
     checkpoint.save(net, tmp_path / "m.npz", feature_names=("a", "b", "c", "d"))
-    assert checkpoint.load_checkpoint(tmp_path / "m.npz", network_class=dnn.Network).feature_names == ("a", "b", "c", "d")
+    assert checkpoint.load_checkpoint(tmp_path / "m.npz", network_class=dnn.Network).feature_names == (
+        "a",
+        "b",
+        "c",
+        "d",
+    )
     net.save(tmp_path / "plain.npz")
     assert checkpoint.load_checkpoint(tmp_path / "plain.npz", network_class=dnn.Network).feature_names is None
     with pytest.raises(ValueError, match="feature_names has 2 names, the network has 4 inputs"):
@@ -221,7 +236,10 @@ def test_a_failed_save_names_the_users_path_not_a_temporary_file(tmp_path):
     target = tmp_path / "missing" / "m.npz"
     with pytest.raises(dnn.ModelFileError) as error:
         _trained("numpy")[0].save(target)
-    assert str(error.value) == f"cannot write model file {target}: No such file or directory; the previous file is unchanged"
+    assert (
+        str(error.value)
+        == f"cannot write model file {target}: No such file or directory; the previous file is unchanged"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- kinds
@@ -289,15 +307,19 @@ def test_an_interrupt_between_writing_and_renaming_leaves_no_temporary(tmp_path,
 
 def test_sigint_during_checkpointed_training_leaves_only_whole_files(tmp_path):
     # a real SIGINT at several moments of a run that writes a checkpoint every epoch
-    script = ("import sys, numpy as np, dnn\n"
-              "rng = np.random.default_rng(0)\n"
-              "X, y = rng.standard_normal((50, 400)), rng.integers(0, 2, 400)\n"
-              "net = dnn.Network([50, 64, 1], seed=1)\n"
-              "print('ready', flush=True)\n"
-              "net.fit(X, y[None, :].astype(float), epochs=100000, batch_size=400, checkpoint=sys.argv[1], checkpoint_every=1)\n")
+    script = (
+        "import sys, numpy as np, dnn\n"
+        "rng = np.random.default_rng(0)\n"
+        "X, y = rng.standard_normal((50, 400)), rng.integers(0, 2, 400)\n"
+        "net = dnn.Network([50, 64, 1], seed=1)\n"
+        "print('ready', flush=True)\n"
+        "net.fit(X, y[None, :].astype(float), epochs=100000, batch_size=400, checkpoint=sys.argv[1], checkpoint_every=1)\n"
+    )
     for attempt in range(6):
         path = tmp_path / f"run{attempt}.npz"
-        process = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         assert process.stdout.readline() == "ready\n"
         deadline = time.monotonic() + 60
         while not path.exists() and time.monotonic() < deadline:

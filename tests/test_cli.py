@@ -26,8 +26,25 @@ def test_the_default_run_trains_on_breast_cancer_and_reports_accuracy(capsys):
 
 
 def test_digits_reach_95_percent_with_adam(backend, capsys):
-    assert main(["train", "--data", "digits", "--layers", "64,32", "--optimizer", "adam", "--epochs", "30",
-                 "--backend", backend.name, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--layers",
+                "64,32",
+                "--optimizer",
+                "adam",
+                "--epochs",
+                "30",
+                "--backend",
+                backend.name,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("\n") == 2  # quiet: the two accuracy lines only
     assert _accuracy(out, "test") >= 0.95
@@ -35,8 +52,27 @@ def test_digits_reach_95_percent_with_adam(backend, capsys):
 
 def test_cat_images_train_save_evaluate_and_predict(shared_data, tmp_path, capsys):
     train, test, model = shared_data / "train_catvnoncat.h5", shared_data / "test_catvnoncat.h5", tmp_path / "cat.npz"
-    assert main(["train", "--data", str(train), "--test", str(test), "--layers", "7", "--epochs", "3", "--quiet",
-                 "--save", str(model), "--plot", str(tmp_path / "cost.png")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(train),
+                "--test",
+                str(test),
+                "--layers",
+                "7",
+                "--epochs",
+                "3",
+                "--quiet",
+                "--save",
+                str(model),
+                "--plot",
+                str(tmp_path / "cost.png"),
+            ]
+        )
+        == 0
+    )
     test_accuracy = _accuracy(capsys.readouterr().out, "test")
     assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["evaluate", str(model), "--data", str(test)]) == 0
@@ -49,7 +85,25 @@ def test_cat_images_train_save_evaluate_and_predict(shared_data, tmp_path, capsy
 
 def test_evaluate_on_the_training_source_uses_the_held_out_split(tmp_path, capsys):
     model = tmp_path / "iris.npz"
-    assert main(["train", "--data", "iris", "--layers", "8", "--epochs", "30", "--lr", "0.01", "--quiet", "--save", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "iris",
+                "--layers",
+                "8",
+                "--epochs",
+                "30",
+                "--lr",
+                "0.01",
+                "--quiet",
+                "--save",
+                str(model),
+            ]
+        )
+        == 0
+    )
     test_accuracy = _accuracy(capsys.readouterr().out, "test")
     assert main(["evaluate", str(model), "--data", "iris"]) == 0
     out = capsys.readouterr().out
@@ -64,8 +118,27 @@ def test_csv_training_with_a_named_label_column(tmp_path, capsys):
     y = (X[:, 0] + X[:, 1] > 0).astype(int)
     rows = "\n".join(f"{a:.6f},{label},{b:.6f}" for (a, b), label in zip(X, y))
     (tmp_path / "d.csv").write_text("a,target,b\n" + rows + "\n")
-    assert main(["train", "--data", str(tmp_path / "d.csv"), "--label-column", "target", "--layers", "4",
-                 "--epochs", "40", "--lr", "0.05", "--quiet", "--save", str(tmp_path / "m.npz")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d.csv"),
+                "--label-column",
+                "target",
+                "--layers",
+                "4",
+                "--epochs",
+                "40",
+                "--lr",
+                "0.05",
+                "--quiet",
+                "--save",
+                str(tmp_path / "m.npz"),
+            ]
+        )
+        == 0
+    )
     assert _accuracy(capsys.readouterr().out, "test") >= 0.8
     (tmp_path / "new.csv").write_text("a,b\n1,1\n-1,-1\n")  # no label column: the model knows which one it dropped
     assert main(["predict", str(tmp_path / "m.npz"), "--data", str(tmp_path / "new.csv")]) == 0
@@ -73,7 +146,18 @@ def test_csv_training_with_a_named_label_column(tmp_path, capsys):
 
 
 def test_resuming_from_the_command_line(tmp_path, capsys):
-    common = ["train", "--data", "iris", "--layers", "6", "--quiet", "--checkpoint", str(tmp_path / "run.npz"), "--checkpoint-every", "2"]
+    common = [
+        "train",
+        "--data",
+        "iris",
+        "--layers",
+        "6",
+        "--quiet",
+        "--checkpoint",
+        str(tmp_path / "run.npz"),
+        "--checkpoint-every",
+        "2",
+    ]
     assert main(common + ["--epochs", "4"]) == 0
     assert main(common + ["--epochs", "8", "--resume"]) == 0
     resumed = capsys.readouterr().out.splitlines()[-2:]
@@ -119,7 +203,9 @@ def test_a_model_that_does_not_fit_the_data_is_one_line(tmp_path, capsys):
 
 
 def test_python_dash_m_runs_without_a_traceback():
-    done = subprocess.run([sys.executable, "-m", "dnn", "train", "--data", "nope.npz"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dnn", "train", "--data", "nope.npz"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and done.stderr == "error: data file nope.npz does not exist\n"
 
 
@@ -150,7 +236,9 @@ def no_training(monkeypatch):
         ("", "is a directory; give a file name inside it"),
     ],
 )
-def test_an_output_path_that_cannot_be_written_is_named_before_data_is_loaded(capsys, tmp_path, no_training, option, where, reason):
+def test_an_output_path_that_cannot_be_written_is_named_before_data_is_loaded(
+    capsys, tmp_path, no_training, option, where, reason
+):
     (tmp_path / "file.txt").write_text("")
     path = tmp_path / where
     status, out, err = _cli(capsys, "train", "--data", "nowhere.csv", option, str(path))  # the data would fail too
@@ -168,7 +256,9 @@ def test_an_unwritable_location_is_named(capsys, no_training, option):
 
 def test_predict_out_is_checked_before_the_model_is_read(capsys, tmp_path):
     status, _, err = _cli(capsys, "predict", "absent.npz", "--data", "iris", "--out", str(tmp_path / "no" / "p.csv"))
-    assert status == 1 and _one_error_line(err, f"--out {tmp_path}/no/p.csv: the directory {tmp_path}/no does not exist")
+    assert status == 1 and _one_error_line(
+        err, f"--out {tmp_path}/no/p.csv: the directory {tmp_path}/no does not exist"
+    )
 
 
 @pytest.mark.parametrize("name, message", [("cost.xyz", "format 'xyz'; matplotlib writes"), ("cost", "no extension")])
@@ -191,7 +281,19 @@ def test_the_data_extra_includes_what_plot_needs():
 
 
 def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path):
-    status, _, _ = _cli(capsys, "train", "--data", "iris", "--layers", "4", "--epochs", "2", "--quiet", "--plot", str(tmp_path / "c.svg"))
+    status, _, _ = _cli(
+        capsys,
+        "train",
+        "--data",
+        "iris",
+        "--layers",
+        "4",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--plot",
+        str(tmp_path / "c.svg"),
+    )
     assert status == 0 and b"<svg" in (tmp_path / "c.svg").read_bytes()[:500]
     assert os.listdir(tmp_path) == ["c.svg"]  # written through a temporary file, which is gone
 
@@ -216,12 +318,18 @@ def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path)
         (["--seed", "-1"], "--seed must be an integer from 0 to 2**32 - 1, got -1"),
         (["--activation", "swish"], "unknown activation 'swish'"),
         (["--label-column", "target"], "--label-column applies to CSV files only, and breast_cancer is not one"),
-        (["--data", "iris", "--test", "x.npz", "--label-column", "y"], "--label-column applies to CSV files only, and iris and x.npz"),
+        (
+            ["--data", "iris", "--test", "x.npz", "--label-column", "y"],
+            "--label-column applies to CSV files only, and iris and x.npz",
+        ),
         (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint PATH"),
         (["--resume"], "--resume needs --checkpoint PATH"),
         (["--checkpoint", "run.npz", "--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
         (["--checkpoint", "run.npz", "--save", "./run.npz"], "--save and --checkpoint name the same file"),
-        (["--data", "d.csv", "--save", "d.csv"], "--save d.csv is also the --data file; writing it would overwrite that input"),
+        (
+            ["--data", "d.csv", "--save", "d.csv"],
+            "--save d.csv is also the --data file; writing it would overwrite that input",
+        ),
         (["--test", "t.npz", "--checkpoint", "./t.npz"], "--checkpoint ./t.npz is also the --test file"),
     ],
 )
@@ -246,7 +354,9 @@ def test_swapped_model_and_data_say_which_comes_first(capsys, tmp_path, command)
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
     status, _, err = _cli(capsys, command, str(tmp_path / "data.csv"), "--data", str(tmp_path / "model.npz"))
     assert status == 1 and "pickle" not in err
-    assert _one_error_line(err, "data.csv is data, not a model file; the model comes first", f"python -m dnn {command} MODEL.npz")
+    assert _one_error_line(
+        err, "data.csv is data, not a model file; the model comes first", f"python -m dnn {command} MODEL.npz"
+    )
 
 
 def test_a_non_model_file_in_the_model_position_is_named_without_talk_of_pickles(capsys, tmp_path):
@@ -269,8 +379,25 @@ def csv_model(tmp_path, capsys):
     columns = {"a": a, "b": b, "c": c, "target": (a > 0).astype(float)}
     _write_csv(tmp_path / "train.csv", list(columns), np.column_stack(list(columns.values())))
     model = tmp_path / "m.npz"
-    assert main(["train", "--data", str(tmp_path / "train.csv"), "--layers", "4", "--epochs", "60", "--lr", "0.05",
-                 "--quiet", "--save", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train.csv"),
+                "--layers",
+                "4",
+                "--epochs",
+                "60",
+                "--lr",
+                "0.05",
+                "--quiet",
+                "--save",
+                str(model),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     return model, columns
 
@@ -313,7 +440,9 @@ def test_missing_or_extra_columns_are_listed(capsys, tmp_path, csv_model, order,
     columns = dict(columns, d=columns["a"], x=columns["b"])
     _write_csv(tmp_path / "other.csv", order, np.column_stack([columns[name] for name in order]))
     status, _, err = _cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "other.csv"))
-    assert status == 1 and _one_error_line(err, f"the columns of {tmp_path / 'other.csv'} do not match those of the model", message)
+    assert status == 1 and _one_error_line(
+        err, f"the columns of {tmp_path / 'other.csv'} do not match those of the model", message
+    )
 
 
 def test_a_model_without_feature_names_matches_by_position_and_says_so_once(capsys, tmp_path, csv_model):
@@ -325,9 +454,16 @@ def test_a_model_without_feature_names_matches_by_position_and_says_so_once(caps
     content["meta"] = np.asarray(json.dumps(dict(meta, format_version=1)))  # as dnn wrote it before names were stored
     np.savez(tmp_path / "old.npz", **content)
     _, named_err = _accuracy_on(capsys, model, tmp_path / "same.csv", columns, ["a", "b", "c", "target"])
-    by_position, err = _accuracy_on(capsys, tmp_path / "old.npz", tmp_path / "same.csv", columns, ["a", "b", "c", "target"])
+    by_position, err = _accuracy_on(
+        capsys, tmp_path / "old.npz", tmp_path / "same.csv", columns, ["a", "b", "c", "target"]
+    )
     assert by_position >= 0.9 and named_err == ""
-    assert err.count("\n") == 1 and err.startswith("note: the model ") and "matched to the model" in err and "by position" in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("note: the model ")
+        and "matched to the model" in err
+        and "by position" in err
+    )
 
 
 def test_train_matches_a_csv_test_files_columns_to_the_training_files(capsys, tmp_path):
@@ -336,7 +472,18 @@ def test_train_matches_a_csv_test_files_columns_to_the_training_files(capsys, tm
     _write_csv(tmp_path / "train.csv", ["a", "b", "y"], np.column_stack([a, b, a > 0]))
     _write_csv(tmp_path / "test.csv", ["b", "y", "a"], np.column_stack([b, a > 0, a]))
     _write_csv(tmp_path / "test_same.csv", ["a", "b", "y"], np.column_stack([a, b, a > 0]))
-    common = ["train", "--data", str(tmp_path / "train.csv"), "--label-column", "y", "--layers", "3", "--epochs", "5", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        str(tmp_path / "train.csv"),
+        "--label-column",
+        "y",
+        "--layers",
+        "3",
+        "--epochs",
+        "5",
+        "--quiet",
+    ]
     assert main([*common, "--test", str(tmp_path / "test.csv")]) == 0
     reordered = capsys.readouterr().out
     assert main([*common, "--test", str(tmp_path / "test_same.csv")]) == 0

@@ -12,14 +12,20 @@ import dnn
 from dnn.backends import available_backends
 from dnn.cli import main
 
-numba_only = pytest.mark.skipif(not next(s.available for s in available_backends() if s.name == "numba"),
-                                reason="numba cannot run here")
+numba_only = pytest.mark.skipif(
+    not next(s.available for s in available_backends() if s.name == "numba"), reason="numba cannot run here"
+)
 
 
 def run_dnn(*argv, env=None, timeout=300) -> subprocess.CompletedProcess:
     """`python -m dnn ARGV` in a new process."""
-    return subprocess.run([sys.executable, "-m", "dnn", *argv], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "dnn", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def test_version_names_the_package_and_its_version(capsys):
@@ -27,12 +33,21 @@ def test_version_names_the_package_and_its_version(capsys):
     assert capsys.readouterr().out.strip() == f"dnn-engine {dnn.__version__}"
 
 
-@pytest.mark.parametrize("option, default", [("--optimizer", "adam"), ("--epochs", "100"), ("--activation", "relu"),
-                                             ("--batch-size", "64"), ("--dtype", "float32"), ("--layers", "20,7,5")])
+@pytest.mark.parametrize(
+    "option, default",
+    [
+        ("--optimizer", "adam"),
+        ("--epochs", "100"),
+        ("--activation", "relu"),
+        ("--batch-size", "64"),
+        ("--dtype", "float32"),
+        ("--layers", "20,7,5"),
+    ],
+)
 def test_train_help_shows_each_default(capsys, option, default):
     assert main(["train", "--help"]) == 0
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    entry = help_text[help_text.index(f" {option} "):]
+    entry = help_text[help_text.index(f" {option} ") :]
     entry = entry[: entry.index(" --", 3)]
     assert f"(default: {default})" in entry
 

@@ -42,9 +42,37 @@ TRAIN = ["--layers", "5", "--epochs", "4", "--batch-size", "32", "--dtype", "flo
 @pytest.mark.parametrize("source", ["dir", "dir/X.npy", "t.h5"])
 def test_training_from_a_source_equals_training_from_the_csv(source, table, capsys):
     # with --test the whole source trains, in file order, as the CSV in memory does: same shuffles, same model
-    assert main(["train", "--data", str(table / "t.csv"), "--test", str(table / "t.csv"), *TRAIN, "--save", str(table / "a.npz")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(table / "t.csv"),
+                "--test",
+                str(table / "t.csv"),
+                *TRAIN,
+                "--save",
+                str(table / "a.npz"),
+            ]
+        )
+        == 0
+    )
     from_memory = capsys.readouterr().out
-    assert main(["train", "--data", str(table / source), "--test", str(table / "t.csv"), *TRAIN, "--save", str(table / "b.npz")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(table / source),
+                "--test",
+                str(table / "t.csv"),
+                *TRAIN,
+                "--save",
+                str(table / "b.npz"),
+            ]
+        )
+        == 0
+    )
     from_source = capsys.readouterr().out
     a, b = _model(table / "a.npz"), _model(table / "b.npz")
     for name in ("input_mean", "input_std"):  # the streaming statistics
@@ -81,10 +109,27 @@ def test_the_streamed_test_scores_of_every_epoch_are_in_the_checkpoints_history(
     history = _model(ck).training["history"]
     assert len(history["val_cost"]) == len(history["val_accuracy"]) == len(history["cost"]) == 4
     assert np.isfinite(history["val_cost"]).all()
-    assert f"{history['val_accuracy'][-1]:.4f}" == f"{test_accuracy:.4f}"  # the last epoch's scores are the final model's
+    assert (
+        f"{history['val_accuracy'][-1]:.4f}" == f"{test_accuracy:.4f}"
+    )  # the last epoch's scores are the final model's
     # resumed, the earlier epochs' scores come from the checkpoint: the curve a --plot draws is whole
-    assert main(["train", "--data", str(table / "dir"), *TRAIN[:2], "--epochs", "6", *TRAIN[4:], "--checkpoint", str(ck),
-                 "--resume"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(table / "dir"),
+                *TRAIN[:2],
+                "--epochs",
+                "6",
+                *TRAIN[4:],
+                "--checkpoint",
+                str(ck),
+                "--resume",
+            ]
+        )
+        == 0
+    )
     resumed = _model(ck).training["history"]
     assert resumed["val_cost"][:4] == history["val_cost"] and np.isfinite(resumed["val_cost"]).all()
     assert len(resumed["val_cost"]) == 6
@@ -92,7 +137,10 @@ def test_the_streamed_test_scores_of_every_epoch_are_in_the_checkpoints_history(
 
 def test_evaluate_and_predict_on_a_source_equal_those_on_the_csv(table, capsys):
     model = table / "m.npz"
-    assert main(["train", "--data", str(table / "t.csv"), "--test", str(table / "t.csv"), *TRAIN, "--save", str(model)]) == 0
+    assert (
+        main(["train", "--data", str(table / "t.csv"), "--test", str(table / "t.csv"), *TRAIN, "--save", str(model)])
+        == 0
+    )
     capsys.readouterr()
     outputs = []
     for source in ("t.csv", "t.h5"):
@@ -110,7 +158,9 @@ def test_a_course_h5_is_not_taken_for_a_source(shared_data, tmp_path, capsys):
 
 
 def test_bad_sources_are_named_before_training(table, capsys):
-    np.save(table / "dir" / "X.npy", np.load(table / "dir" / "X.npy")[:, ::-1].copy())  # another order of the same names
+    np.save(
+        table / "dir" / "X.npy", np.load(table / "dir" / "X.npy")[:, ::-1].copy()
+    )  # another order of the same names
     (table / "dir" / "features.json").write_text('{"feature_names": ["f5", "f4", "f3", "f2", "f1", "f0"]}')
     (table / "other").mkdir()
     np.save(table / "other" / "X.npy", np.zeros((5, 2)))

@@ -12,7 +12,9 @@ import pytest
 from dnn import DataError, cli, convert, data, sources
 
 # the memory-limit runner bench/train_larger_than_memory.py uses too (bench/ is scripts, not a package)
-_spec = importlib.util.spec_from_file_location("memory_limit", Path(__file__).resolve().parents[1] / "bench" / "memory_limit.py")
+_spec = importlib.util.spec_from_file_location(
+    "memory_limit", Path(__file__).resolve().parents[1] / "bench" / "memory_limit.py"
+)
 memory_limit = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(memory_limit)
 
@@ -126,9 +128,13 @@ def test_temporaries_are_recognisable_and_those_of_a_killed_run_are_removed_by_t
     (tmp_path / "d.csv").write_text(CSV)
     (tmp_path / "out").mkdir()
     dead = 2**22 + 12345  # above the default pid_max: no process has it
-    stale = [tmp_path / "out" / f"{outputs._temporary_prefix(str(tmp_path / 'out' / 'X.npy'))}{dead}.abc",
-             tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{dead}.abc.h5"]
-    live = tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{os.getpid()}.xyz.h5"  # a write in progress
+    stale = [
+        tmp_path / "out" / f"{outputs._temporary_prefix(str(tmp_path / 'out' / 'X.npy'))}{dead}.abc",
+        tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{dead}.abc.h5",
+    ]
+    live = (
+        tmp_path / f"{outputs._temporary_prefix(str(tmp_path / 'out.h5'))}{os.getpid()}.xyz.h5"
+    )  # a write in progress
     for path in [*stale, live]:
         path.write_text("partial")
     assert all(path.name.startswith(".dnn-tmp-") for path in stale)

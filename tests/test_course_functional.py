@@ -8,12 +8,14 @@ from dnn import functional as F
 
 # "Building your Deep Neural Network: Step by Step": initialize_parameters_deep([5, 4, 3]) after
 # np.random.seed(3) with the `* 0.01` initialisation prints this W1.
-COURSE_W1_SEED3 = np.array([
-    [0.01788628, 0.0043651, 0.00096497, -0.01863493, -0.00277388],
-    [-0.00354759, -0.00082741, -0.00627001, -0.00043818, -0.00477218],
-    [-0.01313865, 0.00884622, 0.00881318, 0.01709573, 0.00050034],
-    [-0.00404677, -0.0054536, -0.01546477, 0.00982367, -0.01101068],
-])
+COURSE_W1_SEED3 = np.array(
+    [
+        [0.01788628, 0.0043651, 0.00096497, -0.01863493, -0.00277388],
+        [-0.00354759, -0.00082741, -0.00627001, -0.00043818, -0.00477218],
+        [-0.01313865, 0.00884622, 0.00881318, 0.01709573, 0.00050034],
+        [-0.00404677, -0.0054536, -0.01546477, 0.00982367, -0.01101068],
+    ]
+)
 
 
 def test_initialisation_reproduces_the_course_printout(backend):
@@ -66,7 +68,15 @@ def test_linear_backward_uses_the_corrected_formulas(backend, rng):
 def test_update_parameters_returns_new_arrays_and_leaves_its_inputs(backend, rng):
     with dnn.use_backend(backend):
         params = F.initialize_parameters_deep([3, 2, 1])
-        grads = {key: backend.asarray(np.ones(value.shape)) for key, value in (("dW1", params["W1"]), ("db1", params["b1"]), ("dW2", params["W2"]), ("db2", params["b2"]))}
+        grads = {
+            key: backend.asarray(np.ones(value.shape))
+            for key, value in (
+                ("dW1", params["W1"]),
+                ("db1", params["b1"]),
+                ("dW2", params["W2"]),
+                ("db2", params["b2"]),
+            )
+        }
         before = backend.to_numpy(params["W1"]).copy()
         new = F.update_parameters(params, grads, 0.5)
     np.testing.assert_array_equal(backend.to_numpy(params["W1"]), before)

@@ -22,7 +22,9 @@ def test_blank_and_whitespace_only_lines_are_neither_rows_nor_errors(tmp_path, m
     ds = load(tmp_path, text)
     np.testing.assert_array_equal(ds.X, [[1, 3, 5, 7], [2, 4, 6, 8]])
     np.testing.assert_array_equal(ds.Y, [[0, 1, 0, 1]])
-    with pytest.raises(DataError, match=r"line 9, column 'a': 'x' is not a number"):  # lines counted with the blank ones
+    with pytest.raises(
+        DataError, match=r"line 9, column 'a': 'x' is not a number"
+    ):  # lines counted with the blank ones
         load(tmp_path, text.replace("7,8,1", "x,8,1"))
 
 
@@ -42,8 +44,11 @@ def test_cr_and_crlf_line_endings_read_as_lf_does(ending, tmp_path, monkeypatch)
 def test_a_header_naming_a_column_twice_is_refused_by_every_reader(tmp_path):
     (tmp_path / "d.csv").write_text("a,b,a,y\n1,2,3,0\n4,5,6,1\n")
     message = r"d.csv: the header names more than one column 'a'; column names must be unique"
-    for read in (lambda p: data.load(p), lambda p: data.load(p, labels=False),  # training, and predicting
-                 lambda p: convert.convert(p, str(tmp_path / "out"))):
+    for read in (
+        lambda p: data.load(p),
+        lambda p: data.load(p, labels=False),  # training, and predicting
+        lambda p: convert.convert(p, str(tmp_path / "out")),
+    ):
         with pytest.raises(DataError, match=message):
             read(str(tmp_path / "d.csv"))
 

@@ -33,10 +33,26 @@ def test_the_kernels_run_clean_under_address_sanitizer():
     libasan = _libasan()
     if libasan is None:
         pytest.skip("no C++ compiler with AddressSanitizer's runtime (libasan.so) here")
-    env = {**os.environ, "LD_PRELOAD": libasan, build.SANITIZE_ENV: "1",
-           "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:halt_on_error=1"}  # fmt: skip
-    command = [sys.executable, "-m", "pytest", str(TESTS / "test_cuda_on_cpu_kernels.py"), "-q", "-x", "-p", "no:cacheprovider",
-               "-p", "no:randomly", "-k", SMALL_SHAPES]  # fmt: skip
+    env = {
+        **os.environ,
+        "LD_PRELOAD": libasan,
+        build.SANITIZE_ENV: "1",
+        "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:halt_on_error=1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(TESTS / "test_cuda_on_cpu_kernels.py"),
+        "-q",
+        "-x",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-k",
+        SMALL_SHAPES,
+    ]
     done = subprocess.run(command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0 and "AddressSanitizer" not in output, output[-6000:]

@@ -17,7 +17,9 @@ from dnn.optimizers import make_optimizer
 from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
-pytestmark = pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU")
+pytestmark = pytest.mark.skipif(
+    build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU"
+)
 
 DIMS = (12, 9, 5)
 STEPS = 3
@@ -33,13 +35,18 @@ def gpu():
 def _networks(gpu, output, units, dtype):
     """(captured, eager on the same backend, NumPy): the same seed, so the same parameters."""
     layers, activations = [*DIMS, units], ["relu", "tanh"]
-    return tuple(Network(layers, activations=activations, output=output, dtype=dtype, backend=backend, seed=3)
-                 for backend in (gpu, gpu, "numpy"))  # fmt: skip
+    return tuple(
+        Network(layers, activations=activations, output=output, dtype=dtype, backend=backend, seed=3)
+        for backend in (gpu, gpu, "numpy")
+    )
 
 
 def _batches(m, units, count):
     rng = np.random.default_rng(11)
-    return [(rng.standard_normal((DIMS[0], m)), rng.integers(0, 2, (1, m)) if units == 1 else rng.integers(0, units, m)) for _ in range(count)]
+    return [
+        (rng.standard_normal((DIMS[0], m)), rng.integers(0, 2, (1, m)) if units == 1 else rng.integers(0, units, m))
+        for _ in range(count)
+    ]
 
 
 def _assert_same(net, expected, optimizer, expected_optimizer, dtype, what):
@@ -47,7 +54,9 @@ def _assert_same(net, expected, optimizer, expected_optimizer, dtype, what):
         difference = relative_difference(net.get_parameters()[name], value)
         assert difference <= gradient_rtol(dtype), f"{what}: {name} differs by {difference:.3g}"
     for key, value in expected_optimizer.state_dict(expected).items():
-        assert relative_difference(optimizer.state_dict(net)[key], value) <= gradient_rtol(dtype), f"{what}: optimizer {key}"
+        assert relative_difference(optimizer.state_dict(net)[key], value) <= gradient_rtol(dtype), (
+            f"{what}: optimizer {key}"
+        )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -59,7 +68,10 @@ def test_the_replayed_graph_takes_the_phases_step(gpu, optimizer, l2, output, un
     optimizers = [make_optimizer(optimizer) for _ in range(3)]
     step = TrainStep(captured, 16, optimizers[0], l2=l2)
     assert step.strategy == "compiled"  # the CuPy backend's default: a captured graph
-    others = [TrainStep(net, 16, opt, l2=l2, strategy="phases") for net, opt in ((eager, optimizers[1]), (reference, optimizers[2]))]
+    others = [
+        TrainStep(net, 16, opt, l2=l2, strategy="phases")
+        for net, opt in ((eager, optimizers[1]), (reference, optimizers[2]))
+    ]
     for k, (X, Y) in enumerate(_batches(16, units, STEPS)):
         lr = 0.05 if k < 2 else 0.02
         step(captured.batch(X, Y), lr)
@@ -67,7 +79,9 @@ def test_the_replayed_graph_takes_the_phases_step(gpu, optimizer, l2, output, un
             other(net.batch(X, Y), lr)
     assert not step._whole_step.eager, "the capture failed and the step ran its operations eagerly"
     graph = step._whole_step.graph
-    assert any(d.startswith("kernel ") for d in graph.descriptions()) and any(d.startswith("cublas") for d in graph.descriptions())
+    assert any(d.startswith("kernel ") for d in graph.descriptions()) and any(
+        d.startswith("cublas") for d in graph.descriptions()
+    )
     totals = step.read()
     for net, other, opt in zip((eager, reference), others, optimizers[1:]):
         expected = other.read()
@@ -89,7 +103,9 @@ def test_the_divergence_guard_leaves_the_parameters_bit_for_bit(gpu, optimizer, 
         expected(eager.batch(X, Y), 0.1)
     captured.params.W[1][0, 0] = np.inf  # written on the device: the next step's cost is not finite
     before = captured.get_parameters()
-    state_before = {k: v for k, v in opt.state_dict(captured).items() if k != "step_count"}  # the host's count: corrected at the read
+    state_before = {
+        k: v for k, v in opt.state_dict(captured).items() if k != "step_count"
+    }  # the host's count: corrected at the read
     for X, Y in batches[2:]:
         step(captured.batch(X, Y), 0.1)
     after = captured.get_parameters()

@@ -18,7 +18,9 @@ from dnn.kernels.cupy_modules import SOURCES
 from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_COST, STEP_EXAMPLES
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 
-pytestmark = pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU")
+pytestmark = pytest.mark.skipif(
+    build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU"
+)
 
 DTYPES = ["float32", "float64"]
 MATRICES = [(1, 1), (1, 1025), (33, 31), (257, 1025)]
@@ -120,9 +122,15 @@ def test_activation_backward_with_db(gpu, rng, shape, dtype):
             out_ref, db_ref = np.empty(shape), np.empty((n, 1))
             REF.activation_backward(dA.copy(), activation, out_ref, db=db_ref, db_scale=1 / m, **{source: given})
             out, db = _poisoned(gpu, shape, dtype), _poisoned(gpu, (n, 1), dtype)
-            gpu.activation_backward(_on(gpu, dA, dtype), activation, out, db=db, db_scale=1 / m, **{source: _on(gpu, given, dtype)})
-            _close(gpu, out, out_ref, dtype, f"dZ {activation} from {source}", rtol=gradient_rtol(dtype))  # a gradient: 1 - A² cancels
-            _close(gpu, db, db_ref, dtype, f"db {activation} from {source}", rtol=gradient_rtol(dtype))  # a sum of m terms
+            gpu.activation_backward(
+                _on(gpu, dA, dtype), activation, out, db=db, db_scale=1 / m, **{source: _on(gpu, given, dtype)}
+            )
+            _close(
+                gpu, out, out_ref, dtype, f"dZ {activation} from {source}", rtol=gradient_rtol(dtype)
+            )  # a gradient: 1 - A² cancels
+            _close(
+                gpu, db, db_ref, dtype, f"db {activation} from {source}", rtol=gradient_rtol(dtype)
+            )  # a sum of m terms
         dAg = _on(gpu, dA, dtype)
         gpu.activation_backward(dAg, activation, dAg, A=_on(gpu, A, dtype))  # in place, no db
         REF.activation_backward(dA, activation, out_ref, A=A)
@@ -138,7 +146,11 @@ def test_activation_backward_with_db(gpu, rng, shape, dtype):
 def test_hidden_layer_kernels_on_grids_beyond_65535_blocks(gpu, rng, dtype):
     """65 537 rows: the forward grid stops at 65 535 in y and the backward at 65 536 blocks; rows past them are strided."""
     shape = BEYOND_Y_GRID
-    Z, b, dA = _as(rng.standard_normal(shape), dtype), _as(rng.standard_normal((shape[0], 1)), dtype), _as(rng.standard_normal(shape), dtype)
+    Z, b, dA = (
+        _as(rng.standard_normal(shape), dtype),
+        _as(rng.standard_normal((shape[0], 1)), dtype),
+        _as(rng.standard_normal(shape), dtype),
+    )
     out_ref, Z_ref = np.empty(shape), Z.copy()
     REF.bias_activation_forward(Z_ref, b, "tanh", out_ref)
     out = _poisoned(gpu, shape, dtype)
@@ -180,14 +192,33 @@ def _labels(rng, output, units, m):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("output,units,m", [("sigmoid", 1, 1), ("sigmoid", 1, 1025), ("sigmoid", 33, 31), ("softmax", 1, 1),
-                                            ("softmax", 2, 1025), ("softmax", 33, 31), ("softmax", 10, 257)])  # fmt: skip
+@pytest.mark.parametrize(
+    "output,units,m",
+    [
+        ("sigmoid", 1, 1),
+        ("sigmoid", 1, 1025),
+        ("sigmoid", 33, 31),
+        ("softmax", 1, 1),
+        ("softmax", 2, 1025),
+        ("softmax", 33, 31),
+        ("softmax", 10, 257),
+    ],
+)
 def test_output_layer_cost_and_gradient(gpu, rng, output, units, m, dtype):
     shape = (units, m)
-    Z, b, Y = _as(rng.standard_normal(shape) * 4, dtype), _as(rng.standard_normal((units, 1)), dtype), _labels(rng, output, units, m)
+    Z, b, Y = (
+        _as(rng.standard_normal(shape) * 4, dtype),
+        _as(rng.standard_normal((units, 1)), dtype),
+        _labels(rng, output, units, m),
+    )
     Z_ref, A_ref, dZ_ref, cost_ref = Z.copy(), np.empty(shape), np.empty(shape), np.empty(1)
     REF.output_layer(Z_ref, b, output, A_ref, Y=Y, dZ=dZ_ref, cost=cost_ref, dZ_scale=1 / m)
-    Zg, A, dZ, cost = _on(gpu, Z, dtype), _poisoned(gpu, shape, dtype), _poisoned(gpu, shape, dtype), _poisoned(gpu, (1,), dtype)
+    Zg, A, dZ, cost = (
+        _on(gpu, Z, dtype),
+        _poisoned(gpu, shape, dtype),
+        _poisoned(gpu, shape, dtype),
+        _poisoned(gpu, (1,), dtype),
+    )
     gpu.output_layer(Zg, _on(gpu, b, dtype), output, A, Y=_on(gpu, Y, dtype), dZ=dZ, cost=cost, dZ_scale=1 / m)
     _close(gpu, Zg, Z_ref, dtype, "logits")
     _close(gpu, A, A_ref, dtype, f"{output} A")
@@ -203,7 +234,11 @@ def test_output_layer_cost_and_gradient(gpu, rng, output, units, m, dtype):
 def test_output_layer_with_nan_inf_zero_and_overflow(gpu, rng, output, dtype):
     """Columns with a NaN, a +inf or -inf logit, ±0 and overflow: NumPy's values in the same dtype, NaN for NaN."""
     units, m = 4, 40
-    Z, b, Y = _specials((units, m), dtype, rng), np.zeros((units, 1), dtype), _labels(rng, output, units, m).astype(dtype)
+    Z, b, Y = (
+        _specials((units, m), dtype, rng),
+        np.zeros((units, 1), dtype),
+        _labels(rng, output, units, m).astype(dtype),
+    )
     Z[:, 0] = [np.inf, 1.0, 2.0, 3.0]  # a +inf top logit
     Z[:, 1] = [-np.inf, -np.inf, -np.inf, -np.inf]
     Z[:, 2] = [np.nan, 1.0, 2.0, 3.0]
@@ -211,7 +246,12 @@ def test_output_layer_with_nan_inf_zero_and_overflow(gpu, rng, output, dtype):
     with np.errstate(all="ignore"):
         Z_ref, A_ref, dZ_ref, cost_ref = Z.copy(), np.empty_like(Z), np.empty_like(Z), np.empty(1, dtype)
         REF.output_layer(Z_ref, b, output, A_ref, Y=Y, dZ=dZ_ref, cost=cost_ref)
-    Zg, A, dZ, cost = _on(gpu, Z, dtype), _poisoned(gpu, Z.shape, dtype), _poisoned(gpu, Z.shape, dtype), _poisoned(gpu, (1,), dtype)
+    Zg, A, dZ, cost = (
+        _on(gpu, Z, dtype),
+        _poisoned(gpu, Z.shape, dtype),
+        _poisoned(gpu, Z.shape, dtype),
+        _poisoned(gpu, (1,), dtype),
+    )
     gpu.output_layer(Zg, _on(gpu, b, dtype), output, A, Y=_on(gpu, Y, dtype), dZ=dZ, cost=cost)
     _same_specials(gpu, A, A_ref, dtype, f"{output} A")
     _same_specials(gpu, dZ, dZ_ref, dtype, f"{output} dZ")
@@ -230,8 +270,12 @@ def test_a_softmax_column_with_a_plus_inf_logit_is_nan_as_in_numpy(gpu):
 
 # ---------------------------------------------------------------------------------------------- updates
 def _update_arrays(rng, size):
-    return {"param": rng.standard_normal(size), "grad": rng.standard_normal(size), "m": rng.standard_normal(size) * 0.1,
-            "v": rng.random(size) * 0.01}  # fmt: skip
+    return {
+        "param": rng.standard_normal(size),
+        "grad": rng.standard_normal(size),
+        "m": rng.standard_normal(size) * 0.1,
+        "v": rng.random(size) * 0.01,
+    }
 
 
 def _run_update(be, kind, a, lr=0.01, t=10, **state):
@@ -356,7 +400,9 @@ def test_guard_commit_and_begin_step(gpu, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("output,units,m", [("sigmoid", 1, 1), ("sigmoid", 3, 1025), ("softmax", 10, 1025), ("softmax", 33, 31)])
+@pytest.mark.parametrize(
+    "output,units,m", [("sigmoid", 1, 1), ("sigmoid", 3, 1025), ("softmax", 10, 1025), ("softmax", 33, 31)]
+)
 def test_record_step_counts_what_numpy_counts(gpu, rng, output, units, m, dtype):
     A = rng.random((units, m))
     A[0, : m // 3] = np.nan  # a diverged step's probabilities: NaN counts as numpy.argmax counts it

@@ -11,7 +11,9 @@ import pytest
 
 from cuda_on_cpu import build
 
-pytestmark = pytest.mark.skipif(build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU")
+pytestmark = pytest.mark.skipif(
+    build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU"
+)
 
 CODE = r"""
 template <typename T>
@@ -74,7 +76,10 @@ def test_a_write_one_element_past_the_end_fails_the_launch(cupy, module):
     copy = module.get_function("copy_n<double>")
     copy((2,), (256,), (x, y, np.int64(300), np.int64(0)))
     np.testing.assert_array_equal(cupy.asnumpy(y), np.arange(300.0))
-    with pytest.raises(OutOfBoundsError, match=r"kernel copy_n<double> .* wrote out of bounds: 8 byte\(s\) after a 2400-byte allocation"):
+    with pytest.raises(
+        OutOfBoundsError,
+        match=r"kernel copy_n<double> .* wrote out of bounds: 8 byte\(s\) after a 2400-byte allocation",
+    ):
         copy((2,), (256,), (x, y, np.int64(300), np.int64(1)))
 
 
@@ -95,8 +100,9 @@ def test_a_barrier_some_threads_skip_is_an_error_not_a_hang(cupy, module):
     from cuda_on_cpu.kernels import LaunchError
 
     with pytest.raises(LaunchError, match="threads of one block wait at different __syncthreads"):
-        module.get_function("block_total<double>")((1,), (256,), (cupy.asarray(np.ones(256)), cupy.empty((1,), np.float64), np.int32(0)),
-                                                   shared_mem=256 * 8)  # fmt: skip
+        module.get_function("block_total<double>")(
+            (1,), (256,), (cupy.asarray(np.ones(256)), cupy.empty((1,), np.float64), np.int32(0)), shared_mem=256 * 8
+        )
 
 
 def test_shared_memory_no_thread_wrote_reads_nan(cupy, module):
@@ -120,12 +126,27 @@ def test_warp_shuffles_and_atomics(cupy, module, reverse):
     assert int(count[0]) == 4
 
 
-@pytest.mark.parametrize("arguments,message", [
-    (lambda cp: (cp.asarray(np.ones(4)), cp.empty((4,), np.float64), 4, np.int64(0)), r"argument 2 \(i8\) is a int64 scalar, launched with int"),
-    (lambda cp: (cp.asarray(np.ones(4, np.float32)), cp.empty((4,), np.float64), np.int64(4), np.int64(0)), "points to float64, launched with a float32"),
-    (lambda cp: (np.ones(4), cp.empty((4,), np.float64), np.int64(4), np.int64(0)), "is a pointer, launched with a host numpy array"),
-    (lambda cp: (cp.asarray(np.ones(4)), cp.empty((4,), np.float64), np.int64(4)), "takes 4 arguments, launched with 3"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (
+            lambda cp: (cp.asarray(np.ones(4)), cp.empty((4,), np.float64), 4, np.int64(0)),
+            r"argument 2 \(i8\) is a int64 scalar, launched with int",
+        ),
+        (
+            lambda cp: (cp.asarray(np.ones(4, np.float32)), cp.empty((4,), np.float64), np.int64(4), np.int64(0)),
+            "points to float64, launched with a float32",
+        ),
+        (
+            lambda cp: (np.ones(4), cp.empty((4,), np.float64), np.int64(4), np.int64(0)),
+            "is a pointer, launched with a host numpy array",
+        ),
+        (
+            lambda cp: (cp.asarray(np.ones(4)), cp.empty((4,), np.float64), np.int64(4)),
+            "takes 4 arguments, launched with 3",
+        ),
+    ],
+)
 def test_an_argument_the_signature_does_not_read_is_refused(cupy, module, arguments, message):
     with pytest.raises(TypeError, match=message):
         module.get_function("copy_n<double>")((1,), (32,), arguments(cupy))
@@ -136,7 +157,9 @@ def test_a_launch_cuda_refuses_is_refused(cupy, module, grid, block):
     from cuda_on_cpu.kernels import LaunchError
 
     with pytest.raises(LaunchError, match="invalid launch configuration"):
-        module.get_function("copy_n<double>")(grid, block, (cupy.asarray(np.ones(4)), cupy.empty((4,), np.float64), np.int64(4), np.int64(0)))
+        module.get_function("copy_n<double>")(
+            grid, block, (cupy.asarray(np.ones(4)), cupy.empty((4,), np.float64), np.int64(4), np.int64(0))
+        )
 
 
 def test_a_capture_records_launches_and_refuses_what_cuda_refuses(cupy, module):
@@ -147,8 +170,14 @@ def test_a_capture_records_launches_and_refuses_what_cuda_refuses(cupy, module):
     with stream:
         stream.begin_capture()
         module.get_function("copy_n<double>")((1,), (32,), (x, y, np.int64(4), np.int64(0)))
-        for refused in (lambda: float(y[0]), lambda: cupy.asnumpy(y), stream.synchronize, lambda: cupy.empty((4,)), lambda: y.fill(1.0),
-                        lambda: y + 1):  # fmt: skip
+        for refused in (
+            lambda: float(y[0]),
+            lambda: cupy.asnumpy(y),
+            stream.synchronize,
+            lambda: cupy.empty((4,)),
+            lambda: y.fill(1.0),
+            lambda: y + 1,
+        ):
             with pytest.raises(CaptureError):
                 refused()
         graph = stream.end_capture()

@@ -18,15 +18,22 @@ pytestmark = pytest.mark.skipif(not _STATUS.available, reason=f"cupy backend una
 
 def _pair(dtype, output="sigmoid", units=1):
     dims = [20, 16, 8, units]
-    return (Network(dims, activations=["relu", "tanh"], output=output, dtype=dtype, backend="cupy"),
-            Network(dims, activations=["relu", "tanh"], output=output, dtype=dtype, backend="cupy"))  # fmt: skip
+    return (
+        Network(dims, activations=["relu", "tanh"], output=output, dtype=dtype, backend="cupy"),
+        Network(dims, activations=["relu", "tanh"], output=output, dtype=dtype, backend="cupy"),
+    )
 
 
 def _batches(net, m, count):
     rng = np.random.default_rng(3)
     units = net.layer_dims[-1]
-    return [net.batch(rng.standard_normal((net.layer_dims[0], m)),
-                      rng.integers(0, 2, (1, m)) if units == 1 else rng.integers(0, units, m)) for _ in range(count)]  # fmt: skip
+    return [
+        net.batch(
+            rng.standard_normal((net.layer_dims[0], m)),
+            rng.integers(0, 2, (1, m)) if units == 1 else rng.integers(0, units, m),
+        )
+        for _ in range(count)
+    ]
 
 
 def _assert_same(captured, eager, opt_c, opt_e, dtype):

@@ -48,7 +48,9 @@ def test_cuda_path_is_searched_after_the_wheels(tmp_path):
 
 
 def test_no_library_anywhere_says_where_it_looked():
-    with pytest.raises(BackendUnavailableError, match="libcublas not found: not loaded in this process, no nvidia-cublas wheel"):
+    with pytest.raises(
+        BackendUnavailableError, match="libcublas not found: not loaded in this process, no nvidia-cublas wheel"
+    ):
         cublas.load_cublas(candidates=[])
 
 
@@ -92,7 +94,9 @@ class _ColumnMajorGemm:
 
     def _matrix(self, address, rows, cols, ld):
         # column-major: element (i, j) at address[i + j·ld]
-        flat = np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(self.dtype))), (cols * ld,))
+        flat = np.ctypeslib.as_array(
+            ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(self.dtype))), (cols * ld,)
+        )
         return flat.reshape(cols, ld)[:, :rows].T
 
     def __call__(self, handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):

@@ -11,7 +11,9 @@ from dnn.backends import available_backends
 GPU_CHECK = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 
 
-@pytest.mark.skipif(any(s.name == "cupy" and s.available for s in available_backends()), reason="a GPU is present: the check would run")
+@pytest.mark.skipif(
+    any(s.name == "cupy" and s.available for s in available_backends()), reason="a GPU is present: the check would run"
+)
 def test_without_a_gpu_it_exits_2_and_says_skipped_with_the_reason():
     done = subprocess.run([sys.executable, str(GPU_CHECK)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr

@@ -71,9 +71,12 @@ class PlannedNumpy(StepStateReads, NumpyBackend):
 def _pair(output, units, dtype, capture=None, dims=(6, 5, 4)):
     """(network on the planned backend, the same network on NumPy), same seed."""
     layers = [*dims, units]
-    planned = Network(layers, activations=["relu", "tanh"][: len(dims) - 1], output=output, dtype=dtype,
-                      backend=PlannedNumpy(capture))  # fmt: skip
-    reference = Network(layers, activations=["relu", "tanh"][: len(dims) - 1], output=output, dtype=dtype, backend="numpy")
+    planned = Network(
+        layers, activations=["relu", "tanh"][: len(dims) - 1], output=output, dtype=dtype, backend=PlannedNumpy(capture)
+    )
+    reference = Network(
+        layers, activations=["relu", "tanh"][: len(dims) - 1], output=output, dtype=dtype, backend="numpy"
+    )
     return planned, reference
 
 
@@ -99,7 +102,9 @@ def _assert_same(planned, reference, opt_planned, opt_reference, dtype):
 
 
 def _assert_same_totals(totals, expected, dtype):
-    assert totals.steps == expected.steps and totals.examples == expected.examples and totals.correct == expected.correct
+    assert (
+        totals.steps == expected.steps and totals.examples == expected.examples and totals.correct == expected.correct
+    )
     assert relative_difference(totals.cost_sum, expected.cost_sum) <= gradient_rtol(dtype)
 
 
@@ -299,7 +304,11 @@ def test_the_plan_is_the_phases_order_on_named_buffers():
     for launch in launches:
         assert set(launch.buffers()) <= set(buffers), launch
     adam = launches[-2]
-    assert adam.args[4] == DeviceScalar("lr") and adam.args[8] == DeviceScalar("t") and adam.kwargs["state"] == Ref("state")
+    assert (
+        adam.args[4] == DeviceScalar("lr")
+        and adam.args[8] == DeviceScalar("t")
+        and adam.kwargs["state"] == Ref("state")
+    )
 
 
 class Unregistered(SGD):
@@ -345,8 +354,14 @@ def test_every_launch_but_the_products_is_one_cuda_kernel(optimizer):
     for call in bind(gpu, launches, buffers, device_scalars=True):
         call()
     # the kernel each operation launches where its name differs: the softmax output, db[L], one L2 sum per W
-    kernels_of = {"output_layer": ["softmax_output"], "bias_grad": ["activation_backward"], "add_l2_cost": ["add_sum_of_squares"] * 3}
-    expected = [kernel for launch in launches if launch.op != "gemm" for kernel in kernels_of.get(launch.op, [launch.op])]
+    kernels_of = {
+        "output_layer": ["softmax_output"],
+        "bias_grad": ["activation_backward"],
+        "add_l2_cost": ["add_sum_of_squares"] * 3,
+    }
+    expected = [
+        kernel for launch in launches if launch.op != "gemm" for kernel in kernels_of.get(launch.op, [launch.op])
+    ]
     assert gpu._kernels.kernels() == expected
     assert len(products) == 8
 

@@ -84,14 +84,21 @@ def test_bias_activation_forward(gpu, rng, activation, shape, dtype):
 def test_activation_backward_with_db(gpu, rng, activation, shape, dtype):
     n, m = shape
     Z = (rng.standard_normal(shape) * 3).astype(dtype).astype(np.float64)
-    A, dA = _layer_output(activation, Z).astype(dtype).astype(np.float64), rng.standard_normal(shape).astype(dtype).astype(np.float64)
+    A, dA = (
+        _layer_output(activation, Z).astype(dtype).astype(np.float64),
+        rng.standard_normal(shape).astype(dtype).astype(np.float64),
+    )
     for source in ("A", "Z"):
         given = {source: A if source == "A" else Z}
         out_ref, db_ref = np.empty(shape), np.empty((n, 1))
         REF.activation_backward(dA.copy(), activation, out_ref, db=db_ref, db_scale=1 / m, **given)
         out, db = _poisoned(gpu, shape, dtype), _poisoned(gpu, (n, 1), dtype)
-        gpu.activation_backward(_on(gpu, dA, dtype), activation, out, db=db, db_scale=1 / m, **{source: _on(gpu, given[source], dtype)})
-        _close(gpu, out, out_ref, dtype, f"dZ {activation} from {source}", rtol=gradient_rtol(dtype))  # a gradient: 1 - A² cancels
+        gpu.activation_backward(
+            _on(gpu, dA, dtype), activation, out, db=db, db_scale=1 / m, **{source: _on(gpu, given[source], dtype)}
+        )
+        _close(
+            gpu, out, out_ref, dtype, f"dZ {activation} from {source}", rtol=gradient_rtol(dtype)
+        )  # a gradient: 1 - A² cancels
         _close(gpu, db, db_ref, dtype, f"db {activation} from {source}", rtol=gradient_rtol(dtype))  # a sum of m terms
     dAg = _on(gpu, dA, dtype)
     gpu.activation_backward(dAg, activation, dAg, A=_on(gpu, A, dtype))  # in place, no db
@@ -127,7 +134,12 @@ def test_output_layer_cost_and_gradient(gpu, rng, output, units, m, dtype):
     Y = _labels(rng, output, units, m)
     Z_ref, A_ref, dZ_ref, cost_ref = Z.copy(), np.empty(shape), np.empty(shape), np.empty(1)
     REF.output_layer(Z_ref, b, output, A_ref, Y=Y, dZ=dZ_ref, cost=cost_ref, dZ_scale=1 / m)
-    Zg, A, dZ, cost = _on(gpu, Z, dtype), _poisoned(gpu, shape, dtype), _poisoned(gpu, shape, dtype), _poisoned(gpu, (1,), dtype)
+    Zg, A, dZ, cost = (
+        _on(gpu, Z, dtype),
+        _poisoned(gpu, shape, dtype),
+        _poisoned(gpu, shape, dtype),
+        _poisoned(gpu, (1,), dtype),
+    )
     gpu.output_layer(Zg, _on(gpu, b, dtype), output, A, Y=_on(gpu, Y, dtype), dZ=dZ, cost=cost, dZ_scale=1 / m)
     _close(gpu, Zg, Z_ref, dtype, "logits")
     _close(gpu, A, A_ref, dtype, f"{output} A")
@@ -142,15 +154,25 @@ def test_a_confident_softmax_column_keeps_its_tiny_cost(gpu):
     """The log1p form: cost ≈ e^-40 for a column whose right class leads by 40, not 0 (float64)."""
     Z, Y = np.array([[40.0], [0.0]]), np.array([[1.0], [0.0]])
     cost = _poisoned(gpu, (1,), "float64")
-    gpu.output_layer(_on(gpu, Z, "float64"), _on(gpu, np.zeros((2, 1)), "float64"), "softmax", _poisoned(gpu, (2, 1), "float64"),
-                     Y=_on(gpu, Y, "float64"), cost=cost)  # fmt: skip
+    gpu.output_layer(
+        _on(gpu, Z, "float64"),
+        _on(gpu, np.zeros((2, 1)), "float64"),
+        "softmax",
+        _poisoned(gpu, (2, 1), "float64"),
+        Y=_on(gpu, Y, "float64"),
+        cost=cost,
+    )
     assert relative_difference(gpu.to_numpy(cost), np.array([np.log1p(np.exp(-40.0))])) <= kernel_rtol("float64")
 
 
 # ---------------------------------------------------------------------------------------------- updates
 def _update_arrays(rng, size):
-    return {"param": rng.standard_normal(size), "grad": rng.standard_normal(size), "m": rng.standard_normal(size) * 0.1,
-            "v": rng.random(size) * 0.01}  # fmt: skip
+    return {
+        "param": rng.standard_normal(size),
+        "grad": rng.standard_normal(size),
+        "m": rng.standard_normal(size) * 0.1,
+        "v": rng.random(size) * 0.01,
+    }
 
 
 def _run_update(be, kind, a, lr=0.01, t=10, **state):
@@ -275,7 +297,14 @@ def test_gemm_with_alpha_and_beta(gpu, rng, M, K, N, trans_a, trans_b, dtype):
     _close(gpu, out, expected, dtype, "gemm", rtol=gradient_rtol(dtype))
     out = _poisoned(gpu, (M, N), dtype)  # beta = 0 ignores NaN in out, as BLAS does
     gpu.gemm(_on(gpu, a, dtype), _on(gpu, b, dtype), out, trans_a=trans_a, trans_b=trans_b)
-    _close(gpu, out, (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b), dtype, "gemm beta=0", rtol=gradient_rtol(dtype))
+    _close(
+        gpu,
+        out,
+        (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b),
+        dtype,
+        "gemm beta=0",
+        rtol=gradient_rtol(dtype),
+    )
 
 
 def test_gemm_runs_on_the_current_stream_and_tf32_is_off_by_default(gpu, rng):

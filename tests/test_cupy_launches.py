@@ -41,7 +41,10 @@ def argument_matches(argument, declared: str, cuda_type: str | None) -> bool:
     if declared.endswith("*"):
         if isinstance(argument, np.uint64):  # the backend's null pointer
             return argument == 0
-        return isinstance(argument, np.ndarray) and {"float": "float32", "double": "float64", "int": "int32"}[declared[:-1]] == argument.dtype.name
+        return (
+            isinstance(argument, np.ndarray)
+            and {"float": "float32", "double": "float64", "int": "int32"}[declared[:-1]] == argument.dtype.name
+        )
     return SCALAR_TYPES.get(type(argument)) == declared
 
 
@@ -52,7 +55,9 @@ class RecordingKernels:
         self.launches = []
 
     def function(self, source, kernel, dtype=None):
-        source.name_expression(kernel, dtype)  # KeyError when the source does not declare it: NVRTC would not compile it
+        source.name_expression(
+            kernel, dtype
+        )  # KeyError when the source does not declare it: NVRTC would not compile it
 
         def launch(grid, block, args):
             parameters = kernel_parameters(source.code, kernel)
@@ -66,7 +71,9 @@ class RecordingKernels:
             assert all(1 <= g < 2**16 for g in grid[1:]) and 1 <= grid[0] < 2**31, f"{kernel}: grid {grid}"
             assert len(block) == 1 and 1 <= block[0] <= 1024, f"{kernel}: block {block}"
             if kernel in REDUCING_KERNELS:
-                assert block == (REDUCE_THREADS,), f"{kernel} reduces over a block of {REDUCE_THREADS} threads, launched with {block}"
+                assert block == (REDUCE_THREADS,), (
+                    f"{kernel} reduces over a block of {REDUCE_THREADS} threads, launched with {block}"
+                )
             self.launches.append((kernel, dtype, args))
 
         return launch
@@ -101,7 +108,9 @@ def test_hidden_layer_launches_match_their_kernels(recorded, dtype, shape):
         recorded.activation_backward(dA, activation, dA, A=out, db=b, db_scale=1 / m)
         recorded.activation_backward(dA, activation, out, Z=Z)
     recorded.bias_grad(dA, b, 0.5)
-    expected = (["bias_activation_forward"] * 2 + ["activation_backward"] * 2) * len(ACTIVATIONS) + ["activation_backward"]
+    expected = (["bias_activation_forward"] * 2 + ["activation_backward"] * 2) * len(ACTIVATIONS) + [
+        "activation_backward"
+    ]
     assert recorded._kernels.kernels() == expected
 
 
@@ -132,9 +141,21 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     recorded.guard_step(state, g)
     recorded._advance_step_count(np.zeros(1), state)
     recorded.commit_step(state)
-    assert recorded._kernels.kernels() == ["axpy", "sgd_update", "sgd_update", "momentum_update", "adam_update",
-                                           "multiply", "flag_non_finite", "begin_step", "add_sum_of_squares",
-                                           "add_sum_of_squares", "guard_step", "advance_step_count", "commit_step"]  # fmt: skip
+    assert recorded._kernels.kernels() == [
+        "axpy",
+        "sgd_update",
+        "sgd_update",
+        "momentum_update",
+        "adam_update",
+        "multiply",
+        "flag_non_finite",
+        "begin_step",
+        "add_sum_of_squares",
+        "add_sum_of_squares",
+        "guard_step",
+        "advance_step_count",
+        "commit_step",
+    ]
     assert recorded._kernels.launches[2][2][-1] is state  # the predicate is the state itself, read on the device
 
 
@@ -196,4 +217,3 @@ def test_tf32_is_off_unless_asked(monkeypatch):
     assert be.tf32 is True
     be._use_kernels(np, RecordingKernels(), tf32=False)  # the option wins over the environment
     assert be.tf32 is False
-

@@ -47,7 +47,10 @@ def test_every_source_compiles_with_every_kernel_instantiated(compile_source, so
 def test_every_templated_kernel_exists_for_both_dtypes():
     for source in SOURCES:
         for kernel in source.templated:
-            assert [source.name_expression(kernel, dt) for dt in CUDA_TYPES] == [f"{kernel}<float>", f"{kernel}<double>"]
+            assert [source.name_expression(kernel, dt) for dt in CUDA_TYPES] == [
+                f"{kernel}<float>",
+                f"{kernel}<double>",
+            ]
 
 
 def test_a_kernel_that_does_not_compile_fails_with_nvrtcs_log(compile_source):
@@ -62,7 +65,9 @@ def test_an_error_inside_a_template_is_caught_by_its_instantiation(compile_sourc
     """Without the name expressions NVRTC would never instantiate the body, and this error would pass."""
     from dnn.kernels.cupy_nvrtc import NvrtcError
 
-    broken = KernelSource("broken_template", "template <typename T> __global__ void k(T* a) { a[0] = T::no_such_member; }", ("k",))
+    broken = KernelSource(
+        "broken_template", "template <typename T> __global__ void k(T* a) { a[0] = T::no_such_member; }", ("k",)
+    )
     with pytest.raises(NvrtcError, match="no_such_member"):
         compile_source(broken)
 

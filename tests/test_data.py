@@ -6,7 +6,9 @@ import pytest
 from dnn import DataError, data
 
 
-@pytest.mark.parametrize("name, n_x, m, n_classes", [("breast_cancer", 30, 569, 2), ("digits", 64, 1797, 10), ("iris", 4, 150, 3)])
+@pytest.mark.parametrize(
+    "name, n_x, m, n_classes", [("breast_cancer", 30, 569, 2), ("digits", 64, 1797, 10), ("iris", 4, 150, 3)]
+)
 def test_builtin_sets_come_with_examples_as_columns(name, n_x, m, n_classes):
     ds = data.load(name)
     assert ds.X.shape == (n_x, m) and ds.Y.shape == (1, m)
@@ -96,7 +98,10 @@ def test_csv_problems_are_named(tmp_path, text, options, message):
         data.load(str(tmp_path / "d.csv"), **options)
 
 
-@pytest.mark.parametrize("source, message", [("missing.csv", "does not exist"), ("x.parquet", "unknown data source"), ("mnist", "unknown data source")])
+@pytest.mark.parametrize(
+    "source, message",
+    [("missing.csv", "does not exist"), ("x.parquet", "unknown data source"), ("mnist", "unknown data source")],
+)
 def test_unknown_or_missing_sources(tmp_path, source, message):
     with pytest.raises(DataError, match=message):
         data.load(str(tmp_path / source) if source.endswith("csv") else source)
@@ -128,7 +133,10 @@ def test_standardisation_uses_the_training_statistics_only():
 
 def test_a_csv_without_a_header_is_refused_with_the_fix(tmp_path):
     (tmp_path / "d.csv").write_text("1.5,2,0\n3,4,1\n")
-    with pytest.raises(DataError, match=r"first line \('1.5,2,0'\) is all numbers, so the file has no header row; add a first line naming"):
+    with pytest.raises(
+        DataError,
+        match=r"first line \('1.5,2,0'\) is all numbers, so the file has no header row; add a first line naming",
+    ):
         data.load(str(tmp_path / "d.csv"))
 
 
@@ -152,7 +160,7 @@ def test_csv_blocks_blank_lines_quotes_and_order_give_the_same_arrays(tmp_path, 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(3, 25))  # (n_x, m)
     y = np.arange(25) % 2
-    lines = ["\ufeff\"p\",label,q,r"] + [f"{a!r},{c},\"{b!r}\",{d!r}" for (a, b, d), c in zip(X.T.tolist(), y)]
+    lines = ['\ufeff"p",label,q,r'] + [f'{a!r},{c},"{b!r}",{d!r}' for (a, b, d), c in zip(X.T.tolist(), y)]
     lines.insert(10, "")  # blank lines in the middle and at the end are skipped
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n\n\n")
     monkeypatch.setattr(data, "CSV_BLOCK_ROWS", 4)  # many blocks, one of them blank-only

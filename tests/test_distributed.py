@@ -39,8 +39,9 @@ needs_mpi = pytest.mark.skipif(
 def mpiexec(args, timeout, cwd=None) -> subprocess.CompletedProcess:
     """Run `mpiexec -n 2 python ARGS`; a run past `timeout` seconds is killed with its ranks and fails the test."""
     command = [MPIEXEC, "-n", "2", sys.executable, *args]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -58,13 +59,16 @@ def test_importing_dnn_never_imports_mpi4py():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("environ, ranks", [
-    ({}, 1),
-    ({"PMI_SIZE": "4", "PMI_RANK": "0"}, 4),  # MPICH's Hydra, Slurm's PMI-2
-    ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),  # Open MPI
-    ({"PMIX_RANK": "0", "SLURM_NTASKS": "8"}, 8),  # srun --mpi=pmix
-    ({"SLURM_NTASKS": "8"}, 1),  # inside an allocation, but not launched as an MPI task
-])
+@pytest.mark.parametrize(
+    "environ, ranks",
+    [
+        ({}, 1),
+        ({"PMI_SIZE": "4", "PMI_RANK": "0"}, 4),  # MPICH's Hydra, Slurm's PMI-2
+        ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),  # Open MPI
+        ({"PMIX_RANK": "0", "SLURM_NTASKS": "8"}, 8),  # srun --mpi=pmix
+        ({"SLURM_NTASKS": "8"}, 1),  # inside an allocation, but not launched as an MPI task
+    ],
+)
 def test_a_launch_is_recognised_from_the_launchers_variables(environ, ranks):
     assert launched_ranks(environ) == ranks
 
@@ -211,8 +215,13 @@ def test_the_command_line_trains_one_model_data_parallel(tmp_path):
     assert run.stdout.count("training [64, 64, 32, 10]") == 1 and "across 2 MPI processes" in run.stdout
     assert run.stdout.count("saved the model to model.npz") == 1
     assert sorted(os.listdir(tmp_path)) == ["model.npz", "run.npz"]  # no file of rank 1, no temporary left
-    single = subprocess.run([sys.executable, "-m", "dnn", *DIGITS, "--quiet"], capture_output=True, text=True,
-                            timeout=CLI_TIMEOUT, check=True)
+    single = subprocess.run(
+        [sys.executable, "-m", "dnn", *DIGITS, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=True,
+    )
     accuracy = _test_accuracy(run.stdout)
     assert accuracy >= 0.95
     assert abs(accuracy - _test_accuracy(single.stdout)) <= 0.01  # ≤ 3 of 359 test examples
@@ -220,18 +229,35 @@ def test_the_command_line_trains_one_model_data_parallel(tmp_path):
 
 @needs_mpi
 def test_a_mistake_on_one_rank_of_the_command_line_fails_every_rank_in_one_line():
-    run = mpiexec([os.path.join(HERE, "distributed_worker.py"), "cli", "train", "--epochs", "1000",
-                   "--on-rank-1", "--data", "no-such-file-on-rank-1.csv"], CLI_TIMEOUT)
+    run = mpiexec(
+        [
+            os.path.join(HERE, "distributed_worker.py"),
+            "cli",
+            "train",
+            "--epochs",
+            "1000",
+            "--on-rank-1",
+            "--data",
+            "no-such-file-on-rank-1.csv",
+        ],
+        CLI_TIMEOUT,
+    )
     assert run.returncode != 0
     assert run.stderr.strip() == "error: rank 1: data file no-such-file-on-rank-1.csv does not exist", run.stderr
 
 
 @needs_mpi
-@pytest.mark.parametrize("argv, message", [
-    (["--data", "no-such-file.csv"], "error: data file no-such-file.csv does not exist"),
-    (["--layers", "3,x"], "error: --layers takes comma-separated integers like 20,7,5, got '3,x'"),
-    (["--save", "/no/such/dir/m.npz"], "error: --save /no/such/dir/m.npz: the directory /no/such/dir does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "no-such-file.csv"], "error: data file no-such-file.csv does not exist"),
+        (["--layers", "3,x"], "error: --layers takes comma-separated integers like 20,7,5, got '3,x'"),
+        (
+            ["--save", "/no/such/dir/m.npz"],
+            "error: --save /no/such/dir/m.npz: the directory /no/such/dir does not exist",
+        ),
+    ],
+)
 def test_a_mistake_every_rank_makes_is_one_error_line(argv, message):
     run = mpiexec(["-m", "dnn", "train", "--epochs", "1", *argv], CLI_TIMEOUT)
     assert run.returncode == 1
@@ -239,17 +265,25 @@ def test_a_mistake_every_rank_makes_is_one_error_line(argv, message):
 
 
 def _csv(path, X, y):
-    path.write_text("a,b,c,label\n" + "\n".join(",".join([*map(repr, row), str(c)]) for row, c in zip(X.tolist(), y)) + "\n")
+    path.write_text(
+        "a,b,c,label\n" + "\n".join(",".join([*map(repr, row), str(c)]) for row, c in zip(X.tolist(), y)) + "\n"
+    )
     return str(path)
 
 
 @needs_mpi
-@pytest.mark.parametrize("on_rank_1, named", [
-    (["--no-standardize"], 'preprocessing (rank 0: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
-                           '"standardize": true}; rank 1: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
-                           '"standardize": false})'),
-    (["--data", "other.csv"], "data hash (rank 0: "),  # another CSV of the same shape
-])
+@pytest.mark.parametrize(
+    "on_rank_1, named",
+    [
+        (
+            ["--no-standardize"],
+            'preprocessing (rank 0: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
+            '"standardize": true}; rank 1: {"label_column": "label", "split": {"seed": 0, "test_fraction": 0.2}, '
+            '"standardize": false})',
+        ),
+        (["--data", "other.csv"], "data hash (rank 0: "),  # another CSV of the same shape
+    ],
+)
 def test_command_line_ranks_that_prepare_or_read_other_data_fail_together_naming_it(tmp_path, on_rank_1, named):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 3))
@@ -257,7 +291,18 @@ def test_command_line_ranks_that_prepare_or_read_other_data_fail_together_naming
     data = _csv(tmp_path / "d.csv", X, y)
     X[5, 1] += 1.0
     _csv(tmp_path / "other.csv", X, y)
-    argv = ["train", "--data", data, "--layers", "3", "--epochs", "2", "--quiet", "--checkpoint", str(tmp_path / "ck.npz")]
+    argv = [
+        "train",
+        "--data",
+        data,
+        "--layers",
+        "3",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--checkpoint",
+        str(tmp_path / "ck.npz"),
+    ]
     if on_rank_1[0] == "--data":
         on_rank_1 = ["--data", str(tmp_path / "other.csv")]  # argparse takes the last --data
     run = mpiexec([os.path.join(HERE, "distributed_worker.py"), "cli", *argv, "--on-rank-1", *on_rank_1], CLI_TIMEOUT)

@@ -62,8 +62,11 @@ def code_blocks(page: Path) -> list[Block]:
         if end is None:
             raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: a code block that is never closed")
         above = _MARK.match(lines[i - 1].strip()) if i > 0 else None
-        blocks.append(Block(page, i + 1, opening.group(2), "\n".join(lines[i + 1 : end]) + "\n",
-                            above.groups() if above else None))
+        blocks.append(
+            Block(
+                page, i + 1, opening.group(2), "\n".join(lines[i + 1 : end]) + "\n", above.groups() if above else None
+            )
+        )
         i = end + 1
     return blocks
 
@@ -100,16 +103,23 @@ def test_block_runs_as_written(block, tmp_path):
     script = tmp_path / filename
     script.write_text(block.code, encoding="utf-8")
     command = [sys.executable, str(script)] if interpreter == "python" else ["bash", "-euo", "pipefail", str(script)]
-    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-               PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as process:  # its own process group: a timeout ends its children too
+    env = dict(
+        os.environ,
+        PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        PYTHONPATH=str(ROOT),
+        MPLBACKEND="Agg",
+    )
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:  # its own process group: a timeout ends its children too
         try:
             stdout, stderr = process.communicate(timeout=BLOCK_TIMEOUT)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             stdout, stderr = process.communicate()
-            pytest.fail(f"{block.name} ran over {BLOCK_TIMEOUT} s\n--- stdout (end)\n{stdout[-3000:]}\n--- stderr (end)\n{stderr[-3000:]}")
+            pytest.fail(
+                f"{block.name} ran over {BLOCK_TIMEOUT} s\n--- stdout (end)\n{stdout[-3000:]}\n--- stderr (end)\n{stderr[-3000:]}"
+            )
     assert process.returncode == 0, (
         f"{block.name} ({block.language}) exited with {process.returncode}\n--- code\n{block.code}"
         f"--- stdout (end)\n{stdout[-3000:]}\n--- stderr (end)\n{stderr[-3000:]}"

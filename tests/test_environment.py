@@ -18,8 +18,14 @@ REASON = "NUMBA_DISABLE_JIT is set"
 
 def _run(*argv, **env):
     """A fresh `python ARGV` in the checkout with NUMBA_DISABLE_JIT=1 and `env` added."""
-    return subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ, NUMBA_DISABLE_JIT="1", **env))  # fmt: skip
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, NUMBA_DISABLE_JIT="1", **env),
+    )
 
 
 def test_backends_lists_numba_as_unavailable_with_the_reason():

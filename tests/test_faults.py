@@ -25,11 +25,18 @@ SEED = int(os.environ.get("DNN_FAULT_SEED", "0"))
 
 def dnn(*args, limit_bytes=None):
     """`python -m dnn ARGS` started in the repository, under a file size limit when given (a full disk's stand-in)."""
+
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
-    return subprocess.Popen([sys.executable, "-m", "dnn", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=limited if limit_bytes else None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dnn", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limited if limit_bytes else None,
+    )
 
 
 def killed(args, signum, after: float):
@@ -66,8 +73,14 @@ def csv_file(tmp_path_factory):
     """A CSV large enough (~15 MB, 80,000 rows) that converting it takes about a second."""
     path = tmp_path_factory.mktemp("faults") / "d.csv"
     X = np.random.default_rng(0).normal(size=(80_000, 20))
-    np.savetxt(path, np.column_stack([X, np.arange(80_000) % 2]), delimiter=",", fmt="%.6f",
-               header=",".join([f"f{j}" for j in range(20)] + ["y"]), comments="")
+    np.savetxt(
+        path,
+        np.column_stack([X, np.arange(80_000) % 2]),
+        delimiter=",",
+        fmt="%.6f",
+        header=",".join([f"f{j}" for j in range(20)] + ["y"]),
+        comments="",
+    )
     return path
 
 
@@ -86,7 +99,11 @@ def test_a_killed_convert_keeps_the_previous_data_set_and_no_temporary(out, csv_
         assert [path.read_bytes() for path in files] == before, (signum, after, SEED)  # whole: old or identical new
         if signum == signal.SIGKILL:  # nothing could remove its temporary; the next run does
             assert finished(["convert", csv_file, target, "--force"])[0] == 0
-        assert temporaries(tmp_path, tmp_path / "out" if (tmp_path / "out").is_dir() else tmp_path) == [], (signum, after, SEED)
+        assert temporaries(tmp_path, tmp_path / "out" if (tmp_path / "out").is_dir() else tmp_path) == [], (
+            signum,
+            after,
+            SEED,
+        )
 
 
 def test_a_killed_first_convert_leaves_no_data_set(csv_file, tmp_path):
@@ -103,7 +120,16 @@ def test_a_killed_first_convert_leaves_no_data_set(csv_file, tmp_path):
 @pytest.mark.parametrize("option", ["--save", "--checkpoint"])
 def test_a_killed_training_keeps_the_previous_model_file_and_no_temporary(option, tmp_path):
     target = tmp_path / "model.npz"
-    common = ["train", "--layers", "64,64", "--quiet", "--epochs", "20" if option == "--checkpoint" else "40", option, target]
+    common = [
+        "train",
+        "--layers",
+        "64,64",
+        "--quiet",
+        "--epochs",
+        "20" if option == "--checkpoint" else "40",
+        option,
+        target,
+    ]
     common += ["--checkpoint-every", "1"] if option == "--checkpoint" else []
     status, _, _, seconds = finished(common)
     assert status == 0
@@ -127,8 +153,12 @@ def test_convert_on_a_full_disk_fails_naming_the_output(out, csv_file, tmp_path)
 def test_predict_and_plot_on_a_full_disk_fail_naming_the_file(tmp_path):
     model = tmp_path / "m.npz"
     assert finished(["train", "--epochs", "2", "--quiet", "--save", model])[0] == 0
-    status, _, err, _ = finished(["predict", model, "--data", "breast_cancer", "--out", tmp_path / "p.csv"], limit_bytes=2000)
+    status, _, err, _ = finished(
+        ["predict", model, "--data", "breast_cancer", "--out", tmp_path / "p.csv"], limit_bytes=2000
+    )
     assert status == 1 and str(tmp_path / "p.csv") in err and "File too large" in err and err.count("\n") == 1, err
-    status, _, err, _ = finished(["train", "--epochs", "2", "--quiet", "--plot", tmp_path / "cost.png"], limit_bytes=2000)
+    status, _, err, _ = finished(
+        ["train", "--epochs", "2", "--quiet", "--plot", tmp_path / "cost.png"], limit_bytes=2000
+    )
     assert status == 1 and str(tmp_path / "cost.png") in err and "File too large" in err, err
     assert temporaries(tmp_path) == [] and not (tmp_path / "p.csv").exists() and not (tmp_path / "cost.png").exists()

@@ -50,7 +50,9 @@ def test_abs_sum_is_the_sum_of_magnitudes_in_float64(nb, rng, dtype, shape):
     a = (rng.standard_normal(shape) * 3).astype(dtype)
     total = nb._abs_sum(a)
     assert isinstance(total, float)
-    assert relative_difference([total], [np.abs(a.astype(np.float64)).sum()]) <= gradient_rtol("float64")  # a float64 sum, like a gradient
+    assert relative_difference([total], [np.abs(a.astype(np.float64)).sum()]) <= gradient_rtol(
+        "float64"
+    )  # a float64 sum, like a gradient
     assert total >= np.abs(a).max()
 
 
@@ -63,7 +65,7 @@ def test_abs_sum_is_not_finite_exactly_when_the_array_is_not(nb, rng, dtype, bad
         poisoned = a.copy()
         poisoned[index] = bad
         total = nb._abs_sum(poisoned)
-        assert (np.isnan(total) if expected == "nan" else total == np.inf), f"{bad} at {index} gave {total}"
+        assert np.isnan(total) if expected == "nan" else total == np.inf, f"{bad} at {index} gave {total}"
 
 
 def test_abs_sum_of_huge_float32_values_does_not_overflow(nb):
@@ -80,5 +82,7 @@ def test_forward_and_backward_return_the_abs_sum_of_what_they_wrote(nb, rng, dty
     forward = nb._bias_activation_forward(Z, b, activation, A, True)
     backward = nb._activation_backward(dA, activation, out, A, db, True, db_scale=0.5)
     for total, written in ((forward, A), (backward, out)):
-        assert relative_difference([total], [nb._abs_sum(written)]) <= gradient_rtol("float64")  # a float64 sum, like a gradient
+        assert relative_difference([total], [nb._abs_sum(written)]) <= gradient_rtol(
+            "float64"
+        )  # a float64 sum, like a gradient
     assert nb._bias_activation_forward(Z, b, activation, A, False) is None

@@ -21,8 +21,13 @@ def _layouts(X):
     misaligned[...] = X
     readonly = X.copy()
     readonly.flags.writeable = False
-    return {"strided view": wide[:, ::2], "fortran": np.asfortranarray(X), "c": np.ascontiguousarray(X),
-            "misaligned": misaligned, "read-only": readonly}  # fmt: skip
+    return {
+        "strided view": wide[:, ::2],
+        "fortran": np.asfortranarray(X),
+        "c": np.ascontiguousarray(X),
+        "misaligned": misaligned,
+        "read-only": readonly,
+    }
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -49,6 +54,8 @@ def test_a_step_is_bit_identical_for_every_memory_layout(backend, dtype, dims, m
 def test_fit_on_a_view_equals_fit_on_a_copy(backend, rng):
     X = rng.standard_normal((12, 5)).T  # (5, 12) Fortran-ordered view
     Y = rng.integers(0, 2, 12)
-    runs = [dnn.Network([5, 4, 1], dtype="float64", backend=backend).fit(data, Y, epochs=3, batch_size=5)
-            for data in (X, np.ascontiguousarray(X))]  # fmt: skip
+    runs = [
+        dnn.Network([5, 4, 1], dtype="float64", backend=backend).fit(data, Y, epochs=3, batch_size=5)
+        for data in (X, np.ascontiguousarray(X))
+    ]
     assert runs[0] == runs[1]

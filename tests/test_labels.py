@@ -52,7 +52,10 @@ def test_a_test_set_lacking_a_class_is_mapped_with_the_training_classes(tmp_path
 def test_one_stray_label_among_binary_labels_is_refused_naming_it(tmp_path):
     y = np.arange(450) % 2
     y[300] = 5000000
-    with pytest.raises(DataError, match=r"d.csv, line 302: label 5000000 appears only once, while the other 449 examples are labelled 0, 1"):
+    with pytest.raises(
+        DataError,
+        match=r"d.csv, line 302: label 5000000 appears only once, while the other 449 examples are labelled 0, 1",
+    ):
         data.load(write_csv(tmp_path / "d.csv", y))
     np.savez(tmp_path / "d.npz", X=np.zeros((1, 450)), Y=y)
     with pytest.raises(DataError, match="label 5000000 appears only once"):
@@ -61,7 +64,9 @@ def test_one_stray_label_among_binary_labels_is_refused_naming_it(tmp_path):
 
 def test_more_classes_than_a_tenth_of_the_examples_is_refused_showing_values(tmp_path):
     y = np.arange(50) % 6  # 6 classes for 50 examples
-    with pytest.raises(DataError, match=r"6 distinct labels \(0, 1, 2, 3, 4, 5\) for 50 examples, more classes than a tenth"):
+    with pytest.raises(
+        DataError, match=r"6 distinct labels \(0, 1, 2, 3, 4, 5\) for 50 examples, more classes than a tenth"
+    ):
         data.load(write_csv(tmp_path / "d.csv", y))
     data.load(write_csv(tmp_path / "d.csv", np.arange(60) % 6))  # 6 classes for 60 examples are fine
 
@@ -97,7 +102,7 @@ def test_scan_finds_the_classes_of_a_source_and_batches_carry_their_indices(tmp_
     summary = sources.scan(source, rows=16)
     assert summary.classes == (3, 7, 9) and summary.n_classes == 3
     reader = sources.BatchReader(source, 90, 3, prefetch=False)
-    (_, Y), = list(reader.epoch())
+    ((_, Y),) = list(reader.epoch())
     np.testing.assert_array_equal(Y, np.eye(3)[:, np.searchsorted([3, 7, 9], y)])  # (3, 90) one-hot
     history = fit(Network([3, 4, 3]), source, None, epochs=2, batch_size=30)  # a 3-class network trains on 3/7/9
     assert np.isfinite(history.cost).all()
@@ -114,7 +119,9 @@ def test_a_test_source_lacking_a_class_is_scored_with_the_training_classes(tmp_p
     expected = net.evaluate(X.T, np.array([2, 1] * 30))  # 9 is class 2, 7 class 1
     assert sources.evaluate(net, test) == pytest.approx(expected, rel=1e-12)
     stray = sources.open_source(write_source(tmp_path / "stray", np.array([9, 8] * 30), seed=2))
-    with pytest.raises(DataError, match=r"stray.X.npy, row 1: label 8 is not one of the classes trained on \(3, 7, 9\)"):
+    with pytest.raises(
+        DataError, match=r"stray.X.npy, row 1: label 8 is not one of the classes trained on \(3, 7, 9\)"
+    ):
         sources.scan(stray, classes=classes)
 
 
@@ -152,7 +159,24 @@ def test_a_csv_test_file_beside_a_training_source_is_scored_in_the_training_labe
     capsys.readouterr()
     accuracies = []
     for train in ("train", "train.csv"):  # streamed from disk, and in memory: the same run
-        assert main(["train", "--data", str(tmp_path / train), "--test", str(tmp_path / "test.csv"), "--layers", "8",
-                     "--epochs", "60", "--lr", "0.01", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(tmp_path / train),
+                    "--test",
+                    str(tmp_path / "test.csv"),
+                    "--layers",
+                    "8",
+                    "--epochs",
+                    "60",
+                    "--lr",
+                    "0.01",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         accuracies.append(float(capsys.readouterr().out.split("test accuracy:")[1]))
     assert accuracies[0] == accuracies[1] > 0.8  # the test labels mapped as the training labels were

@@ -38,8 +38,11 @@ def test_the_estimate_is_exactly_what_a_network_and_its_step_allocate(backend, d
 
 
 def test_a_network_larger_than_any_machine_is_refused_before_allocating_with_the_figure():
-    with pytest.raises(InsufficientMemoryError, match=r"Network\(\[5000000, 5000000, 1\]\) in float32 needs 364 TiB "
-                                                      r"\(parameters 90\.9 TiB, gradients 90\.9 TiB, .*\), but only .* available"):  # fmt: skip
+    with pytest.raises(
+        InsufficientMemoryError,
+        match=r"Network\(\[5000000, 5000000, 1\]\) in float32 needs 364 TiB "
+        r"\(parameters 90\.9 TiB, gradients 90\.9 TiB, .*\), but only .* available",
+    ):
         dnn.Network([5_000_000, 5_000_000, 1])
     assert issubclass(InsufficientMemoryError, MemoryError) and issubclass(InsufficientMemoryError, DnnError)
 
@@ -99,7 +102,16 @@ def test_the_host_reports_memory_it_has():
     assert 0 < free <= total
 
 
-@pytest.mark.parametrize("n, shown", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (200 * 2**30, "200 GiB"),
-                                      (2 * 10**14, "182 TiB"), (5 * 10**15, "4547 TiB")])  # fmt: skip
+@pytest.mark.parametrize(
+    "n, shown",
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (200 * 2**30, "200 GiB"),
+        (2 * 10**14, "182 TiB"),
+        (5 * 10**15, "4547 TiB"),
+    ],
+)
 def test_sizes_are_shown_in_binary_units(n, shown):
     assert format_bytes(n) == shown

@@ -32,7 +32,9 @@ def trained(tmp_path, capsys):
     return ck, model
 
 
-@pytest.mark.parametrize("command", [["evaluate"], ["evaluate", "--split", "all"], ["predict"], ["predict", "--split", "test"]])
+@pytest.mark.parametrize(
+    "command", [["evaluate"], ["evaluate", "--split", "all"], ["predict"], ["predict", "--split", "test"]]
+)
 def test_a_checkpoint_answers_as_the_model_saved_by_the_same_run(trained, capsys, command):
     ck, model = trained
     answers = []
@@ -71,8 +73,14 @@ def _rewritten(path, out, remove=(), **meta_changes):
 
 def test_a_checkpoint_from_before_checkpoints_held_the_preparation_is_refused(trained, tmp_path, capsys):
     # what `train --checkpoint` wrote until now: training state, no kind, no extras (evaluate scored 0.37 with it)
-    old = _rewritten(trained[0], tmp_path / "old.npz", remove=("extra/input_mean", "extra/input_std"),
-                     kind=None, extras={}, format_version=2)
+    old = _rewritten(
+        trained[0],
+        tmp_path / "old.npz",
+        remove=("extra/input_mean", "extra/input_std"),
+        kind=None,
+        extras={},
+        format_version=2,
+    )
     for command in ("evaluate", "predict"):
         status, out, err = _cli(capsys, command, old, "--data", "breast_cancer")
         assert status == 1 and out == ""
@@ -82,7 +90,9 @@ def test_a_checkpoint_from_before_checkpoints_held_the_preparation_is_refused(tr
 def test_a_standardised_model_without_its_statistics_is_refused(trained, tmp_path, capsys):
     broken = _rewritten(trained[1], tmp_path / "broken.npz", remove=("extra/input_std",))
     status, _, err = _cli(capsys, "predict", broken, "--data", "breast_cancer")
-    assert status == 1 and _one_error_line(err, "broken.npz was trained on standardised inputs but lacks valid statistics")
+    assert status == 1 and _one_error_line(
+        err, "broken.npz was trained on standardised inputs but lacks valid statistics"
+    )
 
 
 def test_a_model_saved_from_python_takes_its_inputs_as_given(tmp_path, capsys):

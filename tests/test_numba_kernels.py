@@ -175,7 +175,8 @@ OUTPUT_SHAPES = [(1, 1), (1, 13), (2, 1), (3, 7), (10, 130)]
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "output, shape", [(o, s) for o in OUTPUTS for s in OUTPUT_SHAPES if o == "sigmoid" or s[0] >= 2]  # softmax: ≥ 2 units
+    "output, shape",
+    [(o, s) for o in OUTPUTS for s in OUTPUT_SHAPES if o == "sigmoid" or s[0] >= 2],  # softmax: ≥ 2 units
 )
 @pytest.mark.parametrize("wanted", ["cost+dZ", "cost", "dZ", "A only"])
 def test_output_layer_matches_reference(nb, rng, dtype, shape, output, wanted):
@@ -307,6 +308,7 @@ def test_uncovered_inputs_fall_back_to_the_reference(nb_without_kernels, rng, la
     """float16 and transposed views never reach a kernel. With mixed dtypes the reference's own
     bias_activation_forward still hands its float64 activation to the numba kernel, so only the values are
     checked there."""
+
     def make(shape):
         if layout == "float16":
             return _random(rng, shape, "float16")
@@ -319,6 +321,7 @@ def test_uncovered_inputs_fall_back_to_the_reference(nb_without_kernels, rng, la
         dA, b = _random(rng, (4, 6), "float32"), _random(rng, (4, 1), "float32")
     else:
         dA, b = make((4, 6)), make((4, 1))
+
     def results(be):
         values = []
         for activation in ACTIVATIONS:
@@ -417,7 +420,9 @@ def compiles(monkeypatch):
     import numba.core.compiler as compiler
 
     compiled, original = [], compiler.compile_extra
-    monkeypatch.setattr(compiler, "compile_extra", lambda *a, **k: compiled.append(a[2].__qualname__) or original(*a, **k))
+    monkeypatch.setattr(
+        compiler, "compile_extra", lambda *a, **k: compiled.append(a[2].__qualname__) or original(*a, **k)
+    )
     return compiled
 
 
@@ -450,14 +455,17 @@ def test_warmup_compiles_only_the_layers_activations_on_the_serial_path():
     assert numba_activations.backward_kernel(numba_activations.SIGMOID, True) in wide, "3 x 2^17 elements go parallel"
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(dtype="float16"), "float32 or float64"),
-    (dict(activations="swish"), "swish"),
-    (dict(activations=["relu"]), "2 hidden layer"),
-    (dict(optimizer="no_such_optimizer"), "unknown optimizer 'no_such_optimizer'"),
-    (dict(examples=0), "examples"),
-    (dict(output="softplus"), "softplus"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(dtype="float16"), "float32 or float64"),
+        (dict(activations="swish"), "swish"),
+        (dict(activations=["relu"]), "2 hidden layer"),
+        (dict(optimizer="no_such_optimizer"), "unknown optimizer 'no_such_optimizer'"),
+        (dict(examples=0), "examples"),
+        (dict(output="softplus"), "softplus"),
+    ],
+)
 def test_warmup_names_a_bad_configuration(bad, message):
     config = dict(dtype="float32", activations="relu", output=None, optimizer=None, examples=None) | bad
     with pytest.raises(ValueError, match=message):
@@ -485,7 +493,9 @@ def test_cache_status_is_cold_in_an_empty_cache_and_warm_in_the_next_process(tmp
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
     def status(action):
-        done = subprocess.run([sys.executable, "-c", _CACHE_STATUS, action], env=env, check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", _CACHE_STATUS, action], env=env, check=True, capture_output=True, text=True
+        )
         return json.loads(done.stdout)
 
     cached, total, warm = status("warm up")
@@ -557,8 +567,14 @@ def test_a_cold_compiled_step_switches_to_the_kernel_a_helper_compiled_and_keeps
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
 
     def run(steps):
-        done = subprocess.run([sys.executable, "-c", _TRAIN_UNTIL_THE_KERNEL_RUNS, str(steps)], env=env, check=True,
-                              capture_output=True, text=True, timeout=420)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", _TRAIN_UNTIL_THE_KERNEL_RUNS, str(steps)],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
         return json.loads(done.stdout)
 
     cold = run(0)
@@ -580,7 +596,8 @@ def test_no_background_compile_outlives_the_process_that_started_it():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _START_A_HELPER_AND_EXIT], check=True, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _START_A_HELPER_AND_EXIT], check=True, capture_output=True, text=True, timeout=60
+    )
     with pytest.raises(ProcessLookupError):
         os.kill(int(done.stdout), 0)

@@ -50,7 +50,9 @@ def _adam(p, gs, beta1=0.9, beta2=0.999, eps=1e-8):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("optimizer, formula", [(SGD, _sgd), (Momentum, _momentum), (Adam, _adam)], ids=["sgd", "momentum", "adam"])
+@pytest.mark.parametrize(
+    "optimizer, formula", [(SGD, _sgd), (Momentum, _momentum), (Adam, _adam)], ids=["sgd", "momentum", "adam"]
+)
 def test_optimizer_matches_the_float64_formula(backend, dtype, optimizer, formula, rng):
     net, grads = _net_with_gradients(backend, dtype, rng)
     start = {k: v.astype(np.float64) for k, v in net.get_parameters().items()}

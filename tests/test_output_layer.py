@@ -22,8 +22,9 @@ def _oracle_cost(Z, Y):
 def test_softmax_cost_keeps_its_digits_for_confident_columns(backend, dtype):
     Z, Y = _confident_softmax()
     A, cost = backend.empty(Z.shape, dtype), backend.zeros((1,), dtype)
-    backend.output_layer(backend.asarray(Z, dtype), backend.zeros((3, 1), dtype), "softmax", A,
-                         Y=backend.asarray(Y, dtype), cost=cost)
+    backend.output_layer(
+        backend.asarray(Z, dtype), backend.zeros((3, 1), dtype), "softmax", A, Y=backend.asarray(Y, dtype), cost=cost
+    )
     got = float(backend.to_numpy(cost)[0])
     assert relative_difference(got, _oracle_cost(Z.astype(dtype), Y)) <= kernel_rtol(dtype)
 
@@ -35,7 +36,14 @@ def test_dz_is_the_scaled_difference_of_probabilities_and_labels(backend, output
     Z = rng.standard_normal((n, 7))
     Y = (rng.random((n, 7)) < 0.5).astype(float) if output == "sigmoid" else np.eye(n)[:, rng.integers(0, n, 7)]
     A, dZ = backend.empty(Z.shape, dtype), backend.empty(Z.shape, dtype)
-    backend.output_layer(backend.asarray(Z, dtype), backend.zeros((n, 1), dtype), output, A,
-                         Y=backend.asarray(Y, dtype), dZ=dZ, dZ_scale=0.25)
+    backend.output_layer(
+        backend.asarray(Z, dtype),
+        backend.zeros((n, 1), dtype),
+        output,
+        A,
+        Y=backend.asarray(Y, dtype),
+        dZ=dZ,
+        dZ_scale=0.25,
+    )
     expected = 0.25 * (backend.to_numpy(A).astype(float) - Y)
     assert relative_difference(backend.to_numpy(dZ), expected) <= kernel_rtol(dtype)

@@ -35,8 +35,21 @@ def model(tmp_path, capsys):
     y = np.array([3, 7, 9])[np.digitize(X[:, 0] + X[:, 1], [-0.5, 0.5])]
     path = tmp_path / "t.csv"
     path.write_text("a,b,label\n" + "\n".join(f"{a!r},{b!r},{c}" for (a, b), c in zip(X.tolist(), y)) + "\n")
-    status, _, err = _cli(capsys, "train", "--data", path, "--layers", "5", "--epochs", "20", "--lr", "0.01", "--quiet",
-                          "--save", tmp_path / "m.npz")
+    status, _, err = _cli(
+        capsys,
+        "train",
+        "--data",
+        path,
+        "--layers",
+        "5",
+        "--epochs",
+        "20",
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--save",
+        tmp_path / "m.npz",
+    )
     assert status == 0, err
     return tmp_path / "m.npz", path
 
@@ -65,9 +78,15 @@ def test_split_test_predicts_the_held_out_rows_with_their_row_numbers_in_the_fil
 def test_an_id_column_identifies_the_rows_and_is_no_feature(model, capsys, tmp_path):
     lines = model[1].read_text().splitlines()
     with_ids = tmp_path / "ids.csv"  # the id column first, the features in another order, no labels
-    with_ids.write_text("customer,b,a\n" + "\n".join(f"{1000 + i},{row.split(',')[1]},{row.split(',')[0]}" for i, row in enumerate(lines[1:])) + "\n")
+    with_ids.write_text(
+        "customer,b,a\n"
+        + "\n".join(f"{1000 + i},{row.split(',')[1]},{row.split(',')[0]}" for i, row in enumerate(lines[1:]))
+        + "\n"
+    )
     _, plain, _ = _cli(capsys, "predict", model[0], "--data", model[1])
-    status, out, err = _cli(capsys, "predict", model[0], "--data", with_ids, "--id-column", "customer", "--out", tmp_path / "p.csv")
+    status, out, err = _cli(
+        capsys, "predict", model[0], "--data", with_ids, "--id-column", "customer", "--out", tmp_path / "p.csv"
+    )
     assert status == 0 and out == ""
     assert err == f"wrote {M} predictions to {tmp_path / 'p.csv'}, one per row of {with_ids}\n"
     header, rows = _rows((tmp_path / "p.csv").read_text())
@@ -94,8 +113,12 @@ def test_bad_row_options_are_one_line(model, capsys, tmp_path, options, message)
 
 def test_evaluate_says_which_rows_it_scored(model, capsys, tmp_path):
     n_test = len(data.split_indices(M, TEST_FRACTION, SPLIT_SEED)[1])
-    _, out, _ = _cli(capsys, "evaluate", model[0], "--data", model[1])  # the training file: its held-out rows by default
-    assert out.startswith(f"scored the {n_test} held-out test rows of {model[1]} (the test split held out in training): {n_test} examples")
+    _, out, _ = _cli(
+        capsys, "evaluate", model[0], "--data", model[1]
+    )  # the training file: its held-out rows by default
+    assert out.startswith(
+        f"scored the {n_test} held-out test rows of {model[1]} (the test split held out in training): {n_test} examples"
+    )
     _, out, _ = _cli(capsys, "evaluate", model[0], "--data", model[1], "--split", "all")
     assert out.startswith(f"scored all {M} rows of {model[1]}: {M} examples")
     (tmp_path / "copy.csv").write_text(model[1].read_text())  # any other file: all its rows
@@ -105,8 +128,19 @@ def test_evaluate_says_which_rows_it_scored(model, capsys, tmp_path):
 
 def test_from_data_on_disk_the_rows_and_their_ids_are_those_of_the_file(model, capsys, tmp_path):
     convert(str(model[1]), str(tmp_path / "dir"))
-    status, _, _ = _cli(capsys, "train", "--data", tmp_path / "dir", "--layers", "5", "--epochs", "3", "--quiet",
-                        "--save", tmp_path / "d.npz")
+    status, _, _ = _cli(
+        capsys,
+        "train",
+        "--data",
+        tmp_path / "dir",
+        "--layers",
+        "5",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--save",
+        tmp_path / "d.npz",
+    )
     assert status == 0
     _, everything, err = _cli(capsys, "predict", tmp_path / "d.npz", "--data", tmp_path / "dir")
     assert [row[0] for row in _rows(everything)[1]] == [str(i) for i in range(M)]

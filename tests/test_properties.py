@@ -69,9 +69,17 @@ def laid_out(X, layout: str):
 
 # ---------------------------------------------------------------------------------------------- (a) gradients
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(network=networks(), dtype=st.sampled_from(DTYPES), m=st.integers(1, 12), layout=st.sampled_from(LAYOUTS),
-       l2=st.sampled_from([0.0, 0.0, 0.5]), seed=st.integers(0, 2**32 - 1))
-def test_gradients_agree_with_numpy_float64_for_any_network_dtype_batch_and_layout(backend, network, dtype, m, layout, l2, seed):
+@given(
+    network=networks(),
+    dtype=st.sampled_from(DTYPES),
+    m=st.integers(1, 12),
+    layout=st.sampled_from(LAYOUTS),
+    l2=st.sampled_from([0.0, 0.0, 0.5]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_gradients_agree_with_numpy_float64_for_any_network_dtype_batch_and_layout(
+    backend, network, dtype, m, layout, l2, seed
+):
     dims, activations, output = network
     rng = np.random.default_rng(seed)
     net = dnn.Network(dims, activations, output, dtype=dtype, backend=backend, seed=seed)
@@ -113,10 +121,17 @@ def scaled_to_pre_activations(params, activations, X, targets):
     return params
 
 
-@given(network=networks(max_width=6), m=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
-       x_scale=st.sampled_from([0.1, 1.0, 100.0]),
-       targets=st.lists(st.one_of(st.sampled_from([1e4, 9999.0, 1e3, 710.0, 89.0, 88.0, 30.0]), st.floats(1.0, 1e4)),
-                        min_size=4, max_size=4))
+@given(
+    network=networks(max_width=6),
+    m=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+    x_scale=st.sampled_from([0.1, 1.0, 100.0]),
+    targets=st.lists(
+        st.one_of(st.sampled_from([1e4, 9999.0, 1e3, 710.0, 89.0, 88.0, 30.0]), st.floats(1.0, 1e4)),
+        min_size=4,
+        max_size=4,
+    ),
+)
 def test_finite_inputs_with_bounded_pre_activations_never_give_nan(network, m, seed, x_scale, targets):
     dims, activations, output = network
     rng = np.random.default_rng(seed)
@@ -153,20 +168,36 @@ def model_bytes() -> bytes:
     net.fit(rng.standard_normal((3, 20)), rng.integers(0, 3, 20), epochs=2, batch_size=10, optimizer=adam, lr=0.01)
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "m.npz")
-        checkpoint.save(net, path, optimizer=adam, training={"epoch": 2}, extras={"input_mean": np.ones((3, 1))},
-                        feature_names=("a", "b", "c"))
+        checkpoint.save(
+            net,
+            path,
+            optimizer=adam,
+            training={"epoch": 2},
+            extras={"input_mean": np.ones((3, 1))},
+            feature_names=("a", "b", "c"),
+        )
         with open(path, "rb") as f:
             return f.read()
 
 
 def content(saved) -> tuple:
     """Everything a loaded model file gives back, comparable with ==."""
-    arrays = {**saved.network.get_parameters(), **saved.optimizer.state_dict(saved.network),
-              **{f"extra/{k}": v for k, v in saved.extras.items() if isinstance(v, np.ndarray)}}
-    return (saved.network.layer_dims, saved.network.activations, saved.network.output, saved.network.dtype.name,
-            saved.feature_names, saved.training, saved.optimizer.config(),
-            {k: v for k, v in saved.extras.items() if not isinstance(v, np.ndarray)},
-            {key: value.tobytes() for key, value in arrays.items()})
+    arrays = {
+        **saved.network.get_parameters(),
+        **saved.optimizer.state_dict(saved.network),
+        **{f"extra/{k}": v for k, v in saved.extras.items() if isinstance(v, np.ndarray)},
+    }
+    return (
+        saved.network.layer_dims,
+        saved.network.activations,
+        saved.network.output,
+        saved.network.dtype.name,
+        saved.feature_names,
+        saved.training,
+        saved.optimizer.config(),
+        {k: v for k, v in saved.extras.items() if not isinstance(v, np.ndarray)},
+        {key: value.tobytes() for key, value in arrays.items()},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +245,87 @@ def test_a_bit_flipped_model_file_never_loads_as_a_different_model(scratch, data
 
 
 # ---------------------------------------------------------------------------------------------- (d) the command line
-OPTIONS = ["--data", "--test", "--layers", "--activation", "--optimizer", "--batch-size", "--epochs", "--lr", "--lr-decay",
-           "--l2", "--dropout", "--dtype", "--seed", "--no-standardize", "--save", "--checkpoint", "--checkpoint-every",
-           "--resume", "--plot", "--quiet", "--label-column", "--backend", "--out", "--cases", "--backends", "--repeat",
-           "--json", "--help", "-h", "--nope", "-x", "--"]
-VALUES = ["", "0", "1", "-1", "3", "2.5", "1e3", "nan", "inf", "-inf", "4294967296", "10,,5", "4,3", "4,", ",", " ",
-          "relu", "swish", "tanh", "sgd", "adam", "float32", "float16", "numpy", "numba", "cupy", "tpu", "D", "D,,A",
-          "iris", "digits", "breast_cancer", "target", "a", "{dir}", "{dir}/data.csv", "{dir}/model.npz", "{dir}/bad.npz",
-          "{dir}/out.png", "{dir}/out.xyz", "{dir}/missing/x.npz", "{dir}/data.csv/x.png", "{dir}/run.npz", "-", "é"]
+OPTIONS = [
+    "--data",
+    "--test",
+    "--layers",
+    "--activation",
+    "--optimizer",
+    "--batch-size",
+    "--epochs",
+    "--lr",
+    "--lr-decay",
+    "--l2",
+    "--dropout",
+    "--dtype",
+    "--seed",
+    "--no-standardize",
+    "--save",
+    "--checkpoint",
+    "--checkpoint-every",
+    "--resume",
+    "--plot",
+    "--quiet",
+    "--label-column",
+    "--backend",
+    "--out",
+    "--cases",
+    "--backends",
+    "--repeat",
+    "--json",
+    "--help",
+    "-h",
+    "--nope",
+    "-x",
+    "--",
+]
+VALUES = [
+    "",
+    "0",
+    "1",
+    "-1",
+    "3",
+    "2.5",
+    "1e3",
+    "nan",
+    "inf",
+    "-inf",
+    "4294967296",
+    "10,,5",
+    "4,3",
+    "4,",
+    ",",
+    " ",
+    "relu",
+    "swish",
+    "tanh",
+    "sgd",
+    "adam",
+    "float32",
+    "float16",
+    "numpy",
+    "numba",
+    "cupy",
+    "tpu",
+    "D",
+    "D,,A",
+    "iris",
+    "digits",
+    "breast_cancer",
+    "target",
+    "a",
+    "{dir}",
+    "{dir}/data.csv",
+    "{dir}/model.npz",
+    "{dir}/bad.npz",
+    "{dir}/out.png",
+    "{dir}/out.xyz",
+    "{dir}/missing/x.npz",
+    "{dir}/data.csv/x.png",
+    "{dir}/run.npz",
+    "-",
+    "é",
+]
 COMMANDS = ["train", "evaluate", "predict", "backends", "bench", "", "frobnicate", "--help"]
 
 
@@ -229,11 +333,15 @@ COMMANDS = ["train", "evaluate", "predict", "backends", "bench", "", "frobnicate
 def command_line_world(tmp_path_factory):
     """A directory with a CSV, a model trained on it, a damaged model; training and benchmarking stubbed out."""
     directory = tmp_path_factory.mktemp("cli")
-    (directory / "data.csv").write_text("a,b,target\n" + "\n".join(f"{i % 7 - 3},{i % 5},{i % 2}" for i in range(30)) + "\n")
+    (directory / "data.csv").write_text(
+        "a,b,target\n" + "\n".join(f"{i % 7 - 3},{i % 5},{i % 2}" for i in range(30)) + "\n"
+    )
     dnn.Network([2, 3, 1], backend="numpy").save(directory / "model.npz")
     (directory / "bad.npz").write_bytes(b"PK\x03\x04 not really")
     patches = pytest.MonkeyPatch()
-    patches.setattr(dnn.cli.train, "fit", lambda net, X, *args, **kwargs: History(cost=[0.7, 0.6], val_cost=[0.7, 0.65]))
+    patches.setattr(
+        dnn.cli.train, "fit", lambda net, X, *args, **kwargs: History(cost=[0.7, 0.6], val_cost=[0.7, 0.65])
+    )
     patches.setattr(dnn.benchmark, "measure", lambda *args, **kwargs: ([], []))
     yield directory
     patches.undo()
@@ -241,8 +349,12 @@ def command_line_world(tmp_path_factory):
 
 #: Pieces of a command line: an option with a value (most of them, so that many lines get past parsing), or one token
 #: of any characters a command line can carry (text that survives UTF-8, as argv does).
-PIECES = st.one_of(st.tuples(st.sampled_from(OPTIONS), st.sampled_from(VALUES)), st.tuples(st.sampled_from(OPTIONS)),
-                   st.tuples(st.sampled_from(VALUES)), st.tuples(st.text(st.characters(codec="utf-8", include_characters=" "), max_size=6)))
+PIECES = st.one_of(
+    st.tuples(st.sampled_from(OPTIONS), st.sampled_from(VALUES)),
+    st.tuples(st.sampled_from(OPTIONS)),
+    st.tuples(st.sampled_from(VALUES)),
+    st.tuples(st.text(st.characters(codec="utf-8", include_characters=" "), max_size=6)),
+)
 
 
 @given(command=st.sampled_from(COMMANDS), pieces=st.lists(PIECES, max_size=5))
@@ -255,4 +367,7 @@ def test_no_command_line_ends_in_a_traceback(command_line_world, command, pieces
     lines = err.getvalue().splitlines()
     assert isinstance(status, int) and "Traceback" not in err.getvalue()
     if status != 0:  # a mistake ends in one error line; only no command at all prints the usage instead
-        assert (lines and lines[-1].startswith("error: ")) or (not argv and out.getvalue().startswith("usage:")), (argv, err.getvalue())
+        assert (lines and lines[-1].startswith("error: ")) or (not argv and out.getvalue().startswith("usage:")), (
+            argv,
+            err.getvalue(),
+        )

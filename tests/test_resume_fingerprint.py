@@ -23,7 +23,11 @@ def _one_error_line(err, *fragments):
 
 
 def _write_csv(path, X, y):
-    path.write_text("a,b,c,label\n" + "\n".join(",".join([*(repr(float(v)) for v in row), str(int(c))]) for row, c in zip(X, y)) + "\n")
+    path.write_text(
+        "a,b,c,label\n"
+        + "\n".join(",".join([*(repr(float(v)) for v in row), str(int(c))]) for row, c in zip(X, y))
+        + "\n"
+    )
     return path
 
 
@@ -40,8 +44,19 @@ def table(tmp_path):
 
 
 def _train(table, *options):
-    return ["train", "--data", table / "d.csv", "--layers", "4", "--quiet", "--checkpoint", table / "ck.npz",
-            "--checkpoint-every", "2", *options]
+    return [
+        "train",
+        "--data",
+        table / "d.csv",
+        "--layers",
+        "4",
+        "--quiet",
+        "--checkpoint",
+        table / "ck.npz",
+        "--checkpoint-every",
+        "2",
+        *options,
+    ]
 
 
 def test_resume_from_a_checkpoint_that_does_not_exist_names_it(table, capsys):
@@ -69,7 +84,9 @@ def test_resume_says_the_epoch_it_resumed_from(table, capsys):
         (["--optimizer", "sgd"], "optimizer='adam' there, 'sgd' here"),
     ],
 )
-def test_resuming_with_other_data_preparation_or_settings_is_refused_naming_the_difference(table, capsys, change, difference):
+def test_resuming_with_other_data_preparation_or_settings_is_refused_naming_the_difference(
+    table, capsys, change, difference
+):
     assert _cli(capsys, *_train(table, "--epochs", "2"))[0] == 0
     before = (table / "ck.npz").read_bytes()
     argv = _train(table, "--epochs", "4", "--resume", *change)
@@ -109,9 +126,13 @@ def test_fit_refuses_to_resume_on_other_data_and_accepts_the_same_values_in_anot
     fit(dnn.Network([5, 4, 1], seed=1), X, Y, epochs=2, checkpoint=path, **RUN)
     other = X.copy()
     other[2, 7] += 1e-3
-    with pytest.raises(ValueError, match=r"other data or prepared it otherwise \(data hash='[0-9a-f]{32}' there, '[0-9a-f]{32}' here\)"):
+    with pytest.raises(
+        ValueError, match=r"other data or prepared it otherwise \(data hash='[0-9a-f]{32}' there, '[0-9a-f]{32}' here\)"
+    ):
         fit(dnn.Network([5, 4, 1], seed=1), other, Y, epochs=4, checkpoint=path, resume=True, **RUN)
-    history = fit(dnn.Network([5, 4, 1], seed=1), np.asfortranarray(X), Y, epochs=4, checkpoint=path, resume=True, **RUN)
+    history = fit(
+        dnn.Network([5, 4, 1], seed=1), np.asfortranarray(X), Y, epochs=4, checkpoint=path, resume=True, **RUN
+    )
     assert history.resumed_from == 2
 
 
@@ -120,7 +141,16 @@ def test_a_caller_fingerprint_is_recorded_and_compared(tmp_path):
     path = tmp_path / "run.npz"
     fit(dnn.Network([5, 4, 1], seed=1), X, Y, epochs=2, checkpoint=path, fingerprint={"scaling": "minmax"}, **RUN)
     with pytest.raises(ValueError, match="scaling='minmax' there, 'zscore' here"):
-        fit(dnn.Network([5, 4, 1], seed=1), X, Y, epochs=4, checkpoint=path, resume=True, fingerprint={"scaling": "zscore"}, **RUN)
+        fit(
+            dnn.Network([5, 4, 1], seed=1),
+            X,
+            Y,
+            epochs=4,
+            checkpoint=path,
+            resume=True,
+            fingerprint={"scaling": "zscore"},
+            **RUN,
+        )
     with pytest.raises(ValueError, match="fingerprint must be JSON values"):
         fit(dnn.Network([5, 4, 1], seed=1), X, Y, epochs=1, checkpoint=path, fingerprint={"scaling": object()}, **RUN)
 
@@ -137,7 +167,11 @@ def test_a_checkpoint_from_before_fingerprints_still_resumes(tmp_path):
 
 def test_the_data_fingerprint_depends_on_values_shapes_and_dtypes_not_layout():
     X = np.arange(12.0).reshape(3, 4)
-    assert data_fingerprint(X, None) == data_fingerprint(np.asfortranarray(X), None) == data_fingerprint(X.T.copy().T, None)
+    assert (
+        data_fingerprint(X, None)
+        == data_fingerprint(np.asfortranarray(X), None)
+        == data_fingerprint(X.T.copy().T, None)
+    )
     assert data_fingerprint(X, None) != data_fingerprint(X.reshape(4, 3), None)
     assert data_fingerprint(X, None) != data_fingerprint(X.astype(np.float32), None)
     assert data_fingerprint(X, None) != data_fingerprint(X, X[0])
@@ -157,6 +191,8 @@ def test_a_source_fingerprint_reads_every_row_of_a_small_set_and_a_spread_sample
         monkeypatch.setattr(training, "FINGERPRINT_SAMPLE_ROWS", 5)  # rows 0, 14/15, 29/30, 44, 59: not row 17
         read = []
         original = type(d).read_rows
-        monkeypatch.setattr(type(d), "read_rows", lambda self, index, *out: read.append(len(index)) or original(self, index, *out))
+        monkeypatch.setattr(
+            type(d), "read_rows", lambda self, index, *out: read.append(len(index)) or original(self, index, *out)
+        )
         assert source_fingerprint(d) == source_fingerprint(other)  # the price of sampling: row 17 is not read
         assert read == [5, 5]

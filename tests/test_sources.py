@@ -27,7 +27,9 @@ def write(kind, directory, X, y):
     if kind == "npy":
         np.save(directory / "X.npy", X)
         np.save(directory / "Y.npy", y)
-        (directory / "features.json").write_text(json.dumps({"feature_names": [f"f{j}" for j in range(N)], "label_name": "y"}))
+        (directory / "features.json").write_text(
+            json.dumps({"feature_names": [f"f{j}" for j in range(N)], "label_name": "y"})
+        )
         return directory
     if kind == "x_npy_float32":
         np.save(directory / "X.npy", X.astype(np.float32))
@@ -209,7 +211,9 @@ def test_fit_from_a_source_equals_fit_from_memory(backend, dtype, table, tmp_pat
     nets = [Network([N, 4, 1], backend=backend.name, dtype=dtype) for _ in range(2)]
     nets[1].set_parameters(nets[0].get_parameters())
     in_memory = fit(nets[0], X.T, y.reshape(1, -1), epochs=3, batch_size=50, optimizer="adam", lr=0.01, seed=11)
-    from_disk = fit(nets[1], sources.open_source(path), None, epochs=3, batch_size=50, optimizer="adam", lr=0.01, seed=11)
+    from_disk = fit(
+        nets[1], sources.open_source(path), None, epochs=3, batch_size=50, optimizer="adam", lr=0.01, seed=11
+    )
     assert relative_difference(from_disk.cost, in_memory.cost) <= gradient_rtol(dtype)
     theirs = nets[0].get_parameters()
     for name, ours in nets[1].get_parameters().items():
@@ -268,7 +272,9 @@ def test_a_scanned_source_is_not_read_again_by_fit_unless_its_labels_need_naming
     assert source.checked == summary
     standardized = sources.Standardized(source, summary.standardizer)
     scans = []
-    monkeypatch.setattr(sources.batches, "scan", lambda *a, **k: scans.append(a) or summary)  # where fit's batches look it up
+    monkeypatch.setattr(
+        sources.batches, "scan", lambda *a, **k: scans.append(a) or summary
+    )  # where fit's batches look it up
     fit(Network([N, 4, CLASSES]), standardized, None, epochs=1, batch_size=64)
     assert scans == []
     monkeypatch.undo()
@@ -291,8 +297,15 @@ def test_only_out_of_core_layouts_are_taken_for_sources(table, tmp_path):
     assert not sources.is_source(tmp_path / "course.h5")
 
 
-@pytest.mark.parametrize("layout, positioned", [({}, True), ({"chunks": (7, N)}, True), ({"chunks": (7, 2)}, False),
-                                                ({"chunks": (7, N), "compression": "gzip"}, False)])
+@pytest.mark.parametrize(
+    "layout, positioned",
+    [
+        ({}, True),
+        ({"chunks": (7, N)}, True),
+        ({"chunks": (7, 2)}, False),
+        ({"chunks": (7, N), "compression": "gzip"}, False),
+    ],
+)
 def test_h5_rows_are_read_where_hdf5_stored_them_or_else_through_h5py(layout, positioned, table, tmp_path):
     import h5py
 

@@ -24,8 +24,14 @@ from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
 from dnn.backends.numba_steps import finite_product_limit  # noqa: E402
 
 # (strategy, how the numba backend is set up for it)
-WAYS = ["phases", "compiled", "compiled-stored-gradients", "fused-update", "fused-update-stored-gradients",
-        "phases-without-numpy-cblas"]
+WAYS = [
+    "phases",
+    "compiled",
+    "compiled-stored-gradients",
+    "fused-update",
+    "fused-update-stored-gradients",
+    "phases-without-numpy-cblas",
+]
 
 
 def _numba(way, monkeypatch):
@@ -55,9 +61,13 @@ def _agrees(candidate, reference, dtype):
     return relative_difference(theta, reference.flat_buffers()[0]) <= gradient_rtol(dtype)
 
 
-@pytest.mark.parametrize("way,l2", [(way, l2) for way in WAYS for l2 in (0.0, 0.7) if not (way.startswith("compiled") and l2)])
+@pytest.mark.parametrize(
+    "way,l2", [(way, l2) for way in WAYS for l2 in (0.0, 0.7) if not (way.startswith("compiled") and l2)]
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("dims,m,activation", [([6, 8, 5, 1], 20, "tanh"), ([7, 9, 4], 13, "relu"), ([3, 1], 1, "relu")])
+@pytest.mark.parametrize(
+    "dims,m,activation", [([6, 8, 5, 1], 20, "tanh"), ([7, 9, 4], 13, "relu"), ([3, 1], 1, "relu")]
+)
 def test_every_sgd_strategy_takes_the_reference_step(way, l2, dtype, dims, m, activation, rng, monkeypatch):
     strategy = _strategy(way)  # numba's compiled step has no L2: the fused update takes those steps
     X, Y = _data(dims, m, rng)
@@ -119,13 +129,16 @@ def test_the_strategy_is_chosen_once_from_the_settings_and_the_backend(rng, monk
     assert TrainStep(dnn.Network(small, backend="numpy"), 20).strategy == "phases"
 
 
-@pytest.mark.parametrize("strategy,settings,reason", [
-    ("fused-update", dict(optimizer="adam"), "plain SGD"),
-    ("compiled", dict(reducer=lambda g, s: None), "reducer"),
-    ("compiled", dict(optimizer="momentum"), "plain SGD, not optimizer 'momentum'"),
-    ("compiled", dict(backend="numpy"), "numpy backend cannot run it"),
-    ("warp-speed", {}, "unknown strategy"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "strategy,settings,reason",
+    [
+        ("fused-update", dict(optimizer="adam"), "plain SGD"),
+        ("compiled", dict(reducer=lambda g, s: None), "reducer"),
+        ("compiled", dict(optimizer="momentum"), "plain SGD, not optimizer 'momentum'"),
+        ("compiled", dict(backend="numpy"), "numpy backend cannot run it"),
+        ("warp-speed", {}, "unknown strategy"),
+    ],
+)
 def test_a_strategy_that_cannot_run_is_a_clear_error(strategy, settings, reason, monkeypatch):
     backend = settings.pop("backend", None) or _numba("compiled", monkeypatch)
     with pytest.raises(ValueError, match=reason):
@@ -152,8 +165,9 @@ def _cold_cache(monkeypatch, done=False):
 @pytest.mark.parametrize("activations", ["relu", "leaky_relu", "sigmoid", "tanh", "linear", ["tanh", "relu"]])
 @pytest.mark.parametrize("dims", [[6, 8, 5, 1], [6, 8, 5, 4]])  # a sigmoid and a softmax output
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_while_the_compiled_step_compiles_its_stand_in_takes_the_same_steps_bit_for_bit(activations, dims, dtype,
-                                                                                        rng, monkeypatch):
+def test_while_the_compiled_step_compiles_its_stand_in_takes_the_same_steps_bit_for_bit(
+    activations, dims, dtype, rng, monkeypatch
+):
     backend = _numba("compiled", monkeypatch)
     X, Y = _data(dims, 20, rng)
     nets = [dnn.Network(dims, activations=activations, dtype=dtype, backend=backend, seed=1) for _ in range(2)]
@@ -221,7 +235,9 @@ def test_a_gradient_that_overflows_under_a_finite_cost_leaves_the_parameters(way
     """x = (big, -big) cancels in W1·x, so the cost is finite, but dW1 = (W2ᵀ·dZ2)·xᵀ overflows."""
     big = np.finfo(dtype).max / 2
     net = dnn.Network([2, 2, 1], activations="linear", dtype=dtype, backend=_numba(way, monkeypatch))
-    net.set_parameters({"W1": np.ones((2, 2)), "b1": np.zeros((2, 1)), "W2": np.full((1, 2), 1e10), "b2": np.zeros((1, 1))})
+    net.set_parameters(
+        {"W1": np.ones((2, 2)), "b1": np.zeros((2, 1)), "W2": np.full((1, 2), 1e10), "b2": np.zeros((1, 1))}
+    )
     batch = net.batch(np.array([[big], [-big]]), np.array([1.0]))
     step = TrainStep(net, 1, strategy=_strategy(way))
     before = net.get_parameters()

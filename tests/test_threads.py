@@ -58,8 +58,14 @@ print(json.dumps({"finished": sorted(together) == sorted(alone), "worst": worst}
 
 
 def test_two_threads_train_two_networks_as_they_would_one_after_the_other(backend):
-    done = subprocess.run([sys.executable, "-c", _TWO_THREADS, backend.name], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, env=dict(os.environ, NUMBA_NUM_THREADS="2"))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _TWO_THREADS, backend.name],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, NUMBA_NUM_THREADS="2"),
+    )
     assert done.returncode == 0, f"the child process failed ({done.returncode}): {done.stderr[-2000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["finished"]
@@ -99,9 +105,17 @@ def test_a_network_stepped_in_another_thread_refuses_this_one_by_name(backend, r
     try:
         assert held.inside.wait(timeout=60)
         before = net.get_parameters()
-        for call in (lambda: net.step(X, Y), lambda: net.fit(X, Y, epochs=1), lambda: net.evaluate(X, Y),
-                     lambda: net.predict(X), lambda: net.backward(X, Y), lambda: net.set_parameters(before)):  # fmt: skip
-            with pytest.raises(ConcurrentUseError, match=r"Network\(\[4, 3, 1\].* is being stepped .*from another thread"):
+        for call in (
+            lambda: net.step(X, Y),
+            lambda: net.fit(X, Y, epochs=1),
+            lambda: net.evaluate(X, Y),
+            lambda: net.predict(X),
+            lambda: net.backward(X, Y),
+            lambda: net.set_parameters(before),
+        ):
+            with pytest.raises(
+                ConcurrentUseError, match=r"Network\(\[4, 3, 1\].* is being stepped .*from another thread"
+            ):
                 call()
     finally:
         held.release.set()

@@ -154,7 +154,10 @@ def test_a_source_as_validation_is_scored_streamed_into_the_history(tmp_path):
 def test_a_resume_scoring_validation_the_checkpoint_lacks_gives_those_epochs_nan(tmp_path):
     # a checkpoint whose run scored its validation outside fit (as the command line once did) has no scores
     X, Y = _blobs()
-    path, same = tmp_path / "run.npz", dict(checkpoint=tmp_path / "run.npz", fingerprint={"data": "the same"}, **FULL_RUN)
+    path, same = (
+        tmp_path / "run.npz",
+        dict(checkpoint=tmp_path / "run.npz", fingerprint={"data": "the same"}, **FULL_RUN),
+    )
     fit(_net("numpy"), X, Y, epochs=2, **same)
     history = fit(_net("numpy"), X, Y, epochs=3, validation=_blobs(20, 1), resume=True, **same)
     assert path.exists() and len(history.val_cost) == len(history.val_accuracy) == len(history) == 3
@@ -174,11 +177,29 @@ def test_interrupted_and_resumed_equals_uninterrupted(backend, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_net(backend, "float32"), X, Y, epochs=6, validation=_blobs(20, 1), checkpoint=path, checkpoint_every=2,
-            callbacks=[crash_in_epoch_five], **FULL_RUN)
+        fit(
+            _net(backend, "float32"),
+            X,
+            Y,
+            epochs=6,
+            validation=_blobs(20, 1),
+            checkpoint=path,
+            checkpoint_every=2,
+            callbacks=[crash_in_epoch_five],
+            **FULL_RUN,
+        )
     resumed_net = _net(backend, "float32", seed=99)  # other initial values: they must come from the checkpoint
-    resumed = fit(resumed_net, X, Y, epochs=6, validation=_blobs(20, 1), checkpoint=path, checkpoint_every=2,
-                  resume=True, **FULL_RUN)
+    resumed = fit(
+        resumed_net,
+        X,
+        Y,
+        epochs=6,
+        validation=_blobs(20, 1),
+        checkpoint=path,
+        checkpoint_every=2,
+        resume=True,
+        **FULL_RUN,
+    )
     assert resumed == whole
     for key, value in whole_net.get_parameters().items():
         np.testing.assert_array_equal(resumed_net.get_parameters()[key], value)

@@ -22,8 +22,15 @@ from .options import CHECKPOINT_EVERY, DEFAULT_LAYERS, QUICK_START_DIMS, SPLIT_S
 from .parser import Parser, build_parser, one_line
 
 __all__ = [
-    "CHECKPOINT_EVERY", "DATA_EXTENSIONS", "DEFAULT_LAYERS", "QUICK_START_DIMS", "SPLIT_SEED", "TEST_FRACTION", "build_parser",
-    "comma_list", "main",
+    "CHECKPOINT_EVERY",
+    "DATA_EXTENSIONS",
+    "DEFAULT_LAYERS",
+    "QUICK_START_DIMS",
+    "SPLIT_SEED",
+    "TEST_FRACTION",
+    "build_parser",
+    "comma_list",
+    "main",
 ]
 
 
@@ -52,13 +59,23 @@ def main(argv=None) -> int:
         if args.command == "train":
             comm = distributed.launch_world()  # before any backend starts its threads
             return train.run(args, comm)
-        commands = {"evaluate": inference.evaluate, "predict": inference.predict, "backends": machine.list_backends,
-                    "warmup": machine.warmup, "convert": convert.run}
+        commands = {
+            "evaluate": inference.evaluate,
+            "predict": inference.predict,
+            "backends": machine.list_backends,
+            "warmup": machine.warmup,
+            "convert": convert.run,
+        }
         return commands[args.command](args)
     except BrokenPipeError:  # the reader went away (`python -m dnn predict ... | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush at exit is silent too
         return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
-    except (DnnError, ValueError, OSError, MemoryError) as exc:  # OSError covers FileNotFoundError and unwritable outputs
+    except (
+        DnnError,
+        ValueError,
+        OSError,
+        MemoryError,
+    ) as exc:  # OSError covers FileNotFoundError and unwritable outputs
         _report_error(comm, exc, f"not enough memory: {exc}" if isinstance(exc, MemoryError) else str(exc))
         return 1
     except KeyboardInterrupt as exc:

@@ -24,7 +24,11 @@ def evaluate(args) -> int:
         saved, X, Y, ids, held_out = model_and_data(args, labels=True)
         scores = saved.network.evaluate(X, Y)
     m = len(ids[1])
-    scored = f"the {m} held-out test rows of {args.data} (the test split held out in training)" if held_out else f"all {m} rows of {args.data}"
+    scored = (
+        f"the {m} held-out test rows of {args.data} (the test split held out in training)"
+        if held_out
+        else f"all {m} rows of {args.data}"
+    )
     print(f"scored {scored}: {m} examples, cost {scores['cost']:.6f}, accuracy {scores['accuracy']:.4f}")
     return 0
 
@@ -38,13 +42,18 @@ def predict(args) -> int:
     if sources.is_source(args.data):
         saved, rows, ids, held_out = model_and_source(args)
         with rows:
-            count = _write_predictions(saved, (X.T for X in sources.checked_features(rows)), ids, args.out)  # (n_x, k) each
+            count = _write_predictions(
+                saved, (X.T for X in sources.checked_features(rows)), ids, args.out
+            )  # (n_x, k) each
     else:
         saved, X, _, ids, held_out = model_and_data(args, labels=False)
         count = _write_predictions(saved, [X], ids, args.out)
     # on stderr, so that predictions written to standard output stay one CSV table
-    print(f"wrote {count} predictions{f' to {args.out}' if args.out else ''}, one per "
-          f"{'held-out test row' if held_out else 'row'} of {args.data}", file=sys.stderr)
+    print(
+        f"wrote {count} predictions{f' to {args.out}' if args.out else ''}, one per "
+        f"{'held-out test row' if held_out else 'row'} of {args.data}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -67,10 +76,14 @@ def _write_predictions(saved, inputs, ids, out: str | None) -> int:
         for X in inputs:
             A = net.forward(X)  # (n_L, k) on the backend: one forward pass serves both columns
             proba = net.backend.to_numpy(A)  # what `predict_proba` returns
-            predicted = net.backend.to_numpy(net.backend.predict_classes(A, net.output)).ravel().astype(int)  # (k,) as `predict`
+            predicted = (
+                net.backend.to_numpy(net.backend.predict_classes(A, net.output)).ravel().astype(int)
+            )  # (k,) as `predict`
             confidence = proba[0] if net.output == "sigmoid" else proba[predicted, np.arange(predicted.size)]  # (k,)
-            target.writelines(f"{_cell(value)},{labels[k]},{p:.6g}\n"
-                              for value, k, p in zip(values[count : count + predicted.size], predicted, confidence))
+            target.writelines(
+                f"{_cell(value)},{labels[k]},{p:.6g}\n"
+                for value, k, p in zip(values[count : count + predicted.size], predicted, confidence)
+            )
             count += predicted.size
     return count
 

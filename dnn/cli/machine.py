@@ -19,8 +19,10 @@ def list_backends(args) -> int:
 
             cache = kernel_cache_status(QUICK_START_DIMS, "float32", optimizer="adam", examples=64, fit_only=True)
             state = "warm" if cache.warm else "cold" if cache.cached == 0 else "partly warm"
-            print(f"       kernel cache for `python -m dnn train`: {state} ({cache.cached} of the {cache.total} kernels it "
-                  f"calls are in {cache.directory}; `python -m dnn warmup` compiles them)")
+            print(
+                f"       kernel cache for `python -m dnn train`: {state} ({cache.cached} of the {cache.total} kernels it "
+                f"calls are in {cache.directory}; `python -m dnn warmup` compiles them)"
+            )
     return 0
 
 
@@ -30,14 +32,23 @@ def warmup(args) -> int:
     check_activation(args.activation)
     check_count(args.batch_size, "--batch-size", 1)
     backend = get_backend("numba")  # BackendUnavailableError says why when numba cannot run here
-    print(f"numba: the kernels training {dims} ({args.activation}, {args.optimizer}, {args.dtype}, batch size "
-          f"{args.batch_size}) calls", flush=True)
+    print(
+        f"numba: the kernels training {dims} ({args.activation}, {args.optimizer}, {args.dtype}, batch size "
+        f"{args.batch_size}) calls",
+        flush=True,
+    )
 
     def report(done, total, name, seconds, cached):
         print(f"[{done:>2}/{total}] {name:<44} {'cached' if cached else 'compiled'} in {seconds:.2f} s", flush=True)
 
     start = time.perf_counter()
-    backend.warmup(dims, args.dtype, activations=args.activation, optimizer=args.optimizer, examples=args.batch_size,
-                   progress=report)
+    backend.warmup(
+        dims,
+        args.dtype,
+        activations=args.activation,
+        optimizer=args.optimizer,
+        examples=args.batch_size,
+        progress=report,
+    )
     print(f"ready in {time.perf_counter() - start:.1f} s; later runs load them from numba's cache")
     return 0

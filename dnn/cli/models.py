@@ -32,8 +32,10 @@ def model_and_source(args):
     rows = source = sources.open_source(args.data)
     if saved.feature_names and source.feature_names and tuple(saved.feature_names) != source.feature_names:
         source.close()
-        raise DataError(f"the features of {args.data} ({', '.join(source.feature_names)}) are not those of the model "
-                        f"{args.model} ({', '.join(saved.feature_names)}), in the same order")
+        raise DataError(
+            f"the features of {args.data} ({', '.join(source.feature_names)}) are not those of the model "
+            f"{args.model} ({', '.join(saved.feature_names)}), in the same order"
+        )
     try:
         index, held_out = _rows_to_use(args, saved, source.m)
     except ValueError:
@@ -57,27 +59,38 @@ def _saved_model(args):
     `train --checkpoint` from before checkpoints held it).
     """
     if args.model in data.BUILTIN or os.path.splitext(args.model)[1].lower() in DATA_EXTENSIONS:
-        raise ValueError(f"{args.model} is data, not a model file; the model comes first: "
-                         f"python -m dnn {args.command} MODEL.npz --data {args.model}")
+        raise ValueError(
+            f"{args.model} is data, not a model file; the model comes first: "
+            f"python -m dnn {args.command} MODEL.npz --data {args.model}"
+        )
     check_label_column(args.label_column, args.data)
     if args.id_column is not None and not is_csv(args.data):
         raise ValueError(f"--id-column applies to CSV files only, and {args.data} is not one")
     saved = checkpoint.load_checkpoint(args.model, backend=args.backend, network_class=Network)
     cli = saved.extras.get("cli")
     if cli is None and saved.kind == "checkpoint":
-        raise ModelFileError(f"{args.model} is a checkpoint that does not record how its training data was prepared "
-                             "(written by fit() alone, or by an older `train --checkpoint`), so its answers could be wrong; "
-                             "use the model file `train --save` wrote, or resume the run to write a new checkpoint")
+        raise ModelFileError(
+            f"{args.model} is a checkpoint that does not record how its training data was prepared "
+            "(written by fit() alone, or by an older `train --checkpoint`), so its answers could be wrong; "
+            "use the model file `train --save` wrote, or resume the run to write a new checkpoint"
+        )
     if not isinstance(cli, (dict, type(None))):
-        raise ModelFileError(f"{args.model}: its record of how its data was prepared is not what dnn writes (a JSON object)")
+        raise ModelFileError(
+            f"{args.model}: its record of how its data was prepared is not what dnn writes (a JSON object)"
+        )
     if not (cli or {}).get("standardize", "input_mean" in saved.extras):
         return saved, None
     n_x = saved.network.layer_dims[0]
     mean, std = saved.extras.get("input_mean"), saved.extras.get("input_std")
-    valid = all(isinstance(a, np.ndarray) and a.shape == (n_x, 1) and a.dtype.kind == "f" and np.isfinite(a).all() for a in (mean, std))
+    valid = all(
+        isinstance(a, np.ndarray) and a.shape == (n_x, 1) and a.dtype.kind == "f" and np.isfinite(a).all()
+        for a in (mean, std)
+    )
     if not valid or not (std > 0).all():
-        raise ModelFileError(f"{args.model} was trained on standardised inputs but lacks valid statistics to standardise "
-                             f"data with (input_mean and input_std: finite ({n_x}, 1) arrays, std > 0)")
+        raise ModelFileError(
+            f"{args.model} was trained on standardised inputs but lacks valid statistics to standardise "
+            f"data with (input_mean and input_std: finite ({n_x}, 1) arrays, std > 0)"
+        )
     return saved, data.Standardizer(mean, std)
 
 
@@ -95,9 +108,18 @@ def _rows_to_use(args, saved, m: int):
     if args.split == "all" or (args.split is None and not trained_on):
         return None, False
     if not trained_on:
-        reason = (f"it was trained on {cli['data']}" if split else "it was trained with a separate --test file, holding out no rows"
-                  ) if cli.get("data") else "it does not record the data it was trained on"
-        raise ValueError(f"--split test takes the rows held out when the model {args.model} was trained on --data, but {reason}")
+        reason = (
+            (
+                f"it was trained on {cli['data']}"
+                if split
+                else "it was trained with a separate --test file, holding out no rows"
+            )
+            if cli.get("data")
+            else "it does not record the data it was trained on"
+        )
+        raise ValueError(
+            f"--split test takes the rows held out when the model {args.model} was trained on --data, but {reason}"
+        )
     _, test = data.split_indices(m, split["test_fraction"], split["seed"])  # split exactly as `train` split it
     return np.sort(test), True
 
@@ -111,12 +133,16 @@ def model_and_data(args, labels: bool):
     """
     saved, standardizer = _saved_model(args)
     label_column = args.label_column or (saved.extras.get("cli") or {}).get("label_column")
-    loaded = data.load(args.data, label_column=label_column, labels=labels, classes=model_classes(saved))  # never its own
+    loaded = data.load(
+        args.data, label_column=label_column, labels=labels, classes=model_classes(saved)
+    )  # never its own
     X, names = loaded.X, loaded.feature_names
     if args.id_column is not None:
         if args.id_column not in (names or ()):
-            raise DataError(f"{args.data} has no column {args.id_column!r} to take the ids from; "
-                            f"its feature columns are: {', '.join(names or ())}")
+            raise DataError(
+                f"{args.data} has no column {args.id_column!r} to take the ids from; "
+                f"its feature columns are: {', '.join(names or ())}"
+            )
         j = names.index(args.id_column)
         X, names, id_values = np.delete(X, j, axis=0), names[:j] + names[j + 1 :], X[j]  # (n_x, m) without it, (m,)
     X = columns_by_name(X, names, saved.feature_names, args.data, f"the model {args.model}")

@@ -30,15 +30,22 @@ def checked_train_options(args) -> tuple[list[int], list | None]:
     check_count(args.batch_size, "--batch-size", 0)
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"--seed must be an integer from 0 to 2**32 - 1, got {args.seed}")
-    for option, value, check in (("--lr", args.lr, check_positive), ("--lr-decay", args.lr_decay, check_non_negative),
-                                 ("--l2", args.l2, check_non_negative)):
+    for option, value, check in (
+        ("--lr", args.lr, check_positive),
+        ("--lr-decay", args.lr_decay, check_non_negative),
+        ("--l2", args.l2, check_non_negative),
+    ):
         if value is not None:
             check(value, option)
     rates = check_dropout_rates(_dropout(args.dropout), len(hidden))
     if args.checkpoint is None and (args.resume or args.checkpoint_every is not None):
         raise ValueError(f"{'--resume' if args.resume else '--checkpoint-every'} needs --checkpoint PATH")
-    if args.resume and not os.path.exists(args.checkpoint):  # not a silent fresh start: the user meant to continue a run
-        raise ValueError(f"--resume: the checkpoint {args.checkpoint} does not exist; leave out --resume to start a run that writes it")
+    if args.resume and not os.path.exists(
+        args.checkpoint
+    ):  # not a silent fresh start: the user meant to continue a run
+        raise ValueError(
+            f"--resume: the checkpoint {args.checkpoint} does not exist; leave out --resume to start a run that writes it"
+        )
     if args.checkpoint_every is not None:
         check_count(args.checkpoint_every, "--checkpoint-every", 1)
     check_label_column(args.label_column, args.data, args.test)
@@ -46,11 +53,15 @@ def checked_train_options(args) -> tuple[list[int], list | None]:
         if getattr(args, option[2:]):
             check_output_path(getattr(args, option[2:]), option)
     if args.save and args.checkpoint and _same_file(args.save, args.checkpoint):
-        raise ValueError(f"--save and --checkpoint name the same file {args.save}; the saved model would replace the training state")
+        raise ValueError(
+            f"--save and --checkpoint name the same file {args.save}; the saved model would replace the training state"
+        )
     if args.plot:
         check_plot_path(args.plot, "--plot")
-    check_outputs_spare_inputs({"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
-                                {"--data": args.data, "--test": args.test})
+    check_outputs_spare_inputs(
+        {"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
+        {"--data": args.data, "--test": args.test},
+    )
     for option, source in (("--data", args.data), ("--test", args.test)):
         if source and source not in data.BUILTIN and not os.path.exists(source):
             raise DataError(f"{'data file' if option == '--data' else 'test file'} {source} does not exist")
@@ -66,7 +77,9 @@ def check_outputs_spare_inputs(outputs: dict, inputs: dict) -> None:
     for output, target in outputs.items():
         for source_option, source in inputs.items():
             if target and source and _same_file(target, source):
-                raise ValueError(f"{output} {target} is also the {source_option} file; writing it would overwrite that input")
+                raise ValueError(
+                    f"{output} {target} is also the {source_option} file; writing it would overwrite that input"
+                )
 
 
 def check_label_column(label_column, *sources) -> None:
@@ -95,7 +108,9 @@ def comma_list(text: str, option: str | None = None) -> list[str]:
         return []
     items = [part.strip() for part in text.split(",")]
     if not all(items):
-        raise ValueError(f"{option + ': ' if option else ''}{text!r} has an empty item; separate the values with single commas")
+        raise ValueError(
+            f"{option + ': ' if option else ''}{text!r} has an empty item; separate the values with single commas"
+        )
     return items
 
 

@@ -35,8 +35,10 @@ class Progress:
             self.bar.set_postfix(cost=f"{logs['cost']:.6g}", test_acc=f"{test:.4f}", refresh=False)
             self.bar.update(1)
         if epoch % self.every == 0 or epoch == self.epochs:
-            self._print(f"epoch {epoch}/{self.epochs}: cost {logs['cost']:.6g}, train accuracy {logs['accuracy']:.4f}, "
-                        f"test accuracy {test:.4f}")
+            self._print(
+                f"epoch {epoch}/{self.epochs}: cost {logs['cost']:.6g}, train accuracy {logs['accuracy']:.4f}, "
+                f"test accuracy {test:.4f}"
+            )
         return False
 
     def _print(self, line: str) -> None:

@@ -32,13 +32,35 @@ def run(args, comm=None) -> int:
     train, (X_train, Y_train, X_test, Y_test) = data_set.train, data_set.arrays
     n_classes = max(train.n_classes, int(Y_test.max()) + 1)
     n_out = 1 if n_classes == 2 else n_classes
-    net = Network([X_train.shape[0], *hidden, n_out], activations=args.activation, dtype=args.dtype, backend=args.backend, seed=args.seed)
+    net = Network(
+        [X_train.shape[0], *hidden, n_out],
+        activations=args.activation,
+        dtype=args.dtype,
+        backend=args.backend,
+        seed=args.seed,
+    )
     optimizer = make_optimizer(args.optimizer)
-    cli = {"split": data_set.split, "label_column": train.label_name, "classes": list(train.classes) if train.classes else None}
+    cli = {
+        "split": data_set.split,
+        "label_column": train.label_name,
+        "classes": list(train.classes) if train.classes else None,
+    }
     extras = data_set.extras
-    history = _fit(args, net, optimizer, X_train, Y_train, rates, comm, validation=(X_test, Y_test),
-                   described=f"{X_train.shape[1]} training and {X_test.shape[1]} test examples from {args.data}",
-                   cli=cli, extras=extras, feature_names=train.feature_names, hashes=data_set.hashes)
+    history = _fit(
+        args,
+        net,
+        optimizer,
+        X_train,
+        Y_train,
+        rates,
+        comm,
+        validation=(X_test, Y_test),
+        described=f"{X_train.shape[1]} training and {X_test.shape[1]} test examples from {args.data}",
+        cli=cli,
+        extras=extras,
+        feature_names=train.feature_names,
+        hashes=data_set.hashes,
+    )
     if not is_root(comm):  # every rank holds the same model; rank 0 reports and writes it
         return 0
     train_acc = net.evaluate(X_train, Y_train)["accuracy"]
@@ -63,9 +85,13 @@ def _prepared_data(args) -> _PreparedData:
     train = data.load(args.data, label_column=args.label_column)
     hashes = [data_fingerprint(train.X, train.Y), None]  # of the data as loaded: before any split or standardisation
     if args.test:
-        test = data.load(args.test, label_column=args.label_column, classes=train.classes)  # labels mapped as training's
+        test = data.load(
+            args.test, label_column=args.label_column, classes=train.classes
+        )  # labels mapped as training's
         hashes[1], split = data_fingerprint(test.X, test.Y), None
-        X_test = columns_by_name(test.X, test.feature_names, train.feature_names, args.test, f"the training data {args.data}")
+        X_test = columns_by_name(
+            test.X, test.feature_names, train.feature_names, args.test, f"the training data {args.data}"
+        )
         X_train, Y_train, Y_test = train.X, train.Y, test.Y
     else:
         split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION}
@@ -83,8 +109,9 @@ def is_root(comm) -> bool:
     return comm is None or comm.Get_rank() == 0
 
 
-def _fit(args, net, optimizer, X, Y, rates, comm, described: str, cli: dict, extras: dict, feature_names, hashes,
-         validation):
+def _fit(
+    args, net, optimizer, X, Y, rates, comm, described: str, cli: dict, extras: dict, feature_names, hashes, validation
+):
     """Say what is trained on what (`described`; rank 0, unless --quiet), then `fit` with the command line's
     options, scoring `validation` (the test examples: arrays or a source) after every epoch, with a progress
     bar; returns the History.
@@ -95,22 +122,48 @@ def _fit(args, net, optimizer, X, Y, rates, comm, described: str, cli: dict, ext
     loaded; with the preparation they are the run's fingerprint, which a resume and the MPI ranks must share.
     """
     extras["cli"] = dict(cli, data=source_id(args.data), standardize=args.standardize)
-    preparation = {key: extras["cli"][key] for key in ("standardize", "split", "label_column")}  # not the path: a moved file is the same data
+    preparation = {
+        key: extras["cli"][key] for key in ("standardize", "split", "label_column")
+    }  # not the path: a moved file is the same data
     fingerprint = {"data hash": hashes[0], "test data hash": hashes[1], "preprocessing": preparation}
     if not args.quiet and is_root(comm):
         where = "" if comm is None else f" across {comm.Get_size()} MPI processes"
-        print(f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}"
-              f"{where}: {described}")
-    _compile_numba_kernels(args, net, rates, examples=args.batch_size or getattr(X, "m", None) or X.shape[1],
-                           quiet=args.quiet or not is_root(comm))
-    progress = Progress(args.epochs, quiet=args.quiet or not is_root(comm), checkpoint=args.checkpoint if args.resume else None)
+        print(
+            f"training {net.layer_dims} ({args.activation}, {net.output} output) on {net.backend.name} {net.dtype.name}"
+            f"{where}: {described}"
+        )
+    _compile_numba_kernels(
+        args,
+        net,
+        rates,
+        examples=args.batch_size or getattr(X, "m", None) or X.shape[1],
+        quiet=args.quiet or not is_root(comm),
+    )
+    progress = Progress(
+        args.epochs, quiet=args.quiet or not is_root(comm), checkpoint=args.checkpoint if args.resume else None
+    )
     try:
         return fit(
-            net, X, Y, epochs=args.epochs, batch_size=args.batch_size or None, optimizer=optimizer, lr=args.lr,
-            l2=args.l2, dropout=rates, lr_decay=args.lr_decay, seed=args.seed, validation=validation,
-            callbacks=[progress], checkpoint=args.checkpoint, resume=args.resume,
-            checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every, comm=comm,
-            fingerprint=fingerprint, extras=extras, feature_names=feature_names,
+            net,
+            X,
+            Y,
+            epochs=args.epochs,
+            batch_size=args.batch_size or None,
+            optimizer=optimizer,
+            lr=args.lr,
+            l2=args.l2,
+            dropout=rates,
+            lr_decay=args.lr_decay,
+            seed=args.seed,
+            validation=validation,
+            callbacks=[progress],
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every,
+            comm=comm,
+            fingerprint=fingerprint,
+            extras=extras,
+            feature_names=feature_names,
         )
     finally:
         progress.close()
@@ -123,14 +176,18 @@ def _compile_numba_kernels(args, net, rates, examples: int, quiet: bool) -> None
         return
     from ..backends.numba_backend import kernel_cache_status  # numba is running already: its backend is in use
 
-    configuration = dict(optimizer=args.optimizer, dropout=bool(rates), examples=examples, fit_only=not args.l2,
-                         whole_step=False)
+    configuration = dict(
+        optimizer=args.optimizer, dropout=bool(rates), examples=examples, fit_only=not args.l2, whole_step=False
+    )
     cache = kernel_cache_status(net, **configuration)
     if cache.warm:
         return
     if not quiet:
-        print(f"numba: compiling {cache.total - cache.cached} kernels for this network (once: later runs load them "
-              f"from {cache.directory}) ...", flush=True)
+        print(
+            f"numba: compiling {cache.total - cache.cached} kernels for this network (once: later runs load them "
+            f"from {cache.directory}) ...",
+            flush=True,
+        )
     start = time.perf_counter()
     net.backend.warmup(net, **configuration)
     if not quiet:
@@ -171,22 +228,44 @@ def _train_from_source(args, hidden, rates, comm=None) -> int:
         else:
             hashes = [source_fingerprint(source), None]
             train_index, test_index = data.split_indices(source.m, TEST_FRACTION, SPLIT_SEED)
-            train_rows, test_rows = sources.Rows(source, np.sort(train_index)), sources.Rows(source, np.sort(test_index))
+            train_rows, test_rows = (
+                sources.Rows(source, np.sort(train_index)),
+                sources.Rows(source, np.sort(test_index)),
+            )
             split = {"seed": SPLIT_SEED, "test_fraction": TEST_FRACTION}
         summary = sources.scan(train_rows)  # the one pass over the training rows: checks and statistics
-        n_classes = max(summary.n_classes, sources.scan(test_rows, classes=summary.classes).n_classes)  # mapped as training's
+        n_classes = max(
+            summary.n_classes, sources.scan(test_rows, classes=summary.classes).n_classes
+        )  # mapped as training's
         extras = {}
         if args.standardize:
             scaler = summary.standardizer  # from the training rows only
             train_rows, test_rows = sources.Standardized(train_rows, scaler), sources.Standardized(test_rows, scaler)
             extras.update(input_mean=scaler.mean, input_std=scaler.std)
-        net = Network([source.n_features, *hidden, 1 if n_classes == 2 else n_classes], activations=args.activation,
-                      dtype=args.dtype, backend=args.backend, seed=args.seed)
+        net = Network(
+            [source.n_features, *hidden, 1 if n_classes == 2 else n_classes],
+            activations=args.activation,
+            dtype=args.dtype,
+            backend=args.backend,
+            seed=args.seed,
+        )
         optimizer = make_optimizer(args.optimizer)
         cli = {"split": split, "label_column": source.label_name, "classes": list(summary.classes) or None}
-        history = _fit(args, net, optimizer, train_rows, None, rates, comm, validation=test_rows,
-                       described=f"{train_rows.m} training and {test_rows.m} test examples streamed from {args.data}",
-                       cli=cli, extras=extras, feature_names=source.feature_names, hashes=hashes)
+        history = _fit(
+            args,
+            net,
+            optimizer,
+            train_rows,
+            None,
+            rates,
+            comm,
+            validation=test_rows,
+            described=f"{train_rows.m} training and {test_rows.m} test examples streamed from {args.data}",
+            cli=cli,
+            extras=extras,
+            feature_names=source.feature_names,
+            hashes=hashes,
+        )
         if not is_root(comm):  # every rank holds the same model; rank 0 reports and writes it
             return 0
         # the last epoch's test accuracy is the final network's (a --resume with no epoch left streams it here)
@@ -201,10 +280,16 @@ def _test_source(args, train: sources.Source) -> sources.Source:
     if sources.is_source(args.test):
         test = sources.open_source(args.test)
         named = test.feature_names and train.feature_names
-        problem = f"are not those of {args.data}, in the same order" if named and test.feature_names != train.feature_names else None
+        problem = (
+            f"are not those of {args.data}, in the same order"
+            if named and test.feature_names != train.feature_names
+            else None
+        )
     else:
         loaded = data.load(args.test, label_column=args.label_column)
-        X = columns_by_name(loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}")
+        X = columns_by_name(
+            loaded.X, loaded.feature_names, train.feature_names, args.test, f"the training data {args.data}"
+        )
         y = label_values(loaded.Y[0], loaded.classes)  # (m,) the file's own labels: the training rows' classes map them
         test, problem = sources.InMemory(X.T, y, args.test, train.feature_names), None  # X.T: (m, n_x) rows
     if test.n_features != train.n_features:

@@ -36,7 +36,22 @@ from .scores import evaluate, label_map
 from .views import InMemory, Rows, Standardized
 
 __all__ = [
-    "CHUNK_BYTES", "BatchReader", "H5Source", "InMemory", "NpySource", "Rows", "Source", "SourceBatches", "SourceSummary",
-    "Standardized", "check_rows", "checked_features", "epoch_order", "evaluate", "is_source", "label_map", "open_source",
+    "CHUNK_BYTES",
+    "BatchReader",
+    "H5Source",
+    "InMemory",
+    "NpySource",
+    "Rows",
+    "Source",
+    "SourceBatches",
+    "SourceSummary",
+    "Standardized",
+    "check_rows",
+    "checked_features",
+    "epoch_order",
+    "evaluate",
+    "is_source",
+    "label_map",
+    "open_source",
     "scan",
 ]

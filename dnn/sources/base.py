@@ -72,5 +72,7 @@ class Source:
         if index.ndim != 1 or index.dtype.kind not in "iu":
             raise ValueError(f"row index must be a 1-D integer array, got shape {index.shape} and dtype {index.dtype}")
         if index.size and (index.min() < 0 or index.max() >= self.m):
-            raise IndexError(f"row index out of range: {self.path} has rows 0..{self.m - 1}, asked for {index.min()}..{index.max()}")
+            raise IndexError(
+                f"row index out of range: {self.path} has rows 0..{self.m - 1}, asked for {index.min()}..{index.max()}"
+            )
         return index

@@ -33,8 +33,16 @@ class BatchReader:
     next one is requested.
     """
 
-    def __init__(self, source: Source, batch_size: int, n_outputs: int, dtype=np.float64,
-                 standardizer: Standardizer | None = None, prefetch: bool = True, classes=None):
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        n_outputs: int,
+        dtype=np.float64,
+        standardizer: Standardizer | None = None,
+        prefetch: bool = True,
+        classes=None,
+    ):
         if source.m == 0:
             raise DataError(f"{source.path} holds no examples")
         mapping = label_map(source, classes)
@@ -91,7 +99,9 @@ class BatchReader:
         bad = (labels < 0) | (labels >= self.n_classes) | (labels != np.round(labels))
         if bad.any():  # cheap (k,) check; `scan` finds these before training starts
             row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{self.source.locate(int(index[row]))}: label {labels[row]:g} is not a class index 0..{self.n_classes - 1}")
+            raise DataError(
+                f"{self.source.locate(int(index[row]))}: label {labels[row]:g} is not a class index 0..{self.n_classes - 1}"
+            )
         self._columns(rows, X)
         if self.n_outputs == 1:
             Y[0] = labels  # (1, k) 0/1
@@ -115,8 +125,12 @@ class BatchReader:
     def _buffers(self, k: int, slot: int):
         if (k, slot) not in self.buffers:
             n_x = self.source.n_features
-            self.buffers[(k, slot)] = (np.empty((k, n_x), self.source.dtype), np.empty(k),
-                                       np.empty((n_x, k), self.dtype), np.empty((self.n_outputs, k), self.dtype))
+            self.buffers[(k, slot)] = (
+                np.empty((k, n_x), self.source.dtype),
+                np.empty(k),
+                np.empty((n_x, k), self.dtype),
+                np.empty((self.n_outputs, k), self.dtype),
+            )
         return self.buffers[(k, slot)]
 
 

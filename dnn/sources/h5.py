@@ -22,7 +22,12 @@ class _H5Rows:
     """
 
     def __init__(self, path: str, starts: np.ndarray, chunk_rows: int, row_bytes: int):
-        self.path, self.starts, self.chunk_rows, self.row_bytes = path, starts, chunk_rows, row_bytes  # starts: (chunks,) bytes
+        self.path, self.starts, self.chunk_rows, self.row_bytes = (
+            path,
+            starts,
+            chunk_rows,
+            row_bytes,
+        )  # starts: (chunks,) bytes
         self.fd = os.open(path, os.O_RDONLY)
 
     @classmethod
@@ -72,12 +77,18 @@ class H5Source(Source):
         try:
             missing = [key for key in ("X", "Y") if key not in self.file]
             if missing:
-                raise DataError(f"{path} has no {' and no '.join(missing)} dataset; it holds: {', '.join(self.file.keys()) or 'nothing'}")
+                raise DataError(
+                    f"{path} has no {' and no '.join(missing)} dataset; it holds: {', '.join(self.file.keys()) or 'nothing'}"
+                )
             self.X, self.Y = self.file["X"], self.file["Y"]
             if self.X.ndim != 2 or self.X.dtype.kind not in "biuf":
-                raise DataError(f"{path}: X is a {self.X.dtype} dataset of shape {self.X.shape}; expected numbers (m, n_x)")
+                raise DataError(
+                    f"{path}: X is a {self.X.dtype} dataset of shape {self.X.shape}; expected numbers (m, n_x)"
+                )
             if self.Y.shape not in ((self.X.shape[0],), (self.X.shape[0], 1)) or self.Y.dtype.kind not in "biuf":
-                raise DataError(f"{path}: Y has shape {self.Y.shape} and dtype {self.Y.dtype}; expected ({self.X.shape[0]},) class indices")
+                raise DataError(
+                    f"{path}: Y has shape {self.Y.shape} and dtype {self.Y.dtype}; expected ({self.X.shape[0]},) class indices"
+                )
         except DataError:
             self.file.close()
             raise
@@ -90,7 +101,9 @@ class H5Source(Source):
             raise DataError(f"{path}: cannot read Y (truncated or damaged file?): {exc}") from None
         self.rows = _H5Rows.open(path, self.X)
         names = self.X.attrs.get("feature_names")
-        self.feature_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names is not None else None
+        self.feature_names = (
+            tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names) if names is not None else None
+        )
         label = self.X.attrs.get("label_name")
         self.label_name = label.decode() if isinstance(label, bytes) else label
 
@@ -109,7 +122,9 @@ class H5Source(Source):
         try:
             X_out[...] = self.X[selection][inverse]  # (k, n_x)
         except OSError as exc:
-            raise DataError(f"{self.path}: cannot read rows {rows[0]}..{rows[-1]} (truncated or damaged file?): {exc}") from None
+            raise DataError(
+                f"{self.path}: cannot read rows {rows[0]}..{rows[-1]} (truncated or damaged file?): {exc}"
+            ) from None
 
     def locate(self, row: int) -> str:
         return f"{self.path}, row {row}"

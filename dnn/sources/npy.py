@@ -33,22 +33,30 @@ class _NpyFile:
         except ValueError as exc:
             raise DataError(f"{path} is not a readable .npy file: {exc}") from None
         if len(shape) not in ndims or dtype.hasobject or dtype.kind not in "biuf":
-            raise DataError(f"{path} holds a {dtype} array of shape {shape}; expected a numeric array with {' or '.join(map(str, ndims))} dimensions")
+            raise DataError(
+                f"{path} holds a {dtype} array of shape {shape}; expected a numeric array with {' or '.join(map(str, ndims))} dimensions"
+            )
         if fortran and len(shape) == 2 and shape[1] > 1:
-            raise DataError(f"{path} is stored in Fortran order, so its rows are not contiguous; "
-                            "save it with np.save(path, np.ascontiguousarray(X))")
+            raise DataError(
+                f"{path} is stored in Fortran order, so its rows are not contiguous; "
+                "save it with np.save(path, np.ascontiguousarray(X))"
+            )
         self.shape, self.dtype = shape, dtype
         self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         needed = self.offset + shape[0] * self.row_bytes
         size = os.path.getsize(path)
         if size < needed:
-            raise DataError(f"{path} is truncated: its header says {shape} {dtype} ({needed} bytes with the header), "
-                            f"but the file has {size} bytes")
+            raise DataError(
+                f"{path} is truncated: its header says {shape} {dtype} ({needed} bytes with the header), "
+                f"but the file has {size} bytes"
+            )
         self.fd = os.open(path, os.O_RDONLY)
 
     def read(self, index: np.ndarray, out: np.ndarray, positions: np.ndarray | None = None) -> None:
         """Rows `index` (k,) into rows `positions` (k,) of `out` (default 0..k-1), of this file's dtype, C-contiguous."""
-        pread_rows(self.fd, self.path, self.offset + index.astype(np.int64) * self.row_bytes, self.row_bytes, out, positions)
+        pread_rows(
+            self.fd, self.path, self.offset + index.astype(np.int64) * self.row_bytes, self.row_bytes, out, positions
+        )
 
     def mapped(self) -> np.ndarray:
         """The whole array, memory-mapped read-only: for the labels, whose gathers then need no system call.
@@ -77,11 +85,15 @@ class NpySource(Source):
                 X, Y = _NpyFile(x_path, (2,)), _NpyFile(y_path, (1, 2))
                 self.shards.append((X, Y))
                 if Y.shape[0] != X.shape[0] or Y.row_bytes != Y.dtype.itemsize:
-                    raise DataError(f"{y_path} holds labels of shape {Y.shape} for the {X.shape[0]} rows of {x_path}; expected ({X.shape[0]},)")
+                    raise DataError(
+                        f"{y_path} holds labels of shape {Y.shape} for the {X.shape[0]} rows of {x_path}; expected ({X.shape[0]},)"
+                    )
                 first = self.shards[0][0]
                 if (X.shape[1], X.dtype) != (first.shape[1], first.dtype):
-                    raise DataError(f"shard {x_path} holds {X.shape[1]} {X.dtype} features a row, "
-                                    f"but {first.path} holds {first.shape[1]} {first.dtype}; every shard must match")
+                    raise DataError(
+                        f"shard {x_path} holds {X.shape[1]} {X.dtype} features a row, "
+                        f"but {first.path} holds {first.shape[1]} {first.dtype}; every shard must match"
+                    )
         except DataError:
             self.close()
             raise
@@ -99,7 +111,9 @@ class NpySource(Source):
             local = index if where is None else index[where] - self.starts[s]  # (k_s,) rows of shard s
             _read_converted(self.shards[s][0], local, X_out, where)
             if y_out is not None:
-                y_out[slice(None) if where is None else where] = self.labels[s][local]  # (k_s,) gathered from the mapping
+                y_out[slice(None) if where is None else where] = self.labels[s][
+                    local
+                ]  # (k_s,) gathered from the mapping
 
     def locate(self, row: int) -> str:
         s = int(np.searchsorted(self.starts, row, side="right") - 1)
@@ -145,8 +159,10 @@ def npy_pairs(directory: str) -> list:
     names = set(os.listdir(directory))
     numbers = sorted(int(match.group(1)) for match in map(_SHARD.fullmatch, names) if match)
     if "X.npy" in names and numbers:  # which one is the data set is not ours to guess
-        raise DataError(f"{directory} holds both {os.path.join(directory, 'X.npy')} and shards "
-                        f"{os.path.join(directory, f'X_{numbers[0]}.npy')}, ...; remove the one that is not the data set")
+        raise DataError(
+            f"{directory} holds both {os.path.join(directory, 'X.npy')} and shards "
+            f"{os.path.join(directory, f'X_{numbers[0]}.npy')}, ...; remove the one that is not the data set"
+        )
     if "X.npy" in names:
         pairs = [("X.npy", "Y.npy")]
     else:
@@ -154,9 +170,13 @@ def npy_pairs(directory: str) -> list:
             raise DataError(f"{directory} holds neither X.npy nor shards X_0.npy, X_1.npy, ...")
         if numbers != list(range(len(numbers))):
             missing = sorted(set(range(numbers[-1] + 1)) - set(numbers))
-            raise DataError(f"{directory}: the shards are not numbered 0..{numbers[-1]} without gaps (missing X_{missing[0]}.npy)")
+            raise DataError(
+                f"{directory}: the shards are not numbered 0..{numbers[-1]} without gaps (missing X_{missing[0]}.npy)"
+            )
         pairs = [(f"X_{k}.npy", f"Y_{k}.npy") for k in numbers]
     for x_name, y_name in pairs:
         if y_name not in names:
-            raise DataError(f"{os.path.join(directory, x_name)} has no labels: {os.path.join(directory, y_name)} does not exist")
+            raise DataError(
+                f"{os.path.join(directory, x_name)} has no labels: {os.path.join(directory, y_name)} does not exist"
+            )
     return [(os.path.join(directory, x), os.path.join(directory, y)) for x, y in pairs]

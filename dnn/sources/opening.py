@@ -25,7 +25,9 @@ def open_source(path) -> Source:
         if not os.path.exists(y_path):
             raise DataError(f"{path} has no labels: {y_path} does not exist")
         return NpySource([(path, y_path)], path)
-    raise DataError(f"{path} is not an out-of-core data source: give a directory of .npy files, an X.npy or an .h5 file")
+    raise DataError(
+        f"{path} is not an out-of-core data source: give a directory of .npy files, an X.npy or an .h5 file"
+    )
 
 
 def is_source(path) -> bool:

@@ -22,8 +22,9 @@ class SourceSummary(NamedTuple):
     classes: tuple = ()
 
 
-def scan(source: Source, n_classes: int | None = None, rows: int | None = None, classes=None,
-         max_classes: int = MAX_CLASSES) -> SourceSummary:
+def scan(
+    source: Source, n_classes: int | None = None, rows: int | None = None, classes=None, max_classes: int = MAX_CLASSES
+) -> SourceSummary:
     """Check every value of `source` and compute its standardisation statistics, one chunk at a time.
 
     classes: the classes to map the labels with (the training source's, for a test source, which may lack
@@ -65,8 +66,14 @@ def scan(source: Source, n_classes: int | None = None, rows: int | None = None, 
     return source.checked
 
 
-def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, n_classes: int | None = None,
-               mapping: LabelMap | None = None) -> None:
+def check_rows(
+    source: Source,
+    start: int,
+    X: np.ndarray,
+    y: np.ndarray | None,
+    n_classes: int | None = None,
+    mapping: LabelMap | None = None,
+) -> None:
     """DataError naming the file and row of the first NaN/inf in X (k, n_x) or bad label in y (k,).
 
     The rows are `source`'s from `start` on. Labels must be whole numbers; with `mapping`, one of its
@@ -76,8 +83,10 @@ def check_rows(source: Source, start: int, X: np.ndarray, y: np.ndarray | None, 
     finite = np.isfinite(X)
     if not finite.all():
         row, column = (int(i) for i in np.argwhere(~finite)[0])
-        raise DataError(f"{source.locate(start + row)}: feature {_feature_name(source, column)} is {X[row, column]}; "
-                        "every feature must be a finite number")
+        raise DataError(
+            f"{source.locate(start + row)}: feature {_feature_name(source, column)} is {X[row, column]}; "
+            "every feature must be a finite number"
+        )
     if y is None:
         return
     if (row := first_not_whole(y)) is not None:

@@ -11,7 +11,9 @@ from .scanning import check_rows
 def outputs_and_classes(net, source: Source) -> tuple[int, int]:
     """(output units, classes) of `net` after checking that `source`'s rows fit its input layer."""
     if source.n_features != net.layer_dims[0]:
-        raise DataError(f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units")
+        raise DataError(
+            f"{source.path} has {source.n_features} features a row, but the network's input layer has {net.layer_dims[0]} units"
+        )
     n_outputs = net.layer_dims[-1]
     return n_outputs, 2 if n_outputs == 1 else n_outputs
 

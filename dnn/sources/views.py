@@ -56,7 +56,9 @@ class Standardized(Source):
 
     def __init__(self, source: Source, standardizer: Standardizer):
         if standardizer.mean.size != source.n_features:
-            raise DataError(f"{source.path} has {source.n_features} features, the standardisation was fitted on {standardizer.mean.size}")
+            raise DataError(
+                f"{source.path} has {source.n_features} features, the standardisation was fitted on {standardizer.mean.size}"
+            )
         self.source, self.standardizer = source, standardizer
         self.path, self.m, self.n_features = source.path, source.m, source.n_features
         self.feature_names, self.label_name = source.feature_names, source.label_name

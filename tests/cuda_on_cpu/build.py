@@ -26,11 +26,22 @@ HEADERS = ("cuda_emulation.h", "block_scheduler.h")
 #: NVRTC option -> the C++ compiler's equivalent (None: not emulated on the CPU).
 OPTION_EQUIVALENTS = {"--fmad=false": "-ffp-contract=off", "-ftz=true": None}
 # -fno-extern-tls-init: `extern __shared__` arrays (thread_local) have no dynamic initialiser to call
-FLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fno-fast-math", "-fno-extern-tls-init", "-U_FORTIFY_SOURCE", "-D_FORTIFY_SOURCE=0")
+FLAGS = (
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-shared",
+    "-fno-fast-math",
+    "-fno-extern-tls-init",
+    "-U_FORTIFY_SOURCE",
+    "-D_FORTIFY_SOURCE=0",
+)
 #: AddressSanitizer builds (the slow test): every access checked against guard regions poisoned for it.
 SANITIZER_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer", "-O1")
 SANITIZE_ENV = "DNN_CUDA_ON_CPU_ASAN"
-_DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]")
+_DYNAMIC_SHARED = re.compile(
+    r"extern\s+__shared__\s+(?:__align__\(\s*\d+\s*\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]"
+)
 
 
 class BuildError(RuntimeError):
@@ -72,7 +83,9 @@ def translation_unit(source, dtype: str) -> str:
         f"alignas(16) thread_local {element} {name}[CUDA_ON_CPU_DYNAMIC_SHARED_BYTES / sizeof({element})];\n"
         for element, name in dict.fromkeys(_DYNAMIC_SHARED.findall(source.code))
     )
-    entries = ",\n".join(f'        cuda_on_cpu::entry("{expression}", &{expression})' for expression in kernel_table(source, dtype))
+    entries = ",\n".join(
+        f'        cuda_on_cpu::entry("{expression}", &{expression})' for expression in kernel_table(source, dtype)
+    )
     return (
         f'#include "{source.name}.cu"\n#include "block_scheduler.h"\n{shared}'
         "std::vector<cuda_on_cpu::Entry>& cuda_on_cpu::entries() {\n"
@@ -93,7 +106,9 @@ class Builder:
             raise ValueError(f"no CUDA type for dtype {dtype!r}; the kernels are compiled for {', '.join(CUDA_TYPES)}")
         unit = translation_unit(source, dtype)
         flags = compiler_flags()
-        digest = hashlib.sha256("\0".join([source.code, unit, *flags, *((HERE / h).read_text() for h in HEADERS)]).encode()).hexdigest()
+        digest = hashlib.sha256(
+            "\0".join([source.code, unit, *flags, *((HERE / h).read_text() for h in HEADERS)]).encode()
+        ).hexdigest()
         folder = self.directory / f"{source.name}-{dtype}-{digest[:16]}"
         target = folder / f"{source.name}.so"
         if not target.exists():
@@ -123,7 +138,17 @@ class Builder:
         (target.parent / f"{source.name}.cu").write_text(source.code)  # the text NVRTC compiles, unchanged
         unit_path = target.with_suffix(".cpp")
         unit_path.write_text(unit)
-        arguments = [*flags, "-include", str(HERE / "cuda_emulation.h"), "-I", str(HERE), "-I", str(target.parent), str(unit_path), "-o"]
+        arguments = [
+            *flags,
+            "-include",
+            str(HERE / "cuda_emulation.h"),
+            "-I",
+            str(HERE),
+            "-I",
+            str(target.parent),
+            str(unit_path),
+            "-o",
+        ]
         self._run_compiler(arguments, target, f"CUDA source {source.name!r}")
 
     def _run_compiler(self, arguments, target: Path, what: str) -> None:

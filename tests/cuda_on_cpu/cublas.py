@@ -24,11 +24,26 @@ STATUS_INVALID_VALUE, STATUS_EXECUTION_FAILED, STATUS_NOT_SUPPORTED = 7, 13, 15
 
 
 class GemmCall(ctypes.Structure):
-    _fields_ = [("element_bytes", ctypes.c_int), ("transa", ctypes.c_int), ("transb", ctypes.c_int), ("m", ctypes.c_int),
-                ("n", ctypes.c_int), ("k", ctypes.c_int), ("alpha", ctypes.c_double), ("beta", ctypes.c_double),
-                ("a", ctypes.c_void_p), ("lda", ctypes.c_int), ("b", ctypes.c_void_p), ("ldb", ctypes.c_int),
-                ("c", ctypes.c_void_p), ("ldc", ctypes.c_int), ("stream", ctypes.c_void_p), ("workspace", ctypes.c_void_p),
-                ("workspace_bytes", ctypes.c_size_t), ("math_mode", ctypes.c_int)]  # fmt: skip
+    _fields_ = [
+        ("element_bytes", ctypes.c_int),
+        ("transa", ctypes.c_int),
+        ("transb", ctypes.c_int),
+        ("m", ctypes.c_int),
+        ("n", ctypes.c_int),
+        ("k", ctypes.c_int),
+        ("alpha", ctypes.c_double),
+        ("beta", ctypes.c_double),
+        ("a", ctypes.c_void_p),
+        ("lda", ctypes.c_int),
+        ("b", ctypes.c_void_p),
+        ("ldb", ctypes.c_int),
+        ("c", ctypes.c_void_p),
+        ("ldc", ctypes.c_int),
+        ("stream", ctypes.c_void_p),
+        ("workspace", ctypes.c_void_p),
+        ("workspace_bytes", ctypes.c_size_t),
+        ("math_mode", ctypes.c_int),
+    ]
 
     def describe(self) -> str:
         name = "cublasSgemm_v2" if self.element_bytes == 4 else "cublasDgemm_v2"
@@ -63,22 +78,32 @@ class CublasStandin:
         try:
             allocations = self._operands(call)
             if CAPTURING.stream is not None and not call.workspace:
-                raise CaptureError(f"{call.describe()} captured without a workspace set after cublasSetStream_v2 "
-                                   "(cuBLAS would allocate from its own pool during capture)")  # fmt: skip
+                raise CaptureError(
+                    f"{call.describe()} captured without a workspace set after cublasSetStream_v2 "
+                    "(cuBLAS would allocate from its own pool during capture)"
+                )
             self.calls.append(call)
             streams.submit(partial(self._run, call, allocations), streams.stream_at(call.stream or 0), call.describe())
         except (CaptureError, OutOfBoundsError, LookupError) as exc:
             self.refusals.append(str(exc))
-            return STATUS_NOT_SUPPORTED if isinstance(exc, CaptureError) else STATUS_INVALID_VALUE if isinstance(exc, LookupError) else STATUS_EXECUTION_FAILED
+            return (
+                STATUS_NOT_SUPPORTED
+                if isinstance(exc, CaptureError)
+                else STATUS_INVALID_VALUE
+                if isinstance(exc, LookupError)
+                else STATUS_EXECUTION_FAILED
+            )
         return 0
 
     def _operands(self, call: GemmCall) -> list:
         """The allocations holding A, B, C and the workspace; LookupError naming an operand outside every one."""
         a_rows, a_columns = (call.m, call.k) if call.transa == OP_N else (call.k, call.m)
         b_rows, b_columns = (call.k, call.n) if call.transb == OP_N else (call.n, call.k)
-        operands = [("A", call.a, _extent(a_rows, a_columns, call.lda) * call.element_bytes),
-                    ("B", call.b, _extent(b_rows, b_columns, call.ldb) * call.element_bytes),
-                    ("C", call.c, _extent(call.m, call.n, call.ldc) * call.element_bytes)]  # fmt: skip
+        operands = [
+            ("A", call.a, _extent(a_rows, a_columns, call.lda) * call.element_bytes),
+            ("B", call.b, _extent(b_rows, b_columns, call.ldb) * call.element_bytes),
+            ("C", call.c, _extent(call.m, call.n, call.ldc) * call.element_bytes),
+        ]
         if call.workspace:
             operands.append(("the workspace", call.workspace, call.workspace_bytes))
         allocations = []
@@ -87,7 +112,9 @@ class CublasStandin:
                 continue
             allocation = POOL.find(address or 0, nbytes)
             if allocation is None:
-                raise LookupError(f"{call.describe()}: {name} spans {nbytes} bytes from {address or 0:#x}, outside every device allocation")
+                raise LookupError(
+                    f"{call.describe()}: {name} spans {nbytes} bytes from {address or 0:#x}, outside every device allocation"
+                )
             allocations.append(allocation)
         return allocations
 

@@ -50,8 +50,10 @@ class Allocation(NamedTuple):
         base = self.base()
         if base is None:
             return None
-        for side, region in (("before", base[self.start - self.guard : self.start]),
-                             ("after", base[self.start + self.nbytes : self.start + self.nbytes + self.guard])):  # fmt: skip
+        for side, region in (
+            ("before", base[self.start - self.guard : self.start]),
+            ("after", base[self.start + self.nbytes : self.start + self.nbytes + self.guard]),
+        ):
             changed = np.flatnonzero(region.view(self.word.dtype) != self.word) * self.word.itemsize  # byte offsets
             if changed.size:
                 offset = int(changed[-1]) - self.guard if side == "before" else int(changed[0])
@@ -139,8 +141,10 @@ CAPTURING = _Capturing()
 def refuse_during_capture(what: str) -> None:
     """CaptureError when a stream is capturing: `what` is something a real capture refuses or this one cannot record."""
     if CAPTURING.stream is not None:
-        raise CaptureError(f"{what} while a stream is capturing (a real capture fails with cudaErrorStreamCaptureUnsupported "
-                           "or invalidates the graph)")  # fmt: skip
+        raise CaptureError(
+            f"{what} while a stream is capturing (a real capture fails with cudaErrorStreamCaptureUnsupported "
+            "or invalidates the graph)"
+        )
 
 
 class MemoryPointer(NamedTuple):
@@ -205,7 +209,9 @@ class DeviceArray(np.ndarray):
         refuse_during_capture(f"an array expression (numpy.{ufunc.__name__})")
         for operand in (*inputs, *(out or ())):
             if isinstance(operand, np.ndarray) and not isinstance(operand, DeviceArray) and operand.ndim:
-                raise TypeError(f"a host numpy array in a device computation (numpy.{ufunc.__name__}): CuPy refuses to mix them")
+                raise TypeError(
+                    f"a host numpy array in a device computation (numpy.{ufunc.__name__}): CuPy refuses to mix them"
+                )
         if out is not None:
             kwargs["out"] = tuple(_host(o) for o in out)
         result = getattr(ufunc, method)(*(_host(i) for i in inputs), **kwargs)

@@ -129,6 +129,10 @@ def cupy_module() -> FakeCupy:
 def cpu_cupy_backend(tf32: bool | None = False, cuda_graphs: bool | None = None) -> CupyBackend:
     """The CuPy backend, built by its own constructor on the CPU stand-ins (module docstring)."""
     module = cupy_module()
-    with mock.patch.dict(sys.modules, {"cupy": module}), \
-            mock.patch.object(cublas_binding, "load_cublas", lambda candidates=None: cublas_binding.Cublas(module.standin.path)):  # fmt: skip
+    with (
+        mock.patch.dict(sys.modules, {"cupy": module}),
+        mock.patch.object(
+            cublas_binding, "load_cublas", lambda candidates=None: cublas_binding.Cublas(module.standin.path)
+        ),
+    ):
         return CupyBackend(tf32=tf32, cuda_graphs=cuda_graphs)

@@ -25,8 +25,16 @@ from dnn.kernels.cupy_modules import SOURCES
 from . import build, streams
 from .device import POOL, DeviceArray
 
-SCALAR_CODES = {"f4": np.float32, "f8": np.float64, "i4": np.int32, "u4": np.uint32, "i8": np.int64, "u8": np.uint64,
-                "b1": np.bool_, "u1": np.uint8}  # fmt: skip
+SCALAR_CODES = {
+    "f4": np.float32,
+    "f8": np.float64,
+    "i4": np.int32,
+    "u4": np.uint32,
+    "i8": np.int64,
+    "u8": np.uint64,
+    "b1": np.bool_,
+    "u1": np.uint8,
+}
 POINTEE_DTYPES = {code: np.dtype(t) for code, t in SCALAR_CODES.items()}
 ERROR_BYTES = 1024
 
@@ -58,8 +66,16 @@ class CompiledSource:
     def __init__(self, path: Path):
         lib = self.library = ctypes.CDLL(str(path))
         lib.cuda_on_cpu_kernel_name.restype = lib.cuda_on_cpu_kernel_signature.restype = ctypes.c_char_p
-        lib.cuda_on_cpu_launch.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint), ctypes.c_size_t,
-                                           ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]  # fmt: skip
+        lib.cuda_on_cpu_launch.argtypes = [
+            ctypes.c_int,
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_void_p),
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+        ]
         self.kernels = {
             lib.cuda_on_cpu_kernel_name(k).decode(): (k, lib.cuda_on_cpu_kernel_signature(k).decode().split(","))
             for k in range(lib.cuda_on_cpu_kernel_count())
@@ -88,7 +104,9 @@ class RawModule:
 
     def get_function(self, expression: str) -> RawKernel:
         if expression not in self.name_expressions:
-            raise KeyError(f"{expression!r} is not one of the module's name expressions (NVRTC would not have lowered it)")
+            raise KeyError(
+                f"{expression!r} is not one of the module's name expressions (NVRTC would not have lowered it)"
+            )
         dtype = next((d for d, t in CUDA_TYPES.items() if expression.endswith(f"<{t}>")), "float64")
         compiled = compiled_source(self.source, dtype)
         if expression not in compiled.kernels:
@@ -105,8 +123,10 @@ def compiled_source(source: KernelSource, dtype: str) -> CompiledSource:
     if path not in _COMPILED:
         _COMPILED[path] = CompiledSource(path)
         if _COMPILED[path].sanitized != build.sanitized():
-            raise build.BuildError(f"{path} was built {'with' if _COMPILED[path].sanitized else 'without'} AddressSanitizer, this run is "
-                                   f"{'' if build.sanitized() else 'not '}sanitized")  # fmt: skip
+            raise build.BuildError(
+                f"{path} was built {'with' if _COMPILED[path].sanitized else 'without'} AddressSanitizer, this run is "
+                f"{'' if build.sanitized() else 'not '}sanitized"
+            )
     return _COMPILED[path]
 
 
@@ -137,7 +157,9 @@ class RawKernel:
             else:
                 expected = SCALAR_CODES[code]
                 if type(argument) is not expected:
-                    raise TypeError(f"{where} is a {np.dtype(expected).name} scalar, launched with {type(argument).__name__} {argument!r}")
+                    raise TypeError(
+                        f"{where} is a {np.dtype(expected).name} scalar, launched with {type(argument).__name__} {argument!r}"
+                    )
                 values.append(argument.tobytes())
         return values, allocations
 
@@ -145,8 +167,16 @@ class RawKernel:
         buffers = [ctypes.create_string_buffer(v, 16) for v in values]  # 16-byte aligned slots, like kernelParams
         pointers = (ctypes.c_void_p * max(1, len(buffers)))(*[ctypes.addressof(b) for b in buffers])
         error = ctypes.create_string_buffer(ERROR_BYTES)
-        status = self.compiled.library.cuda_on_cpu_launch(self.index, (ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block),
-                                                          shared_mem, pointers, int(ORDER.reverse), error, ERROR_BYTES)  # fmt: skip
+        status = self.compiled.library.cuda_on_cpu_launch(
+            self.index,
+            (ctypes.c_uint * 3)(*grid),
+            (ctypes.c_uint * 3)(*block),
+            shared_mem,
+            pointers,
+            int(ORDER.reverse),
+            error,
+            ERROR_BYTES,
+        )
         if status:
             raise LaunchError(f"{self.name}: {error.value.decode()}")
         POOL.check_guards(allocations, f"kernel {self.name} (grid {grid}, block {block})")

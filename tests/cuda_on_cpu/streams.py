@@ -102,8 +102,10 @@ def submit(run, stream, description: str) -> None:
     elif stream is capturing:
         capturing.record(run, description)
     else:
-        raise CaptureError(f"{description} submitted to stream {stream.ptr:#x} while stream {capturing.ptr:#x} captures "
-                           "(the legacy stream invalidates a global-mode capture; another stream is not captured)")  # fmt: skip
+        raise CaptureError(
+            f"{description} submitted to stream {stream.ptr:#x} while stream {capturing.ptr:#x} captures "
+            "(the legacy stream invalidates a global-mode capture; another stream is not captured)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- the allocator
