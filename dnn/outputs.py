@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import tempfile
@@ -79,22 +80,22 @@ def replaced_atomically(path: str, suffix: str):
 
     The temporary of a killed earlier write to `path` is removed first (`remove_stale_temporaries`); SIGTERM
     removes this one as SIGINT does (`_sigterm_exits`). An OSError of the block or the rename that names no
-    other file is raised again naming `path`. The file gets the permissions open() would give it (mkstemp
-    creates it 0600).
+    other file is raised again naming `path`. The file gets the permissions open() would give it (it is
+    created 0600, readable by no one else while it is written).
     """
     remove_stale_temporaries(path)
-    handle, temporary = tempfile.mkstemp(
-        prefix=_temporary_prefix(path) + f"{os.getpid()}.", suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
-    )
-    os.close(handle)
-    try:
+    name = f"{_temporary_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}{suffix}"  # unique: this process, random
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    try:  # named before it exists: an interrupt at any moment after this line leaves nothing behind
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         with _sigterm_exits():
             yield temporary
             os.chmod(temporary, 0o666 & ~_umask())
             os.replace(temporary, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
+        if not (isinstance(exc, FileExistsError) and exc.filename == temporary):  # never another's file
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         if isinstance(exc, OSError) and exc.filename in (None, temporary):  # e.g. ENOSPC: the user's file, not ours
             raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
