@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_helpers import one_error_line, run_cli
 from dnn.cli import main
 from dnn.errors import install_hint
 
@@ -210,15 +211,6 @@ def test_python_dash_m_runs_without_a_traceback():
 
 
 # ---------------------------------------------------------------------------------------------- checked before any work
-def _cli(capsys, *argv):
-    """(exit status, stdout, stderr) of `python -m dnn ARGV` run in this process."""
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_error_line(err, *fragments):
-    return err.startswith("error: ") and err.count("\n") == 1 and all(fragment in err for fragment in fragments)
 
 
 @pytest.fixture
@@ -241,36 +233,34 @@ def test_an_output_path_that_cannot_be_written_is_named_before_data_is_loaded(
 ):
     (tmp_path / "file.txt").write_text("")
     path = tmp_path / where
-    status, out, err = _cli(capsys, "train", "--data", "nowhere.csv", option, str(path))  # the data would fail too
+    status, out, err = run_cli(capsys, "train", "--data", "nowhere.csv", option, str(path))  # the data would fail too
     assert status == 1 and out == ""
-    assert _one_error_line(err, f"{option} {path}: ", reason.format(tmp=tmp_path)), err
+    assert one_error_line(err, f"{option} {path}: ", reason.format(tmp=tmp_path)), err
 
 
 @pytest.mark.parametrize("option", ["--save", "--plot"])
 def test_an_unwritable_location_is_named(capsys, no_training, option):
     if not os.path.isdir("/sys") or os.access("/sys/dnn-probe", os.F_OK):
         pytest.skip("needs a /sys that takes no new files")
-    status, _, err = _cli(capsys, "train", option, "/sys/out.png")
-    assert status == 1 and _one_error_line(err, f"{option} /sys/out.png: cannot write in /sys")
+    status, _, err = run_cli(capsys, "train", option, "/sys/out.png")
+    assert status == 1 and one_error_line(err, f"{option} /sys/out.png: cannot write in /sys")
 
 
 def test_predict_out_is_checked_before_the_model_is_read(capsys, tmp_path):
-    status, _, err = _cli(capsys, "predict", "absent.npz", "--data", "iris", "--out", str(tmp_path / "no" / "p.csv"))
-    assert status == 1 and _one_error_line(
-        err, f"--out {tmp_path}/no/p.csv: the directory {tmp_path}/no does not exist"
-    )
+    status, _, err = run_cli(capsys, "predict", "absent.npz", "--data", "iris", "--out", str(tmp_path / "no" / "p.csv"))
+    assert status == 1 and one_error_line(err, f"--out {tmp_path}/no/p.csv: the directory {tmp_path}/no does not exist")
 
 
 @pytest.mark.parametrize("name, message", [("cost.xyz", "format 'xyz'; matplotlib writes"), ("cost", "no extension")])
 def test_a_plot_format_matplotlib_cannot_write_is_refused(capsys, tmp_path, no_training, name, message):
-    status, _, err = _cli(capsys, "train", "--plot", str(tmp_path / name))
-    assert status == 1 and _one_error_line(err, f"--plot {tmp_path / name}: {message}")
+    status, _, err = run_cli(capsys, "train", "--plot", str(tmp_path / name))
+    assert status == 1 and one_error_line(err, f"--plot {tmp_path / name}: {message}")
 
 
 def test_plot_without_matplotlib_names_the_extra_before_training(capsys, monkeypatch, tmp_path, no_training):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib...` raise ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    status, _, err = _cli(capsys, "train", "--plot", str(tmp_path / "cost.png"))
+    status, _, err = run_cli(capsys, "train", "--plot", str(tmp_path / "cost.png"))
     assert status == 1 and err == f"error: --plot needs matplotlib, which is not installed: {install_hint('plot')}\n"
 
 
@@ -281,7 +271,7 @@ def test_the_data_extra_includes_what_plot_needs():
 
 
 def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path):
-    status, _, _ = _cli(
+    status, _, _ = run_cli(
         capsys,
         "train",
         "--data",
@@ -334,35 +324,35 @@ def test_the_plot_is_written_in_the_format_its_extension_names(capsys, tmp_path)
     ],
 )
 def test_a_bad_train_option_is_one_line_before_training(capsys, no_training, argv, message):
-    status, out, err = _cli(capsys, "train", *argv)
+    status, out, err = run_cli(capsys, "train", *argv)
     assert status == 1 and out == ""
-    assert _one_error_line(err, message), err
+    assert one_error_line(err, message), err
 
 
 def test_predict_out_must_not_overwrite_the_model(capsys):
-    status, _, err = _cli(capsys, "predict", "m.npz", "--data", "iris", "--out", "m.npz")
-    assert status == 1 and _one_error_line(err, "--out m.npz is also the MODEL file")
+    status, _, err = run_cli(capsys, "predict", "m.npz", "--data", "iris", "--out", "m.npz")
+    assert status == 1 and one_error_line(err, "--out m.npz is also the MODEL file")
 
 
 def test_label_column_does_not_apply_to_a_model_evaluated_on_a_built_in_set(capsys):
-    status, _, err = _cli(capsys, "evaluate", "m.npz", "--data", "iris", "--label-column", "y")
-    assert status == 1 and _one_error_line(err, "--label-column applies to CSV files only, and iris is not one")
+    status, _, err = run_cli(capsys, "evaluate", "m.npz", "--data", "iris", "--label-column", "y")
+    assert status == 1 and one_error_line(err, "--label-column applies to CSV files only, and iris is not one")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
 def test_swapped_model_and_data_say_which_comes_first(capsys, tmp_path, command):
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
-    status, _, err = _cli(capsys, command, str(tmp_path / "data.csv"), "--data", str(tmp_path / "model.npz"))
+    status, _, err = run_cli(capsys, command, str(tmp_path / "data.csv"), "--data", str(tmp_path / "model.npz"))
     assert status == 1 and "pickle" not in err
-    assert _one_error_line(
+    assert one_error_line(
         err, "data.csv is data, not a model file; the model comes first", f"python -m dnn {command} MODEL.npz"
     )
 
 
 def test_a_non_model_file_in_the_model_position_is_named_without_talk_of_pickles(capsys, tmp_path):
     (tmp_path / "data.txt").write_text("a,b\n1,2\n")
-    status, _, err = _cli(capsys, "evaluate", str(tmp_path / "data.txt"), "--data", "iris")
-    assert status == 1 and "pickle" not in err and _one_error_line(err, "data.txt is not a dnn model file")
+    status, _, err = run_cli(capsys, "evaluate", str(tmp_path / "data.txt"), "--data", "iris")
+    assert status == 1 and "pickle" not in err and one_error_line(err, "data.txt is not a dnn model file")
 
 
 # ---------------------------------------------------------------------------------------------- columns matched by name
@@ -404,7 +394,7 @@ def csv_model(tmp_path, capsys):
 
 def _accuracy_on(capsys, model, path, columns, order):
     _write_csv(path, order, np.column_stack([columns[name] for name in order]))
-    status, out, err = _cli(capsys, "evaluate", str(model), "--data", str(path))
+    status, out, err = run_cli(capsys, "evaluate", str(model), "--data", str(path))
     assert status == 0, err
     return float(re.search(r"accuracy ([0-9.]+)", out).group(1)), err
 
@@ -421,7 +411,7 @@ def test_predict_matches_csv_columns_by_name(capsys, tmp_path, csv_model):
     outputs = []
     for order in (["a", "b", "c"], ["c", "b", "a"]):
         _write_csv(tmp_path / "new.csv", order, np.column_stack([columns[name][:10] for name in order]))
-        status, out, _ = _cli(capsys, "predict", str(model), "--data", str(tmp_path / "new.csv"))
+        status, out, _ = run_cli(capsys, "predict", str(model), "--data", str(tmp_path / "new.csv"))
         assert status == 0
         outputs.append(out)
     assert outputs[0] == outputs[1]
@@ -439,8 +429,8 @@ def test_missing_or_extra_columns_are_listed(capsys, tmp_path, csv_model, order,
     model, columns = csv_model
     columns = dict(columns, d=columns["a"], x=columns["b"])
     _write_csv(tmp_path / "other.csv", order, np.column_stack([columns[name] for name in order]))
-    status, _, err = _cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "other.csv"))
-    assert status == 1 and _one_error_line(
+    status, _, err = run_cli(capsys, "evaluate", str(model), "--data", str(tmp_path / "other.csv"))
+    assert status == 1 and one_error_line(
         err, f"the columns of {tmp_path / 'other.csv'} do not match those of the model", message
     )
 

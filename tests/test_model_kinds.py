@@ -8,19 +8,9 @@ import pytest
 
 import dnn
 from dnn import checkpoint
-from dnn.cli import main
+from cli_helpers import one_error_line, run_cli
 
 TRAIN = ["train", "--layers", "6", "--epochs", "12", "--quiet"]
-
-
-def _cli(capsys, *argv):
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_error_line(err, *fragments):
-    return err.startswith("error: ") and err.count("\n") == 1 and all(fragment in err for fragment in fragments)
 
 
 @pytest.fixture
@@ -28,7 +18,7 @@ def trained(tmp_path, capsys):
     """(checkpoint, model) written by one standardised run on breast_cancer with the held-out split."""
     pytest.importorskip("sklearn", reason="the built-in data sets need scikit-learn")
     ck, model = tmp_path / "ck.npz", tmp_path / "model.npz"
-    assert _cli(capsys, *TRAIN, "--checkpoint", ck, "--save", model)[0] == 0
+    assert run_cli(capsys, *TRAIN, "--checkpoint", ck, "--save", model)[0] == 0
     return ck, model
 
 
@@ -39,7 +29,7 @@ def test_a_checkpoint_answers_as_the_model_saved_by_the_same_run(trained, capsys
     ck, model = trained
     answers = []
     for path in (ck, model):
-        status, out, err = _cli(capsys, command[0], path, "--data", "breast_cancer", *command[1:])
+        status, out, err = run_cli(capsys, command[0], path, "--data", "breast_cancer", *command[1:])
         assert status == 0, err
         answers.append(out)
     assert answers[0] == answers[1]
@@ -82,15 +72,15 @@ def test_a_checkpoint_from_before_checkpoints_held_the_preparation_is_refused(tr
         format_version=2,
     )
     for command in ("evaluate", "predict"):
-        status, out, err = _cli(capsys, command, old, "--data", "breast_cancer")
+        status, out, err = run_cli(capsys, command, old, "--data", "breast_cancer")
         assert status == 1 and out == ""
-        assert _one_error_line(err, "old.npz is a checkpoint that does not record how its training data was prepared")
+        assert one_error_line(err, "old.npz is a checkpoint that does not record how its training data was prepared")
 
 
 def test_a_standardised_model_without_its_statistics_is_refused(trained, tmp_path, capsys):
     broken = _rewritten(trained[1], tmp_path / "broken.npz", remove=("extra/input_std",))
-    status, _, err = _cli(capsys, "predict", broken, "--data", "breast_cancer")
-    assert status == 1 and _one_error_line(
+    status, _, err = run_cli(capsys, "predict", broken, "--data", "breast_cancer")
+    assert status == 1 and one_error_line(
         err, "broken.npz was trained on standardised inputs but lacks valid statistics"
     )
 
@@ -101,7 +91,7 @@ def test_a_model_saved_from_python_takes_its_inputs_as_given(tmp_path, capsys):
     net = dnn.Network([3, 4, 1], seed=0)
     net.save(tmp_path / "m.npz")
     (tmp_path / "d.csv").write_text("a,b,c\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in X.T) + "\n")
-    status, out, err = _cli(capsys, "predict", tmp_path / "m.npz", "--data", tmp_path / "d.csv")
+    status, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", "--data", tmp_path / "d.csv")
     assert status == 0, err
     probabilities = [float(line.split(",")[2]) for line in out.splitlines()[1:]]
     np.testing.assert_allclose(probabilities, net.predict_proba(X)[0], rtol=1e-5)  # printed with 6 digits
@@ -109,5 +99,5 @@ def test_a_model_saved_from_python_takes_its_inputs_as_given(tmp_path, capsys):
 
 def test_resuming_from_a_model_file_is_refused(trained, capsys):
     _, model = trained
-    status, _, err = _cli(capsys, *TRAIN, "--checkpoint", model, "--resume")
-    assert status == 1 and _one_error_line(err, "cannot resume from", "it is a model file", "not a checkpoint")
+    status, _, err = run_cli(capsys, *TRAIN, "--checkpoint", model, "--resume")
+    assert status == 1 and one_error_line(err, "cannot resume from", "it is a model file", "not a checkpoint")

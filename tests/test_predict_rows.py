@@ -5,20 +5,11 @@ import numpy as np
 import pytest
 
 from dnn import data
-from dnn.cli import TEST_FRACTION, SPLIT_SEED, main
+from cli_helpers import one_error_line, run_cli
+from dnn.cli import TEST_FRACTION, SPLIT_SEED
 from dnn.convert import convert
 
 M = 50
-
-
-def _cli(capsys, *argv):
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_error_line(err, *fragments):
-    return err.startswith("error: ") and err.count("\n") == 1 and all(fragment in err for fragment in fragments)
 
 
 def _rows(out):
@@ -35,7 +26,7 @@ def model(tmp_path, capsys):
     y = np.array([3, 7, 9])[np.digitize(X[:, 0] + X[:, 1], [-0.5, 0.5])]
     path = tmp_path / "t.csv"
     path.write_text("a,b,label\n" + "\n".join(f"{a!r},{b!r},{c}" for (a, b), c in zip(X.tolist(), y)) + "\n")
-    status, _, err = _cli(
+    status, _, err = run_cli(
         capsys,
         "train",
         "--data",
@@ -55,7 +46,7 @@ def model(tmp_path, capsys):
 
 
 def test_predict_answers_every_row_in_order_with_its_row_number(model, capsys):
-    status, out, err = _cli(capsys, "predict", model[0], "--data", model[1])
+    status, out, err = run_cli(capsys, "predict", model[0], "--data", model[1])
     assert status == 0
     header, rows = _rows(out)
     assert header == "row,prediction,probability"
@@ -65,8 +56,8 @@ def test_predict_answers_every_row_in_order_with_its_row_number(model, capsys):
 
 
 def test_split_test_predicts_the_held_out_rows_with_their_row_numbers_in_the_file(model, capsys):
-    _, everything, _ = _cli(capsys, "predict", model[0], "--data", model[1])
-    status, out, err = _cli(capsys, "predict", model[0], "--data", model[1], "--split", "test")
+    _, everything, _ = run_cli(capsys, "predict", model[0], "--data", model[1])
+    status, out, err = run_cli(capsys, "predict", model[0], "--data", model[1], "--split", "test")
     assert status == 0
     _, held_out = _rows(out)
     _, test = data.split_indices(M, TEST_FRACTION, SPLIT_SEED)
@@ -83,8 +74,8 @@ def test_an_id_column_identifies_the_rows_and_is_no_feature(model, capsys, tmp_p
         + "\n".join(f"{1000 + i},{row.split(',')[1]},{row.split(',')[0]}" for i, row in enumerate(lines[1:]))
         + "\n"
     )
-    _, plain, _ = _cli(capsys, "predict", model[0], "--data", model[1])
-    status, out, err = _cli(
+    _, plain, _ = run_cli(capsys, "predict", model[0], "--data", model[1])
+    status, out, err = run_cli(
         capsys, "predict", model[0], "--data", with_ids, "--id-column", "customer", "--out", tmp_path / "p.csv"
     )
     assert status == 0 and out == ""
@@ -107,28 +98,28 @@ def test_bad_row_options_are_one_line(model, capsys, tmp_path, options, message)
     (tmp_path / "other.csv").write_text(model[1].read_text())
     options = [str(tmp_path / option) if option == "other.csv" else option for option in options]
     data_option = [] if "--data" in options else ["--data", model[1]]
-    status, out, err = _cli(capsys, "predict", model[0], *data_option, *options)
-    assert status == 1 and out == "" and _one_error_line(err, message), err
+    status, out, err = run_cli(capsys, "predict", model[0], *data_option, *options)
+    assert status == 1 and out == "" and one_error_line(err, message), err
 
 
 def test_evaluate_says_which_rows_it_scored(model, capsys, tmp_path):
     n_test = len(data.split_indices(M, TEST_FRACTION, SPLIT_SEED)[1])
-    _, out, _ = _cli(
+    _, out, _ = run_cli(
         capsys, "evaluate", model[0], "--data", model[1]
     )  # the training file: its held-out rows by default
     assert out.startswith(
         f"scored the {n_test} held-out test rows of {model[1]} (the test split held out in training): {n_test} examples"
     )
-    _, out, _ = _cli(capsys, "evaluate", model[0], "--data", model[1], "--split", "all")
+    _, out, _ = run_cli(capsys, "evaluate", model[0], "--data", model[1], "--split", "all")
     assert out.startswith(f"scored all {M} rows of {model[1]}: {M} examples")
     (tmp_path / "copy.csv").write_text(model[1].read_text())  # any other file: all its rows
-    _, out, _ = _cli(capsys, "evaluate", model[0], "--data", tmp_path / "copy.csv")
+    _, out, _ = run_cli(capsys, "evaluate", model[0], "--data", tmp_path / "copy.csv")
     assert out.startswith(f"scored all {M} rows of {tmp_path / 'copy.csv'}: {M} examples")
 
 
 def test_from_data_on_disk_the_rows_and_their_ids_are_those_of_the_file(model, capsys, tmp_path):
     convert(str(model[1]), str(tmp_path / "dir"))
-    status, _, _ = _cli(
+    status, _, _ = run_cli(
         capsys,
         "train",
         "--data",
@@ -142,11 +133,11 @@ def test_from_data_on_disk_the_rows_and_their_ids_are_those_of_the_file(model, c
         tmp_path / "d.npz",
     )
     assert status == 0
-    _, everything, err = _cli(capsys, "predict", tmp_path / "d.npz", "--data", tmp_path / "dir")
+    _, everything, err = run_cli(capsys, "predict", tmp_path / "d.npz", "--data", tmp_path / "dir")
     assert [row[0] for row in _rows(everything)[1]] == [str(i) for i in range(M)]
     assert err == f"wrote {M} predictions, one per row of {tmp_path / 'dir'}\n"
-    _, out, _ = _cli(capsys, "predict", tmp_path / "d.npz", "--data", tmp_path / "dir", "--split", "test")
+    _, out, _ = run_cli(capsys, "predict", tmp_path / "d.npz", "--data", tmp_path / "dir", "--split", "test")
     test = sorted(data.split_indices(M, TEST_FRACTION, SPLIT_SEED)[1])
     assert _rows(out)[1] == [_rows(everything)[1][i] for i in test]
-    _, out, _ = _cli(capsys, "evaluate", tmp_path / "d.npz", "--data", tmp_path / "dir")
+    _, out, _ = run_cli(capsys, "evaluate", tmp_path / "d.npz", "--data", tmp_path / "dir")
     assert out.startswith(f"scored the {len(test)} held-out test rows of {tmp_path / 'dir'}")

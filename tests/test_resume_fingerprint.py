@@ -6,20 +6,10 @@ import pytest
 
 import dnn
 from dnn import training
-from dnn.cli import main
+from cli_helpers import one_error_line, run_cli
 from dnn.convert import convert
 from dnn.sources import open_source
 from dnn.training import data_fingerprint, fit, source_fingerprint
-
-
-def _cli(capsys, *argv):
-    status = main([str(arg) for arg in argv])
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_error_line(err, *fragments):
-    return err.startswith("error: ") and err.count("\n") == 1 and all(fragment in err for fragment in fragments)
 
 
 def _write_csv(path, X, y):
@@ -60,17 +50,19 @@ def _train(table, *options):
 
 
 def test_resume_from_a_checkpoint_that_does_not_exist_names_it(table, capsys):
-    status, out, err = _cli(capsys, *_train(table, "--epochs", "4", "--resume"))
+    status, out, err = run_cli(capsys, *_train(table, "--epochs", "4", "--resume"))
     assert status == 1 and out == ""
-    assert _one_error_line(err, f"--resume: the checkpoint {table / 'ck.npz'} does not exist")
+    assert one_error_line(err, f"--resume: the checkpoint {table / 'ck.npz'} does not exist")
     assert not (table / "ck.npz").exists()
 
 
 def test_resume_says_the_epoch_it_resumed_from(table, capsys):
-    assert _cli(capsys, *_train(table, "--epochs", "4"))[0] == 0
-    status, out, err = _cli(capsys, *[arg for arg in _train(table, "--epochs", "10", "--resume") if arg != "--quiet"])
+    assert run_cli(capsys, *_train(table, "--epochs", "4"))[0] == 0
+    status, out, err = run_cli(
+        capsys, *[arg for arg in _train(table, "--epochs", "10", "--resume") if arg != "--quiet"]
+    )
     assert status == 0 and f"resumed from {table / 'ck.npz'} at epoch 4 of 10\n" in out, err
-    status, out, _ = _cli(capsys, *_train(table, "--epochs", "12", "--resume"))
+    status, out, _ = run_cli(capsys, *_train(table, "--epochs", "12", "--resume"))
     assert status == 0 and "resumed from" not in out  # --quiet: the accuracies only
 
 
@@ -87,7 +79,7 @@ def test_resume_says_the_epoch_it_resumed_from(table, capsys):
 def test_resuming_with_other_data_preparation_or_settings_is_refused_naming_the_difference(
     table, capsys, change, difference
 ):
-    assert _cli(capsys, *_train(table, "--epochs", "2"))[0] == 0
+    assert run_cli(capsys, *_train(table, "--epochs", "2"))[0] == 0
     before = (table / "ck.npz").read_bytes()
     argv = _train(table, "--epochs", "4", "--resume", *change)
     if change[0] == "--data":
@@ -95,18 +87,18 @@ def test_resuming_with_other_data_preparation_or_settings_is_refused_naming_the_
         argv = argv[:-2]
     elif change[0] == "--test":
         argv[-1] = table / change[1]
-    status, _, err = _cli(capsys, *argv)
-    assert status == 1 and _one_error_line(err, "cannot resume from", difference), err
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 1 and one_error_line(err, "cannot resume from", difference), err
     assert (table / "ck.npz").read_bytes() == before
 
 
 def test_the_same_file_moved_elsewhere_resumes(table, capsys):
-    assert _cli(capsys, *_train(table, "--epochs", "2"))[0] == 0
+    assert run_cli(capsys, *_train(table, "--epochs", "2"))[0] == 0
     (table / "moved").mkdir()
     (table / "moved" / "d.csv").write_bytes((table / "d.csv").read_bytes())
     argv = _train(table, "--epochs", "4", "--resume")
     argv[2] = table / "moved" / "d.csv"
-    status, _, err = _cli(capsys, *argv)
+    status, _, err = run_cli(capsys, *argv)
     assert status == 0, err
 
 
