@@ -1,0 +1,152 @@
+"""Elementwise math written once, as a small Python expression, and rendered for every backend.
+
+An activation's value and derivative and an optimizer's update are declared as text in a subset of Python:
+numbers, names, ``+ - * / **``, unary minus, one comparison at a time (``< <= > >= == !=``), and calls of
+the functions in FUNCTIONS. `parse` checks the text once, naming what it does not allow; a renderer then
+writes the same tree as source for its target, operation for operation in the order written (a·b + c stays a
+product then a sum, so every backend rounds alike):
+
+- `render(tree, ARRAY)`: vectorised code over an array namespace ``xp`` (the NumPy reference, any Array-API
+  library); ``where`` is ``xp.where``.
+- `render(tree, SCALAR)`: scalar Python for numba's njit; ``where`` is a conditional expression.
+- `render(tree, C)`: CUDA C; ``where`` is ``?:`` and ``**`` is ``pow``.
+
+A target says how a number is written (a scalar target casts it to the element type, so float32 stays
+float32) and what a name and a function call become. ``sigmoid`` is the stable 1/(1+e^-z) every target
+provides under that name.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+#: The functions an expression may call, with their argument counts. Every target implements each of them.
+FUNCTIONS = {"where": 3, "exp": 1, "log1p": 1, "tanh": 1, "sqrt": 1, "abs": 1, "sigmoid": 1}
+
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+
+
+class ExpressionError(ValueError):
+    """An expression uses something outside the subset (an unknown name or function, a construct not allowed)."""
+
+
+def parse(text: str, names: Iterable[str]) -> ast.expr:
+    """The checked syntax tree of `text`, which may use `names`, numbers and FUNCTIONS only."""
+    allowed = set(names)
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError as error:
+        raise ExpressionError(f"{text!r} is not a Python expression: {error.msg}") from None
+    for node in ast.walk(tree):
+        _check_node(node, text, allowed)
+    return tree
+
+
+def _check_node(node: ast.AST, text: str, allowed: set[str]) -> None:
+    if isinstance(node, ast.Name):
+        if node.id not in allowed and node.id not in FUNCTIONS:
+            raise ExpressionError(f"{text!r} uses {node.id!r}; it may use {', '.join(sorted(allowed))}")
+    elif isinstance(node, ast.Call):
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name not in FUNCTIONS or node.keywords or len(node.args) != FUNCTIONS[name]:
+            calls = ", ".join(f"{f}({', '.join('xyz'[:n])})" for f, n in FUNCTIONS.items())
+            raise ExpressionError(f"{text!r} calls {ast.unparse(node.func)!r} unlike any of {calls}")
+    elif isinstance(node, ast.Constant):
+        if type(node.value) not in (int, float):
+            raise ExpressionError(f"{text!r} holds the constant {node.value!r}; only numbers are allowed")
+    elif isinstance(node, ast.Compare):
+        if len(node.ops) != 1 or type(node.ops[0]) not in _COMPARE:
+            raise ExpressionError(f"{text!r}: compare two values at a time with one of {' '.join(_COMPARE.values())}")
+    elif isinstance(node, ast.BinOp):
+        if type(node.op) not in _BINARY:
+            raise ExpressionError(f"{text!r} uses an operator outside {' '.join(_BINARY.values())}")
+    elif isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, ast.USub):
+            raise ExpressionError(f"{text!r} uses a unary operator other than minus")
+    elif not isinstance(node, (ast.Load, ast.USub, *_BINARY, *_COMPARE)):
+        raise ExpressionError(f"{text!r} uses {type(node).__name__}, which expressions may not")
+
+
+def names_in(tree: ast.expr) -> set[str]:
+    """The names `tree` reads (functions excluded)."""
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and id(node) not in called}
+
+
+class Target(NamedTuple):
+    """How one backend writes an expression: its numbers, names, function calls, ``where`` and ``**``."""
+
+    number: Callable[[str], str]  # the literal's text -> its source in the target
+    name: Callable[[str], str]  # a declared name -> its source in the target
+    call: Callable[[str, list[str]], str]  # a function of FUNCTIONS (not where) and its rendered arguments
+    where: Callable[[str, str, str], str]  # condition, value where true, value where false
+    power: Callable[[str, str], str]  # base, exponent
+
+
+def render(tree: ast.expr, target: Target) -> str:
+    """`tree` (from `parse`) as source for `target`, every operation parenthesised in the order written."""
+    if isinstance(tree, ast.Constant):
+        return target.number(repr(tree.value))
+    if isinstance(tree, ast.Name):
+        return target.name(tree.id)
+    if isinstance(tree, ast.UnaryOp):
+        return f"(-{render(tree.operand, target)})"
+    if isinstance(tree, ast.BinOp):
+        left, right = render(tree.left, target), render(tree.right, target)
+        if isinstance(tree.op, ast.Pow):
+            return target.power(left, right)
+        return f"({left} {_BINARY[type(tree.op)]} {right})"
+    if isinstance(tree, ast.Compare):
+        left, right = render(tree.left, target), render(tree.comparators[0], target)
+        return f"({left} {_COMPARE[type(tree.ops[0])]} {right})"
+    if isinstance(tree, ast.Call):
+        args = [render(arg, target) for arg in tree.args]
+        return target.where(*args) if tree.func.id == "where" else target.call(tree.func.id, args)
+    raise ExpressionError(f"cannot render {ast.unparse(tree)!r}: parse() it first")
+
+
+#: Vectorised code over the array namespace `xp`; numbers stay Python numbers (weak scalars keep the arrays' dtype).
+ARRAY = Target(
+    number=lambda text: text,
+    name=lambda name: name,
+    call=lambda f, args: (
+        f"{'stable_sigmoid' if f == 'sigmoid' else 'xp.' + f}({', '.join(['xp'] * (f == 'sigmoid') + args)})"
+    ),
+    where=lambda cond, yes, no: f"xp.where({cond}, {yes}, {no})",
+    power=lambda base, exponent: f"({base} ** {exponent})",
+)
+#: Scalar Python for numba: numbers cast like `one` (1 in the elements' dtype) so float32 math stays float32.
+SCALAR = Target(
+    number=lambda text: f"cast({text}, one)",
+    name=lambda name: name,
+    call=lambda f, args: (
+        f"{'stable_sigmoid' if f == 'sigmoid' else 'np.' + f}({', '.join(args + ['one'] * (f == 'sigmoid'))})"
+    ),
+    where=lambda cond, yes, no: f"({yes} if {cond} else {no})",
+    power=lambda base, exponent: f"({base} ** {exponent})",
+)
+#: CUDA C inside a template over the element type T.
+C = Target(
+    number=lambda text: f"T({text})",
+    name=lambda name: name,
+    call=lambda f, args: f"{ {'sigmoid': 'stable_sigmoid', 'abs': 'fabs'}.get(f, f) }({', '.join(args)})",
+    where=lambda cond, yes, no: f"({cond} ? {yes} : {no})",
+    power=lambda base, exponent: f"pow({base}, {exponent})",
+)
+
+
+def stable_sigmoid(xp, z):
+    """1/(1+e^-z) over arrays without overflow: exp(-|z|) ≤ 1, and each branch is exact to rounding for its sign."""
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def array_function(tree: ast.expr, arguments: Iterable[str], name: str = "expression"):
+    """A Python function ``f(xp, *arguments)`` evaluating `tree` over arrays of namespace ``xp``."""
+    source = f"def {name}(xp, {', '.join(arguments)}):\n    return {render(tree, ARRAY)}\n"
+    namespace = {"stable_sigmoid": stable_sigmoid}
+    exec(compile(source, f"<dnn.expressions {name}>", "exec"), namespace)  # noqa: S102 - text checked by parse()
+    return namespace[name]

@@ -1,0 +1,61 @@
+"""Elementwise math is declared once as a checked expression and rendered for arrays, numba and CUDA C."""
+
+import numpy as np
+import pytest
+
+from dnn.expressions import ARRAY, C, SCALAR, ExpressionError, array_function, names_in, parse, render
+
+ELU = "where(z > 0, z, alpha * (exp(z) - 1))"
+
+
+def test_each_target_writes_the_same_operations_in_the_order_declared():
+    tree = parse(ELU, ["z", "alpha"])
+    assert render(tree, ARRAY) == "xp.where((z > 0), z, (alpha * (xp.exp(z) - 1)))"
+    assert render(tree, SCALAR) == "(z if (z > cast(0, one)) else (alpha * (np.exp(z) - cast(1, one))))"
+    assert render(tree, C) == "((z > T(0)) ? z : (alpha * (exp(z) - T(1))))"
+
+
+def test_sigmoid_abs_and_power_map_to_each_targets_own_functions():
+    tree = parse("sigmoid(z) + abs(z) ** 2", ["z"])
+    assert render(tree, ARRAY) == "(stable_sigmoid(xp, z) + (xp.abs(z) ** 2))"
+    assert render(tree, SCALAR) == "(stable_sigmoid(z, one) + (np.abs(z) ** cast(2, one)))"
+    assert render(tree, C) == "(stable_sigmoid(z) + pow(fabs(z), T(2)))"
+
+
+def test_the_array_rendering_evaluates_in_the_arrays_dtype():
+    elu = array_function(parse(ELU, ["z", "alpha"]), ["z", "alpha"])
+    z = np.array([-1.0, 0.0, 2.0, np.nan, -np.inf], np.float32)
+    got = elu(np, z, 0.5)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.where(z > 0, z, np.float32(0.5) * (np.exp(z) - 1)))
+
+
+def test_the_array_sigmoid_does_not_overflow():
+    sigmoid = array_function(parse("sigmoid(z)", ["z"]), ["z"])
+    with np.errstate(over="raise"):
+        got = sigmoid(np, np.array([-1000.0, 0.0, 1000.0]))
+    np.testing.assert_array_equal(got, [0.0, 0.5, 1.0])
+
+
+def test_names_in_lists_what_an_expression_reads_without_its_functions():
+    assert names_in(parse(ELU, ["z", "alpha"])) == {"z", "alpha"}
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("z.real", "Attribute"),
+        ("foo(z)", "calls 'foo'"),
+        ("exp(z, 1)", "calls 'exp'"),
+        ("q + 1", "uses 'q'"),
+        ("a < z < 1", "two values at a time"),
+        ("z // 2", "operator outside"),
+        ("not z", "unary operator"),
+        ("'x'", "only numbers"),
+        ("z +", "not a Python expression"),
+        ("lambda: 1", "Lambda"),
+    ],
+)
+def test_anything_outside_the_subset_is_refused_by_name(text, complaint):
+    with pytest.raises(ExpressionError, match=complaint):
+        parse(text, ["z", "a"])
