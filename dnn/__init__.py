@@ -31,6 +31,7 @@ from .errors import (
     ShapeError,
 )
 from .gradcheck import GradcheckResult, gradcheck
+from .metrics_log import MetricsLog
 from .network import Network
 from .propagation import Batch
 from .step import TrainStep
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam",
     "History",
+    "MetricsLog",
     "Momentum",
     "Optimizer",
     "SGD",

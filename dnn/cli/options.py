@@ -49,19 +49,14 @@ def checked_train_options(args) -> tuple[list[int], list | None]:
     if args.checkpoint_every is not None:
         check_count(args.checkpoint_every, "--checkpoint-every", 1)
     check_label_column(args.label_column, args.data, args.test)
-    for option in ("--save", "--checkpoint"):
+    for option in ("--save", "--checkpoint", "--log"):
         if getattr(args, option[2:]):
             check_output_path(getattr(args, option[2:]), option)
-    if args.save and args.checkpoint and _same_file(args.save, args.checkpoint):
-        raise ValueError(
-            f"--save and --checkpoint name the same file {args.save}; the saved model would replace the training state"
-        )
     if args.plot:
         check_plot_path(args.plot, "--plot")
-    check_outputs_spare_inputs(
-        {"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot},
-        {"--data": args.data, "--test": args.test},
-    )
+    outputs = {"--save": args.save, "--checkpoint": args.checkpoint, "--plot": args.plot, "--log": args.log}
+    check_outputs_distinct(outputs)
+    check_outputs_spare_inputs(outputs, {"--data": args.data, "--test": args.test})
     for option, source in (("--data", args.data), ("--test", args.test)):
         if source and source not in data.BUILTIN and not os.path.exists(source):
             raise DataError(f"{'data file' if option == '--data' else 'test file'} {source} does not exist")
@@ -70,6 +65,15 @@ def checked_train_options(args) -> tuple[list[int], list | None]:
 
 def _same_file(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_outputs_distinct(outputs: dict) -> None:
+    """Two output options naming one file would write over each other: refuse before anything is written."""
+    named = [(option, path) for option, path in outputs.items() if path]
+    for i, (option, path) in enumerate(named):
+        for other, other_path in named[i + 1 :]:
+            if _same_file(path, other_path):
+                raise ValueError(f"{option} and {other} name the same file {path}; each needs a file of its own")
 
 
 def check_outputs_spare_inputs(outputs: dict, inputs: dict) -> None:

@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint")
     train.add_argument("--plot", metavar="PNG", help="write the cost curve (train and test) to this image")
+    train.add_argument(
+        "--log", metavar="METRICS.csv", help="write each epoch's cost, accuracy, lr and test scores to this CSV file"
+    )
     train.add_argument("--quiet", action="store_true", help="print only the final accuracies")
 
     evaluate = commands.add_parser(

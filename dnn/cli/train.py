@@ -16,6 +16,7 @@ from ..optimizers import make_optimizer
 from ..training import data_fingerprint, fit, source_fingerprint
 from .features import columns_by_name
 from .options import CHECKPOINT_EVERY, SPLIT_SEED, TEST_FRACTION, checked_train_options, source_id
+from ..metrics_log import MetricsLog
 from .progress import Progress, plot_costs
 
 
@@ -142,6 +143,9 @@ def _fit(
     progress = Progress(
         args.epochs, quiet=args.quiet or not is_root(comm), checkpoint=args.checkpoint if args.resume else None
     )
+    callbacks = [progress]
+    if args.log and is_root(comm):
+        callbacks.append(MetricsLog(args.log, resume=args.resume))
     try:
         return fit(
             net,
@@ -156,7 +160,7 @@ def _fit(
             lr_decay=args.lr_decay,
             seed=args.seed,
             validation=validation,
-            callbacks=[progress],
+            callbacks=callbacks,
             checkpoint=args.checkpoint,
             resume=args.resume,
             checkpoint_every=CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every,
@@ -166,7 +170,8 @@ def _fit(
             feature_names=feature_names,
         )
     finally:
-        progress.close()
+        for callback in callbacks:
+            callback.close()
 
 
 def _compile_numba_kernels(args, net, rates, examples: int, quiet: bool) -> None:
