@@ -23,15 +23,7 @@ def test_training_step(benchmark, record_environment, bench_backend, step_config
     difference = require_gradients_agree(bench)
     step = step_function(bench)
     warm_up(step)
-    record_environment(
-        backend,
-        dtype,
-        case=case.name,
-        layer_dims=list(case.layer_dims),
-        m=case.m,
-        gemm_flop=step_gemm_flops(case.layer_dims, case.m),
-        max_gradient_difference=difference,
-    )
+    record_environment(backend, dtype, **case_facts(case), max_gradient_difference=difference)
     benchmark(step)
 
 
@@ -42,13 +34,15 @@ def test_gemm_floor(benchmark, record_environment, floor_backend, step_config):
     floor = GemmFloor(backend, case.layer_dims, case.m, dtype)
     difference = require_floor_agrees(floor)
     warm_up(floor)
-    record_environment(
-        backend,
-        dtype,
-        case=case.name,
-        layer_dims=list(case.layer_dims),
-        m=case.m,
-        gemm_flop=step_gemm_flops(case.layer_dims, case.m),
-        max_product_difference=difference,
-    )
+    record_environment(backend, dtype, **case_facts(case), max_product_difference=difference)
     benchmark(floor)
+
+
+def case_facts(case) -> dict:
+    """What every step benchmark records about its network case: name, layer sizes, batch and GEMM work."""
+    return {
+        "case": case.name,
+        "layer_dims": list(case.layer_dims),
+        "m": case.m,
+        "gemm_flop": step_gemm_flops(case.layer_dims, case.m),
+    }
