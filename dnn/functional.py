@@ -134,7 +134,11 @@ def L_model_forward(X, parameters, hidden_activation: str = "relu", output: str 
 
 
 def _is_float(a) -> bool:
-    return hasattr(a, "dtype") and np.dtype(a.dtype).name in ("float32", "float64")
+    backend = get_backend()
+    return hasattr(a, "dtype") and (backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)).name in (
+        "float32",
+        "float64",
+    )
 
 
 def compute_cost(AL, Y, output: str = "sigmoid"):
