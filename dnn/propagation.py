@@ -63,7 +63,9 @@ def check_batch(net, batch, labels_for: str | None = "a training step") -> int:
     if getattr(Y, "ndim", None) != 2 or tuple(Y.shape) != (n_out, m):
         raise ShapeError(f"batch Y has shape {tuple(getattr(Y, 'shape', ()))}, the network needs ({n_out}, {m})")
     if not be.is_array(Y) or Y.dtype != dtype or not be.is_contiguous(Y):
-        raise ShapeError(f"batch Y is a {type(Y).__name__} of {Y.dtype}; the network needs C-contiguous {net.dtype.name}")
+        raise ShapeError(
+            f"batch Y is a {type(Y).__name__} of {Y.dtype}; the network needs C-contiguous {net.dtype.name}"
+        )
     return m
 
 

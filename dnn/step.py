@@ -152,7 +152,11 @@ class TrainStep:
             self.workspace = net.workspace(self.m) if self.m else None
             self.strategy, self._whole_step = self._choose(strategy)
         # what every batch must be, compared in O(1) per call (`check_batch` words the error)
-        self._expected = ((net.layer_dims[0], self.m), (net.layer_dims[-1], self.m), net.backend.native_dtype(net.dtype))
+        self._expected = (
+            (net.layer_dims[0], self.m),
+            (net.layer_dims[-1], self.m),
+            net.backend.native_dtype(net.dtype),
+        )
         self._contiguous = net.backend.is_contiguous
 
     def _choose(self, requested):
