@@ -134,11 +134,11 @@ def L_model_forward(X, parameters, hidden_activation: str = "relu", output: str 
 
 
 def _is_float(a) -> bool:
+    if not hasattr(a, "dtype"):
+        return False
     backend = get_backend()
-    return hasattr(a, "dtype") and (backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)).name in (
-        "float32",
-        "float64",
-    )
+    dtype = backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)  # the backend's dtypes may be no NumPy's
+    return dtype.name in ("float32", "float64")
 
 
 def compute_cost(AL, Y, output: str = "sigmoid"):
