@@ -137,7 +137,8 @@ def _is_float(a) -> bool:
     if not hasattr(a, "dtype"):
         return False
     backend = get_backend()
-    dtype = backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)  # the backend's dtypes may be no NumPy's
+    # a backend dtype need not be one NumPy knows
+    dtype = backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)
     return dtype.name in ("float32", "float64")
 
 
