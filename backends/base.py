@@ -90,9 +90,23 @@ class Backend:
         return f"<{type(self).__name__} {self.name!r}>"
 
     # ------------------------------------------------------------------ arrays and transfers
+    def native_dtype(self, dtype):
+        """The backend's own dtype for `dtype` (a name such as "float32", or a NumPy dtype)."""
+        import numpy
+
+        return numpy.dtype(dtype)
+
+    def host_dtype(self, a):
+        """The NumPy dtype of backend array `a` (what a host copy of it would have)."""
+        return a.dtype
+
+    def is_array(self, a) -> bool:
+        """True when `a` is one of this backend's arrays."""
+        return isinstance(a, self.xp.ndarray)
+
     def asarray(self, a, dtype=None):
         """`a` (host or backend array, nested lists) as a backend array of `dtype`; no copy when it already is one."""
-        return self.xp.asarray(a, dtype=dtype)
+        return self.xp.asarray(a, dtype=None if dtype is None else self.native_dtype(dtype))
 
     def to_numpy(self, a):
         """A host NumPy array holding the values of backend array `a`."""
@@ -102,15 +116,24 @@ class Backend:
 
     def empty(self, shape, dtype):
         """An uninitialised backend array."""
-        return self.xp.empty(shape, dtype=dtype)
+        return self.xp.empty(shape, dtype=self.native_dtype(dtype))
 
     def zeros(self, shape, dtype):
         """A backend array of zeros."""
-        return self.xp.zeros(shape, dtype=dtype)
+        return self.xp.zeros(shape, dtype=self.native_dtype(dtype))
+
+    def reshape(self, a, shape):
+        """`a` seen with `shape`: a view when `a` is contiguous (writing one writes the other), as the parameter
+        vector's per-layer views need."""
+        return a.reshape(shape)
 
     def copyto(self, dst, src) -> None:
-        """dst[...] = src (same shape; dtypes may differ)."""
+        """dst[...] = src (same shape; dtypes may differ; `src` may be a host NumPy array)."""
         self.xp.copyto(dst, src, casting="same_kind")
+
+    def is_contiguous(self, a) -> bool:
+        """True when backend array `a` is laid out in C order (what a `Batch`'s arrays must be)."""
+        return a.flags.c_contiguous
 
     def contiguous(self, a):
         """`a` itself when it is a C-contiguous, aligned, writeable array, else a copy that is.
@@ -164,11 +187,14 @@ class Backend:
             xp.multiply(out, beta, out=out)
         out += xp.asarray(alpha, dtype=out.dtype) * product
 
+    def matmul_into(self, a, b, out) -> None:
+        """out ← a·b with the array library's own product (the GEMM floor of `dnn.perf`, whatever `gemm` is)."""
+        self.xp.matmul(a, b, out=out)
+
     # ------------------------------------------------------------------ forward
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         """Z ← Z + b in place, then out ← g(Z).  Z, out: (n, m); b: (n, 1). `out` may be Z itself."""
-        xp = self.xp
-        xp.add(Z, b, out=Z)  # (n, m) + (n, 1) broadcast over examples
+        Z += b  # (n, m) + (n, 1) broadcast over examples
         self.activation_forward(Z, activation, out)
 
     def activation_forward(self, Z, activation: str, out) -> None:

@@ -25,6 +25,7 @@ _REGISTRY = {
     "numpy": ("numpy_backend", "NumpyBackend"),
     "numba": ("numba_backend", "NumbaBackend"),
     "cupy": ("cupy_backend", "CupyBackend"),
+    "array_api_strict": ("array_api_backend", "ArrayApiBackend"),
 }
 
 _instances: dict[str, Backend] = {}

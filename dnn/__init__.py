@@ -1,7 +1,7 @@
 """dnn: a fully connected L-layer network trained by textbook forward and backward propagation.
 
 The propagation code is written once against the array-backend interface in `dnn.backends`; the backend
-(numpy, numba, cupy) is chosen with DNN_BACKEND, `set_backend`, `use_backend` or a `backend=` argument.
+(numpy, numba, cupy, array_api_strict) is chosen with DNN_BACKEND, `set_backend`, `use_backend` or a `backend=` argument.
 Importing dnn imports numpy only: numba and cupy are imported when their backend is first asked for.
 """
 

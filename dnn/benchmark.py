@@ -240,11 +240,12 @@ def format_table(rows, environment, repeat, skipped) -> str:
         lines.append("warning: the machine is busier than it has CPUs; threaded timings are unreliable")
     lines += [f"skipped {line}" for line in skipped]
     lines = [wrapped for line in lines for wrapped in textwrap.wrap(line, TABLE_WIDTH, subsequent_indent="  ")]
-    header = f"{'backend':<8} {'case':<8} {'dtype':<8} {'ms/step':>9} {'GFLOP/s':>8} {'xNumPy':>7} {'xfloor':>7} {'floor ms':>9} {'grad diff':>10}"
+    width = max([len("backend")] + [len(row["backend"]) for row in rows])  # the names decide the first column
+    header = f"{'backend':<{width}} {'case':<8} {'dtype':<8} {'ms/step':>9} {'GFLOP/s':>8} {'xNumPy':>7} {'xfloor':>7} {'floor ms':>9} {'grad diff':>10}"
     lines += ["", header, "-" * len(header)]
     for row in rows:
         lines.append(
-            f"{row['backend']:<8} {row['case']:<8} {row['dtype']:<8} {_fmt(row['ms_per_step'], '9.3f', 'WRONG'):>9} "
+            f"{row['backend']:<{width}} {row['case']:<8} {row['dtype']:<8} {_fmt(row['ms_per_step'], '9.3f', 'WRONG'):>9} "
             f"{_fmt(row['gflops'], '8.1f'):>8} {_fmt(row['vs_numpy'], '7.2f'):>7} {_fmt(row['vs_floor'], '7.2f'):>7} "
             f"{_fmt(row['floor_ms'], '9.3f'):>9} {row['max_gradient_difference']:>10.1e}"
         )

@@ -134,7 +134,12 @@ def L_model_forward(X, parameters, hidden_activation: str = "relu", output: str 
 
 
 def _is_float(a) -> bool:
-    return hasattr(a, "dtype") and np.dtype(a.dtype).name in ("float32", "float64")
+    if not hasattr(a, "dtype"):
+        return False
+    backend = get_backend()
+    # a backend dtype need not be one NumPy knows
+    dtype = backend.host_dtype(a) if backend.is_array(a) else np.dtype(a.dtype)
+    return dtype.name in ("float32", "float64")
 
 
 def compute_cost(AL, Y, output: str = "sigmoid"):

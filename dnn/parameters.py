@@ -26,6 +26,7 @@ class Parameters:
     """
 
     def __init__(self, backend, layer_dims, dtype):
+        self.backend = backend
         self.layout = layout(layer_dims)
         size = sum(int(np.prod(shape)) for _, _, shape in self.layout)
         self.theta = backend.zeros((size,), dtype)  # (P,)
@@ -39,7 +40,8 @@ class Parameters:
 
     def views_of(self, vector) -> dict:
         """{'W1': view, 'b1': view, ...}: a (P,) vector laid out like the parameters, seen per parameter."""
-        return {name: vector[start : start + int(np.prod(shape))].reshape(shape) for name, start, shape in self.layout}
+        view = self.backend.reshape
+        return {name: view(vector[start : start + int(np.prod(shape))], shape) for name, start, shape in self.layout}
 
     def named(self) -> dict:
         """{'W1': W1, 'b1': b1, ...}: the live views."""

@@ -184,8 +184,8 @@ def step_function(bench: StepBench, lr: float = LEARNING_RATE, strategy: str | N
 class GemmFloor:
     """The matrix products one training step of `layer_dims` at batch size m needs, on preallocated buffers.
 
-    Calling it runs every product once with ``xp.matmul(..., out=)`` (numpy's BLAS on the CPU) and
-    synchronises the device. Weights are scaled as the course scales them so values stay near 1.
+    Calling it runs every product once with `Backend.matmul_into` (the array library's own product: numpy's BLAS
+    on the CPU) and synchronises the device. Weights are scaled as the course scales them so values stay near 1.
     """
 
     def __init__(self, backend, layer_dims, m: int, dtype, seed: int = 0):
@@ -211,9 +211,9 @@ class GemmFloor:
                 self.products.append((W[l].T, D[l], D[l - 1]))  # dA[l-1] = W[l]ᵀ·dZ[l]: (n_{l-1}, m)
 
     def __call__(self) -> None:
-        matmul = self.backend.xp.matmul
+        matmul = self.backend.matmul_into
         for a, b, out in self.products:
-            matmul(a, b, out=out)
+            matmul(a, b, out)
         self.backend.synchronize()
 
     def max_difference(self) -> float:
@@ -301,7 +301,7 @@ def blas_description() -> str:
 
 def tf32_state(backend) -> str:
     """'on' or 'off' for a GPU backend's float32 GEMMs; 'n/a' on the CPU."""
-    if backend.xp is np:
+    if backend.is_array(np.empty(0)):  # NumPy's arrays: the CPU
         return "n/a"
     flag = getattr(backend, "tf32", None)
     if flag is None:  # a backend without the option follows the environment

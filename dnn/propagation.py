@@ -51,18 +51,21 @@ def check_batch(net, batch, labels_for: str | None = "a training step") -> int:
     m = X.shape[1]
     if m == 0:
         raise ShapeError("batch X has no examples (m = 0)")
-    if X.dtype != net.dtype or not X.flags.c_contiguous:
+    be, dtype = net.backend, net.backend.native_dtype(net.dtype)
+    if not be.is_array(X) or X.dtype != dtype or not be.is_contiguous(X):
         raise ShapeError(
-            f"batch X is a {X.dtype} array (C-contiguous: {X.flags.c_contiguous}); the network "
-            f"needs C-contiguous {net.dtype.name}: make batches with Network.batch"
+            f"batch X is a {type(X).__name__} of {X.dtype} (C-contiguous: {be.is_array(X) and be.is_contiguous(X)}); "
+            f"the network needs a C-contiguous {net.dtype.name} {be.name} array: make batches with Network.batch"
         )
     if labels_for is None:
         return m
     require_labels(Y, labels_for)
     if getattr(Y, "ndim", None) != 2 or tuple(Y.shape) != (n_out, m):
         raise ShapeError(f"batch Y has shape {tuple(getattr(Y, 'shape', ()))}, the network needs ({n_out}, {m})")
-    if Y.dtype != net.dtype or not Y.flags.c_contiguous:
-        raise ShapeError(f"batch Y is a {Y.dtype} array; the network needs C-contiguous {net.dtype.name}")
+    if not be.is_array(Y) or Y.dtype != dtype or not be.is_contiguous(Y):
+        raise ShapeError(
+            f"batch Y is a {type(Y).__name__} of {Y.dtype}; the network needs C-contiguous {net.dtype.name}"
+        )
     return m
 
 

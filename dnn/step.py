@@ -152,7 +152,12 @@ class TrainStep:
             self.workspace = net.workspace(self.m) if self.m else None
             self.strategy, self._whole_step = self._choose(strategy)
         # what every batch must be, compared in O(1) per call (`check_batch` words the error)
-        self._expected = ((net.layer_dims[0], self.m), (net.layer_dims[-1], self.m), net.dtype)
+        self._expected = (
+            (net.layer_dims[0], self.m),
+            (net.layer_dims[-1], self.m),
+            net.backend.native_dtype(net.dtype),
+        )
+        self._contiguous = net.backend.is_contiguous
 
     def _choose(self, requested):
         """(strategy, the backend's callable or None): the one decision of how this step runs."""
@@ -226,8 +231,8 @@ class TrainStep:
                 and Y.shape == y_shape
                 and X.dtype == dtype
                 and Y.dtype == dtype
-                and X.flags.c_contiguous
-                and Y.flags.c_contiguous
+                and self._contiguous(X)
+                and self._contiguous(Y)
                 and type(batch) is Batch
             )
         except AttributeError:

@@ -31,9 +31,14 @@ def _array(backend, a):
     Lists, pandas Series and DataFrames and anything else with `__array__` arrive here; taking their values
     first means no array method of theirs (a Series has no `reshape`) is ever called.
     """
-    if isinstance(a, (np.ndarray, backend.xp.ndarray)):
+    if isinstance(a, np.ndarray) or backend.is_array(a):
         return a
     return np.asarray(a)
+
+
+def _dtype(backend, a) -> np.dtype:
+    """The NumPy dtype of `a`, a NumPy array or one of `backend`'s (whose dtypes NumPy may not know)."""
+    return a.dtype if isinstance(a, np.ndarray) else backend.host_dtype(a)
 
 
 def require_labels(Y, what: str) -> None:
@@ -47,11 +52,12 @@ def as_matrix(backend, a, dtype, name: str):
     a = _array(backend, a)
     if a.ndim != 2:
         raise ShapeError(f"{name} must be 2-D with examples as columns, got shape {tuple(a.shape)}")
-    if a.dtype.kind not in "biuf":
-        raise DTypeError(f"{name} has dtype {a.dtype}, which is not numeric; convert it to float32 or float64")
+    given = _dtype(backend, a)
+    if given.kind not in "biuf":
+        raise DTypeError(f"{name} has dtype {given}, which is not numeric; convert it to float32 or float64")
     with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, reported by name below
         converted = backend.asarray(a, dtype=dtype)
-    require_finite(backend, converted, name, converted_from=a.dtype)
+    require_finite(backend, converted, name, converted_from=given)
     return converted
 
 
@@ -88,10 +94,10 @@ def labels_as_matrix(backend, Y, output: str, n_out: int, m: int, dtype, name: s
     softmax: Y is one-hot (n_out, m), or class indices (m,) / (1, m) in range(n_out), turned into one-hot.
     """
     Y = _array(backend, Y)
-    if Y.dtype.kind not in "biuf":
+    if _dtype(backend, Y).kind not in "biuf":
         raise DTypeError(f"{name} has dtype {Y.dtype}, which is not numeric")
     if Y.ndim == 1:
-        Y = Y.reshape(1, -1)
+        Y = Y.reshape(1, -1) if isinstance(Y, np.ndarray) else backend.reshape(Y, (1, -1))
     if Y.ndim != 2:
         raise ShapeError(f"{name} must be (n_out, m) or (m,), got shape {tuple(Y.shape)}")
     if Y.shape[1] != m:
@@ -122,9 +128,9 @@ def _one_hot(backend, Y, n_out: int, dtype, name: str):
             f"{name} holds class indices from {int(labels.min())} to {int(labels.max())}, "
             f"outside range(0, {n_out}) of the output layer's {n_out} classes"
         )
-    one_hot = np.zeros((n_out, labels.size), dtype=dtype)  # (C, m)
+    one_hot = np.zeros((n_out, labels.size))  # (C, m): 0 and 1, exact in every dtype
     one_hot[labels.astype(np.intp), np.arange(labels.size)] = 1
-    return backend.asarray(one_hot)
+    return backend.asarray(one_hot, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------- hyperparameters

@@ -50,7 +50,7 @@ def test_sigmoid_labels_given_to_a_softmax_network_are_refused(backend, rng):
 )
 def test_a_hand_built_batch_of_the_wrong_shape_is_refused(backend, X, Y, message):
     net = dnn.Network([4, 3, 1], backend=backend, dtype="float32")
-    X = backend.asarray(X) if X.dtype != np.float64 else X.astype(np.float32) if X.flags.c_contiguous else X
+    X = backend.asarray(X, dtype=X.dtype if X.dtype != np.float64 else "float32") if X.flags.c_contiguous else X
     if message.startswith("float32"):
         X = backend.asarray(np.zeros((4, 5), np.float64))
         net = dnn.Network([4, 3, 1], backend=backend, dtype="float64")

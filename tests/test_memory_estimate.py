@@ -15,8 +15,9 @@ from dnn.validation import format_bytes, memory_estimate
 DIMS = [6, 5, 4, 3]
 
 
-def _nbytes(arrays) -> int:
-    return sum(int(a.nbytes) for a in arrays)
+def _nbytes(arrays, backend=None) -> int:
+    """Bytes the arrays hold: host arrays, or `backend`'s (sizes times their dtype's itemsize)."""
+    return sum(a.size * (backend.host_dtype(a) if backend else a.dtype).itemsize for a in arrays)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -29,12 +30,12 @@ def test_the_estimate_is_exactly_what_a_network_and_its_step_allocate(backend, d
     step.read()
     ws = net.workspace(m)
     need = memory_estimate(DIMS, dtype, m, optimizer_slots=2, dropout=True)
-    assert need.parameters == net.params.theta.nbytes
-    assert need.gradients == net.params.grad.nbytes
+    assert need.parameters == _nbytes([net.params.theta], backend)
+    assert need.gradients == _nbytes([net.params.grad], backend)
     assert need.initial_values == _nbytes(a for layer in initial_parameters(DIMS) for a in layer)
-    assert need.optimizer == _nbytes(step.optimizer.state.values())
-    assert need.workspace == _nbytes(ws.A[1:] + ws.D[1:] + [ws.ZL, ws.cost])
-    assert need.dropout == _nbytes(list(ws.masks.values()) + list(ws.dropped.values()))
+    assert need.optimizer == _nbytes(step.optimizer.state.values(), backend)
+    assert need.workspace == _nbytes(ws.A[1:] + ws.D[1:] + [ws.ZL, ws.cost], backend)
+    assert need.dropout == _nbytes(list(ws.masks.values()) + list(ws.dropped.values()), backend)
 
 
 def test_a_network_larger_than_any_machine_is_refused_before_allocating_with_the_figure():

@@ -12,8 +12,10 @@ from .options import QUICK_START_DIMS, int_list
 
 def list_backends(args) -> int:
     """One line per backend: whether it runs here and why not; for numba, how warm its kernel cache is."""
-    for status in available_backends():
-        print(f"{status.name:<6} {'yes' if status.available else 'no ':<3}  {status.reason or ''}".rstrip())
+    statuses = available_backends()
+    width = max(len(status.name) for status in statuses)
+    for status in statuses:
+        print(f"{status.name:<{width}} {'yes' if status.available else 'no ':<3}  {status.reason or ''}".rstrip())
         if status.name == "numba" and status.available:
             from ..backends.numba_backend import kernel_cache_status  # imports numba: only when it can run
 
@@ -27,11 +29,22 @@ def list_backends(args) -> int:
 
 
 def warmup(args) -> int:
-    """Compile (or load from the cache) the numba kernels of the network the options describe, one line each."""
+    """Compile (or load from the cache) the numba kernels of the network the options describe, one line each.
+
+    Another --backend: its kernels all at once when it compiles any ahead of a run (cupy), else a line saying
+    that there is nothing to warm up.
+    """
     dims = [args.features, *int_list(args.layers, "--layers"), args.outputs]
     check_activation(args.activation)
     check_count(args.batch_size, "--batch-size", 1)
-    backend = get_backend("numba")  # BackendUnavailableError says why when numba cannot run here
+    backend = get_backend(args.backend)  # BackendUnavailableError says why when it cannot run here
+    if backend.name != "numba":
+        if not hasattr(backend, "warmup"):
+            print(f"{backend.name}: nothing to warm up (it compiles no kernels ahead of a run)")
+            return 0
+        backend.warmup()
+        print(f"{backend.name}: every kernel compiled or loaded from its cache")
+        return 0
     print(
         f"numba: the kernels training {dims} ({args.activation}, {args.optimizer}, {args.dtype}, batch size "
         f"{args.batch_size}) calls",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__, convert, data
+from ..backends import backend_names
 from ..backends.base import ACTIVATIONS
 from ..optimizers import OPTIMIZERS
 from ..validation import FLOAT_DTYPES
@@ -122,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("backends", help="list the backends and whether each can run here")
     warmup = commands.add_parser("warmup", help="compile and cache the numba kernels a network needs, kernel by kernel")
     warmup.add_argument(
+        "--backend",
+        default="numba",
+        help=f"the backend to warm up: {', '.join(backend_names())} (default: numba; those compiling nothing say so)",
+    )
+    warmup.add_argument(
         "--features", type=int, default=QUICK_START_DIMS[0], help="input features n_x (the quick-start data has 30)"
     )
     warmup.add_argument("--layers", default=DEFAULT_LAYERS, help="hidden layer sizes, comma separated")
@@ -150,4 +156,6 @@ def _data_options(parser, default=None) -> None:
     parser.add_argument(
         "--label-column", metavar="NAME", help="the label column of a CSV file (default: the last); CSV only"
     )
-    parser.add_argument("--backend", default=None, help="numpy, numba or cupy (default: DNN_BACKEND, else numpy)")
+    parser.add_argument(
+        "--backend", default=None, help=f"{', '.join(backend_names())} (default: DNN_BACKEND, else numpy)"
+    )

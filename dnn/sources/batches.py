@@ -152,7 +152,7 @@ class SourceBatches:
         self.size = self.m if batch_size is None else min(check_count(batch_size, "batch_size", minimum=1), self.m)
         self.reader = BatchReader(source, self.size, n_outputs, net.dtype, prefetch=prefetch)
         self.backend = net.backend
-        self.on_host = self.backend.xp is np  # the backend's arrays are numpy's: no copy to a device needed
+        self.on_host = self.backend.is_array(np.empty(0))  # the backend's arrays are numpy's: no copy needed
         self.device: dict = {}  # k -> Batch of device buffers
         self.share = share or (lambda k: (0, k))  # positions of each batch of k rows this process trains on
 
