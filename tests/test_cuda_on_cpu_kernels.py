@@ -82,12 +82,6 @@ def _specials(shape, dtype, rng):
         return values.astype(dtype)
 
 
-def _layer_output(activation, Z):
-    A = np.empty_like(Z)
-    REF.activation_forward(Z.copy(), activation, A)
-    return A
-
-
 # ---------------------------------------------------------------------------------------------- hidden layers
 # Every activation's kernels at each shape, with NaN, ±inf and overflowing inputs: tests/test_activations.py.
 @pytest.mark.parametrize("dtype", DTYPES)
