@@ -165,20 +165,11 @@ _UFUNCS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "
 _OUT_FUNCTIONS = ("exp", "log1p", "tanh", "sqrt", "abs", "maximum")
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-#: ARRAY, with the numbers of where's branches made arrays of out's dtype: when both branches are numbers,
-#: xp.where would otherwise give the default dtype (int64, float64) and every later operation would widen.
+#: ARRAY, where ``_typed(c)`` (put by `_exact_shortcuts` on where's number branches) is the number c as an array
+#: of out's dtype: when both branches are numbers, xp.where would otherwise give the default dtype (int64,
+#: float64) and every later operation would widen.
 _TYPED_ARRAY = ARRAY._replace(
-    where=lambda cond, yes, no: "xp.where({}, {}, {})".format(
-        cond, *(f"xp.asarray({x}, dtype=out.dtype)" if _is_number(x) else x for x in (yes, no))
-    )
+    call=lambda f, args: f"xp.asarray({args[0]}, dtype=out.dtype)" if f == "_typed" else ARRAY.call(f, args)
 )
 
 
@@ -191,7 +182,7 @@ def _is_call(tree: ast.expr, name: str, *constants) -> bool:
 
 
 def _exact_shortcuts(tree: ast.expr) -> ast.expr:
-    """`tree` with two exact rewrites that spare array passes: x·1 is x, and x·where(c, 1, 0) is x·c (a product
+    """`tree` with where's number branches typed, and two exact rewrites that spare array passes: x·1 is x, and x·where(c, 1, 0) is x·c (a product
     with a boolean array is x or ±0 in x's dtype, as the product with 1 or 0 is; np.where is ~3x slower)."""
     if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Mult):
         left, right = _exact_shortcuts(tree.left), _exact_shortcuts(tree.right)
@@ -204,7 +195,10 @@ def _exact_shortcuts(tree: ast.expr) -> ast.expr:
     if isinstance(tree, ast.UnaryOp):
         return ast.UnaryOp(op=tree.op, operand=_exact_shortcuts(tree.operand))
     if isinstance(tree, ast.Call):
-        return ast.Call(func=tree.func, args=[_exact_shortcuts(arg) for arg in tree.args], keywords=[])
+        args = [_exact_shortcuts(arg) for arg in tree.args]
+        if tree.func.id == "where":  # its number branches in out's dtype (see _TYPED_ARRAY)
+            args[1:] = [_typed(arg) if isinstance(arg, ast.Constant) else arg for arg in args[1:]]
+        return ast.Call(func=tree.func, args=args, keywords=[])
     if isinstance(tree, ast.BinOp):
         return ast.BinOp(left=_exact_shortcuts(tree.left), op=tree.op, right=_exact_shortcuts(tree.right))
     if isinstance(tree, ast.Compare):
@@ -212,6 +206,10 @@ def _exact_shortcuts(tree: ast.expr) -> ast.expr:
             left=_exact_shortcuts(tree.left), ops=tree.ops, comparators=[_exact_shortcuts(tree.comparators[0])]
         )
     return tree
+
+
+def _typed(number: ast.Constant) -> ast.Call:
+    return ast.Call(func=ast.Name("_typed", ast.Load()), args=[number], keywords=[])
 
 
 def _written_into_out(tree: ast.expr) -> str:
