@@ -4,7 +4,8 @@ Installed as `dnn.backends`. Only the interface and the registry are imported he
 (and numba or cupy with it) is imported the first time that backend is asked for.
 """
 
-from .base import ACTIVATIONS, LEAKY_RELU_SLOPE, OUTPUTS, Backend
+from ..activations import ACTIVATIONS
+from .base import OUTPUTS, Backend
 from .registry import (
     ENV_VAR,
     BackendStatus,
@@ -18,7 +19,6 @@ from .registry import (
 __all__ = [
     "ACTIVATIONS",
     "ENV_VAR",
-    "LEAKY_RELU_SLOPE",
     "OUTPUTS",
     "Backend",
     "BackendStatus",

@@ -17,7 +17,9 @@ import importlib.util
 
 import numpy
 
-from .base import LEAKY_RELU_SLOPE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES, Backend, check_activation, check_output
+from ..activations import activation as activation_declared
+from ..expressions import stable_sigmoid
+from .base import STEP_CORRECT, STEP_COST, STEP_EXAMPLES, Backend, check_output
 
 #: The standard's dtype names: how a backend dtype is told apart from NumPy's (they never compare equal).
 _DTYPE_NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
@@ -88,42 +90,8 @@ class ArrayApiBackend(Backend):
         out[...] = a @ b
 
     # ------------------------------------------------------------------ elementwise (the base writes with out=)
-    def activation_forward(self, Z, activation: str, out) -> None:
-        # NOTE: overridden until the activation declarations render Array API code themselves
-        out[...] = self._activation(Z, activation)
-
-    def _activation(self, Z, activation: str):
-        xp = self.xp
-        if activation == "relu":
-            return xp.maximum(Z, xp.zeros_like(Z))
-        if activation == "leaky_relu":
-            return xp.where(Z > 0, Z, Z * LEAKY_RELU_SLOPE)
-        if activation == "sigmoid":
-            e = xp.exp(-xp.abs(Z))  # never overflows; each branch exact to rounding for its sign of z
-            return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        if activation == "tanh":
-            return xp.tanh(Z)
-        check_activation(activation)
-        return Z  # linear
-
-    def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
-        # NOTE: overridden until the activation declarations render Array API code themselves
-        xp = self.xp
-        check_activation(activation)
-        if activation != "linear" and A is None and Z is None:
-            raise ValueError(f"activation_backward({activation!r}) needs the layer's output A or pre-activation Z")
-        src = A if A is not None else Z
-        if activation == "relu":
-            out[...] = dA * xp.astype(src > 0, dA.dtype)
-        elif activation == "leaky_relu":
-            out[...] = dA * xp.where(src > 0, xp.ones_like(dA), xp.full_like(dA, LEAKY_RELU_SLOPE))
-        elif activation in ("sigmoid", "tanh"):
-            g = A if A is not None else self._activation(Z, activation)
-            out[...] = dA * (g * (1 - g) if activation == "sigmoid" else 1 - g * g)
-        else:
-            out[...] = dA
-        if db is not None:
-            self.bias_grad(out, db, db_scale)
+    def activation_writers(self, activation: str):
+        return activation_declared(activation).assigning_writers
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         total = self.xp.sum(dZ, axis=1, keepdims=True)  # (n, 1)
@@ -145,7 +113,7 @@ class ArrayApiBackend(Backend):
         check_output(output)
         Z += b  # (n_L, m) logits
         if output == "sigmoid":
-            A[...] = self._activation(Z, "sigmoid")
+            A[...] = stable_sigmoid(xp, Z)
         else:
             shifted = Z - xp.max(Z, axis=0, keepdims=True)  # (n_L, m), each column's max at 0
             e = xp.exp(shifted)

@@ -21,6 +21,8 @@ import math
 import os
 from typing import Any
 
+from ..activations import activation as activation_declared
+from ..expressions import stable_sigmoid
 from ..kernels.step_state import (
     FINITE_STEPS,
     NONFINITE,
@@ -32,19 +34,8 @@ from ..kernels.step_state import (
     TOTAL_EXAMPLES,
 )
 
-#: Hidden-layer activations every backend implements.
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "linear")
-#: The integer code the compiled kernels (numba and CUDA) know each activation by: its index in ACTIVATIONS.
-ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 #: Output layers every backend implements, each paired with its cross-entropy cost.
 OUTPUTS = ("sigmoid", "softmax")
-#: Slope of leaky_relu for negative inputs.
-LEAKY_RELU_SLOPE = 0.01
-
-
-def check_activation(name: str) -> None:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid activations: {', '.join(ACTIVATIONS)}")
 
 
 def check_output(name: str) -> None:
@@ -197,63 +188,34 @@ class Backend:
         Z += b  # (n, m) + (n, 1) broadcast over examples
         self.activation_forward(Z, activation, out)
 
-    def activation_forward(self, Z, activation: str, out) -> None:
-        """out ← g(Z) elementwise.  `out` may be Z itself."""
-        xp = self.xp
-        if activation == "relu":
-            xp.maximum(Z, 0, out=out)
-        elif activation == "leaky_relu":
-            xp.copyto(out, xp.where(Z > 0, Z, Z * LEAKY_RELU_SLOPE))
-        elif activation == "sigmoid":
-            self._sigmoid(Z, out)
-        elif activation == "tanh":
-            xp.tanh(Z, out=out)
-        elif activation == "linear":
-            if out is not Z:
-                xp.copyto(out, Z)
-        else:
-            check_activation(activation)
+    def activation_writers(self, activation: str):
+        """The declared activation's array functions (`dnn.activations.ArrayWriters`), writing with ``out=``."""
+        return activation_declared(activation).writers
 
-    def _sigmoid(self, Z, out) -> None:
-        # exp(-|z|) never overflows; both branches are exact to rounding for their sign of z.
-        xp = self.xp
-        e = xp.exp(-xp.abs(Z))
-        xp.copyto(out, xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)))
+    def activation_forward(self, Z, activation: str, out) -> None:
+        """out ← g(Z) elementwise, g as `dnn/activations.py` declares it.  `out` may be Z itself."""
+        self.activation_writers(activation).forward(self.xp, out, Z)
 
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
         """out ← dA * g'(·), and, when `db` is given, db ← db_scale · Σ_columns out.
 
-        g' is evaluated from the layer's output `A` when given (sigmoid' = A(1-A), tanh' = 1-A², relu' from
-        the sign of A: no exp), else from its pre-activation `Z`. linear needs neither. `out` may be dA.
+        g' is the declared derivative (`dnn/activations.py`), evaluated from the layer's output `A` when given
+        (sigmoid' = A(1-A), tanh' = 1-A², relu' from the sign of A: no exp), else from its pre-activation `Z`.
+        An activation whose g' is constant (linear) needs neither. `out` may be dA.
         dA, A, Z, out: (n, m); db: (n, 1).
         """
-        xp = self.xp
-        if activation not in ("linear",) and A is None and Z is None:
+        writers = self.activation_writers(activation)
+        if A is not None:
+            writers.backward(self.xp, out, dA, A)
+        elif Z is not None:
+            writers.backward_from_z(self.xp, out, dA, Z)
+        elif activation_declared(activation).uses_output():
             raise ValueError(f"activation_backward({activation!r}) needs the layer's output A or pre-activation Z")
-        if activation == "relu":
-            xp.multiply(dA, (A if A is not None else Z) > 0, out=out)
-        elif activation == "leaky_relu":
-            src = A if A is not None else Z
-            xp.multiply(dA, xp.where(src > 0, 1.0, LEAKY_RELU_SLOPE).astype(out.dtype, copy=False), out=out)
-        elif activation == "sigmoid":
-            s = A if A is not None else self._fresh_activation(Z, "sigmoid")
-            xp.multiply(dA, s * (1 - s), out=out)
-        elif activation == "tanh":
-            t = A if A is not None else xp.tanh(Z)
-            xp.multiply(dA, 1 - t * t, out=out)
-        elif activation == "linear":
-            if out is not dA:
-                xp.copyto(out, dA)
         else:
-            check_activation(activation)
+            writers.backward(self.xp, out, dA, dA)  # g' reads neither
         if db is not None:
             self.bias_grad(out, db, db_scale)
-
-    def _fresh_activation(self, Z, activation: str):
-        A = self.xp.empty_like(Z)
-        self.activation_forward(Z, activation, A)
-        return A
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         """out ← scale · Σ_columns dZ.  dZ: (n, m); out: (n, 1)."""
@@ -275,7 +237,7 @@ class Backend:
         xp = self.xp
         xp.add(Z, b, out=Z)  # (n_L, m) logits
         if output == "sigmoid":
-            self._sigmoid(Z, A)
+            xp.copyto(A, stable_sigmoid(xp, Z))
         elif output == "softmax":
             shifted = Z - Z.max(axis=0, keepdims=True)  # (n_L, m), each column's max at 0
             xp.exp(shifted, out=A)

@@ -25,7 +25,8 @@ import numpy
 
 from ..errors import install_hint
 from ..kernels.step_state import NONFINITE, STATE_SIZE
-from .base import ACTIVATION_CODES, Backend, adam_bias_corrections, check_output
+from ..activations import ACTIVATION_CODES, REGISTRY
+from .base import Backend, adam_bias_corrections, check_output
 from .cupy_graph import StepStateReads
 from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
 
@@ -231,13 +232,13 @@ class CupyBackend(StepStateReads, Backend):
     # ------------------------------------------------------------------ backward
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
         code = ACTIVATION_CODES.get(activation)
-        src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
+        src = A if A is not None else Z if Z is not None else dA  # a constant g' (linear) reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
         dtype = self._kernel_dtype(out, *inputs)
         if (
             code is None
             or dtype is None
-            or (A is None and Z is None and activation != "linear")  # the reference raises: g' needs A or Z
+            or (A is None and Z is None and REGISTRY[activation].uses_output())  # the reference raises: g' reads A or Z
             or dA.ndim != 2
             or out.shape != dA.shape
             or src.shape != dA.shape

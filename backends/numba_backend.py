@@ -16,7 +16,8 @@ import numpy
 
 from ..optimizers import OPTIMIZERS, check_optimizer
 from . import numba_steps
-from .base import ACTIVATION_CODES, ACTIVATIONS, OUTPUTS, Backend, adam_bias_corrections, check_activation, check_output
+from ..activations import ACTIVATION_CODES, ACTIVATIONS, REGISTRY, check_activation
+from .base import OUTPUTS, Backend, adam_bias_corrections, check_output
 from .blas import numpy_cblas_gemm
 from .numba_background import is_cached
 
@@ -400,13 +401,13 @@ class NumbaBackend(Backend):
     def _activation_backward(self, dA, activation: str, out, A, db, abs_sum: bool, Z=None, db_scale: float = 1.0):
         """`activation_backward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
         code = ACTIVATION_CODES.get(activation)
-        src = A if A is not None else Z if Z is not None else dA  # linear reads neither A nor Z
+        src = A if A is not None else Z if Z is not None else dA  # a constant g' (linear) reads neither A nor Z
         inputs = (dA, src) if db is None else (dA, src, db)
         dtype = _kernel_dtype(out, *inputs)
         if (
             code is None
             or dtype is None
-            or (A is None and Z is None and activation != "linear")  # the reference raises: g' needs A or Z
+            or (A is None and Z is None and REGISTRY[activation].uses_output())  # the reference raises: g' reads A or Z
             or out.shape != dA.shape
             or src.shape != dA.shape
             or (db is not None and not _column_of(dA.shape[0], db))

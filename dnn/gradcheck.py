@@ -8,19 +8,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activations import REGISTRY
 from .functional import layer_count
 from .network import Network
 from .propagation import forward, layer_forward
 from .tolerances import GRADCHECK_THRESHOLD
-
-_KINKED = ("relu", "leaky_relu")
 
 
 class GradcheckResult(NamedTuple):
     difference: float  # ||g - g_approx|| / (||g|| + ||g_approx||)
     per_parameter: dict  # the same ratio for each of W1, b1, ...
     passed: bool  # difference < threshold
-    nudged_columns: int  # examples moved off a ReLU kink before checking
+    nudged_columns: int  # examples moved off an activation's kink before checking
 
 
 def float64_reference(model, hidden_activation: str = "relu", output: str = "sigmoid") -> Network:
@@ -44,7 +43,8 @@ def _host(a):
 
 
 def kinked_pre_activations(net: Network, X, masks=None):
-    """{l: Z[l] (n_l, m)} for every hidden layer with a kink at 0, computed as the network computes it.
+    """{l: Z[l] - its nearest kink (n_l, m)} for every hidden layer whose activation declares kinks (relu and
+    leaky_relu at 0: Z[l] itself), computed as the network computes it.
 
     `dnn.propagation.forward` runs the layers (with the fixed dropout `masks`, as `Network.loss` applies
     them); each kinked layer's Z[l] = W[l]·A[l-1] + b[l] is then taken again from the input it multiplied,
@@ -57,14 +57,17 @@ def kinked_pre_activations(net: Network, X, masks=None):
         forward(net, batch, ws, masks=masks)
         zs = {}
         for l in range(1, net.num_layers):
-            if net.activations[l - 1] in _KINKED:
-                zs[l] = be.empty(ws.A[l].shape, net.dtype)  # (n_l, m)
-                layer_forward(be, p.W[l], p.b[l], ws.layer_input(batch, l), "linear", out=zs[l])
+            kinks = REGISTRY[net.activations[l - 1]].kinks
+            if kinks:
+                Z = be.empty(ws.A[l].shape, net.dtype)  # (n_l, m)
+                layer_forward(be, p.W[l], p.b[l], ws.layer_input(batch, l), "linear", out=Z)
+                Z = be.to_numpy(Z)
+                zs[l] = Z - np.asarray(kinks)[np.argmin([np.abs(Z - k) for k in kinks], axis=0)]  # (n_l, m)
     return zs
 
 
 def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
-    """Move the examples whose ReLU pre-activations lie within `margin` of 0; returns (X, examples moved).
+    """Move the examples whose pre-activations lie within `margin` of a kink; returns (X, examples moved).
 
     When moving examples does not help (a unit whose inputs are all dropped sees only its bias), the
     biases of the units still at the kink are moved too, in the reference copy only.
@@ -85,7 +88,7 @@ def _nudge_off_kinks(net, X, masks, margin, rng, max_rounds=20):
         X[:, near_columns] += rng.standard_normal((X.shape[0], int(near_columns.sum()))) * scale
         moved |= near_columns
     warnings.warn(
-        f"gradcheck: {int(near_columns.sum())} example(s) stay within {margin} of a ReLU kink; "
+        f"gradcheck: {int(near_columns.sum())} example(s) stay within {margin} of an activation's kink; "
         "the check may report a false difference"
     )
     return X, int(moved.sum())
@@ -106,8 +109,9 @@ def gradcheck(
     """Compare backpropagation with central differences (J(θ+ε) - J(θ-ε)) / 2ε, all in float64 on NumPy.
 
     `model` is a Network or the course's parameter dict (then `hidden_activation` and `output` describe
-    it). The model is never modified: a float64 copy is checked. Examples whose ReLU pre-activations lie
-    within 1000·ε of 0 (where the finite difference would straddle the kink) are moved slightly first, and
+    it). The model is never modified: a float64 copy is checked. Examples whose pre-activations lie within
+    1000·ε of a kink of their activation (`dnn/activations.py`: relu's and leaky_relu's 0), where the finite
+    difference would straddle it, are moved slightly first, and
     where that cannot help, the copy's biases of the units concerned.
     `dropout_masks` fixes one mask per hidden layer so the check covers dropout's backward pass.
     """

@@ -9,7 +9,8 @@ import numpy as np
 
 from . import checkpoint, training
 from .backends import get_backend
-from .backends.base import STEP_CORRECT, STEP_EXAMPLES, check_activation, check_output
+from .activations import check_activation
+from .backends.base import STEP_CORRECT, STEP_EXAMPLES, check_output
 from .errors import ConcurrentUseError, ShapeError
 from .initializers import check_layer_dims, initial_parameters
 from .parameters import Parameters

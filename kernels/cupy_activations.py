@@ -5,44 +5,64 @@ g(Z + b). Backward: one block per row (rows strided over the grid), threads over
 summing it in float64 for db with a fixed-order block reduction, so db is the same on every run. The
 reference's g' from the layer's output A (sigmoid' = A(1-A), tanh' = 1-A², relu' from the sign of A) or
 from its pre-activation Z. Passing no dZ buffer (out = nullptr) turns the backward kernel into db's row
-sums alone (`Backend.bias_grad`).
+sums alone (`Backend.bias_grad`). The device functions `activate` and `derivative` are generated from the
+declarations of `dnn/activations.py` (C rendering of `dnn/expressions.py`).
 """
 
 from __future__ import annotations
 
+from ..activations import DECLARED, Activation
+from ..expressions import C, Target, render
 from .cupy_common import PRELUDE, KernelSource
+
+
+def _c(declared: Activation, z: str = "z") -> Target:
+    """C with `declared`'s parameters as their #defines (`cupy_common.ACTIVATION_DEFINES`) and z spelled `z`."""
+    constants = {name: f"T({declared.constant(name)})" for name in declared.parameters}
+    return C._replace(name=lambda name: constants.get(name, z if name == "z" else name))
+
+
+def _case(declared: Activation, body: str) -> str:
+    label = "default" if declared is DECLARED[-1] else f"case ACT_{declared.name.upper()}"
+    return f"        {label}: {body}  // {declared.name}"
+
+
+def _derivative_case(declared: Activation) -> str:
+    derivative = f"return {render(declared.derivative_tree, _c(declared))};"
+    if declared.derivative_from_z_tree is not None:
+        from_z = render(declared.derivative_from_z_tree, _c(declared, "src"))
+        return _case(declared, f"{{ if (from_output) {{ T a = src; {derivative} }} return {from_z}; }}")
+    if not declared.uses_output():
+        return _case(declared, derivative)
+    value = render(declared.value_tree, _c(declared, "src"))
+    return _case(declared, f"{{ T a = from_output ? src : {value}; {derivative} }}")
+
+
+#: g(z) and g'(.) of every declared activation (`dnn/activations.py`), as switches over the codes; the last
+#: declared is the default branch (the host only launches registered codes).
+DEVICE_FUNCTIONS = "\n".join(
+    [
+        "template <typename T>",
+        "__device__ __forceinline__ T activate(T z, int act) {",
+        "    switch (act) {",
+        *(_case(a, f"return {render(a.value_tree, _c(a))};") for a in DECLARED),
+        "    }",
+        "}",
+        "",
+        "// g'(.) from the layer's output a (from_output) or from its pre-activation.",
+        "template <typename T>",
+        "__device__ __forceinline__ T derivative(T src, int act, bool from_output) {",
+        "    switch (act) {",
+        *(_derivative_case(a) for a in DECLARED),
+        "    }",
+        "}",
+    ]
+)
 
 CODE = (
     PRELUDE
+    + DEVICE_FUNCTIONS
     + r"""
-template <typename T>
-__device__ __forceinline__ T activate(T z, int act) {
-    switch (act) {
-        case ACT_RELU: return z < T(0) ? T(0) : z;  // like numpy.maximum(z, 0): NaN stays NaN
-        case ACT_LEAKY_RELU: return z > T(0) ? z : z * T(LEAKY_RELU_SLOPE);
-        case ACT_SIGMOID: return stable_sigmoid(z);
-        case ACT_TANH: return tanh(z);
-        default: return z;  // linear
-    }
-}
-
-// g'(.) from the layer's output (from_output) or from its pre-activation.
-template <typename T>
-__device__ __forceinline__ T derivative(T src, int act, bool from_output) {
-    switch (act) {
-        case ACT_RELU: return src > T(0) ? T(1) : T(0);  // relu'(0) = 0; multiplied, so dA = NaN stays NaN
-        case ACT_LEAKY_RELU: return src > T(0) ? T(1) : T(LEAKY_RELU_SLOPE);
-        case ACT_SIGMOID: {
-            T s = from_output ? src : stable_sigmoid(src);
-            return s * (T(1) - s);
-        }
-        case ACT_TANH: {
-            T t = from_output ? src : tanh(src);
-            return T(1) - t * t;
-        }
-        default: return T(1);  // linear
-    }
-}
 
 // Z <- Z + b (when with_bias), out <- g(Z).  Z, out: (n, m) row-major; b: (n,). out may be Z.
 template <typename T>

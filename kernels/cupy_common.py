@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..backends.base import ACTIVATION_CODES, LEAKY_RELU_SLOPE
+from ..activations import ACTIVATION_CODES, DECLARED
 from . import step_state
 
 #: The element types every templated kernel is instantiated for, by numpy dtype name.
@@ -52,8 +52,12 @@ class KernelSource(NamedTuple):
         return tuple(self.name_expression(k, dt) for k in self.templated for dt in CUDA_TYPES) + self.plain
 
 
-#: `#define ACT_<NAME> <code>` for every activation (`backends/base.py`, ACTIVATION_CODES): the kernels' switch cases.
-ACTIVATION_DEFINES = "\n".join(f"#define ACT_{name.upper()} {code}" for name, code in ACTIVATION_CODES.items())
+#: `#define ACT_<NAME> <code>` for every activation (`dnn/activations.py`, ACTIVATION_CODES): the kernels' switch
+#: cases; then `#define <NAME>_<PARAMETER> <value>` for every activation's parameter.
+ACTIVATION_DEFINES = "\n".join(
+    [f"#define ACT_{name.upper()} {code}" for name, code in ACTIVATION_CODES.items()]
+    + [f"#define {a.constant(name)} {value!r}" for a in DECLARED for name, value in a.parameters.items()]
+)
 #: `#define <SLOT> <index>` for every step-state slot, and its size (`kernels/step_state.py`).
 STATE_DEFINES = "\n".join(
     [f"#define {name} {index}" for name, index in step_state.SLOTS.items()]
@@ -64,7 +68,6 @@ STATE_DEFINES = "\n".join(
 PRELUDE = f"""
 {ACTIVATION_DEFINES}
 {STATE_DEFINES}
-#define LEAKY_RELU_SLOPE {LEAKY_RELU_SLOPE!r}
 #define REDUCE_THREADS {REDUCE_THREADS}
 
 typedef long long index_t;

@@ -11,10 +11,11 @@ on the number of threads. Arithmetic stays in the arrays' dtype and mirrors the 
 bit-identical to it; exp and tanh come from libm instead of numpy's SIMD code); no fastmath except
 `row_sum`'s reassociation.
 
-The activation is an integer code (`backends/base.py`, ACTIVATION_CODES, which the CUDA kernels share). A
-kernel built here passes it to the scalar functions `activate` and `derivative` as a constant, so numba
-compiles one version of them per code (the argument is typed as a literal), and LLVM folds the other codes'
-branches away and inlines the function into the loop.
+The activation is an integer code (`dnn/activations.py`, ACTIVATION_CODES, which the CUDA kernels share). A
+kernel built here passes it to the scalar functions `activate` and `derivative` (generated from the
+declarations: `kernels/numba_generated.py`) as a constant, so numba compiles one version of them per code
+(the argument is typed as a literal), and LLVM folds the other codes' branches away and inlines the function
+into the loop.
 `kernels/numba_step.py` calls the same row helpers (`activate_row`, `derivative_row`) with arguments of the
 same types, so the two share compiled code. Nothing here uses numba's own inlining (`inline="always"`): it
 deep-copies the callee's IR, every branch included, at each call site, which made the cold compile of a
@@ -28,13 +29,11 @@ from functools import cache
 import numpy as np
 from numba import njit, prange
 
-from ..backends.base import ACTIVATION_CODES, LEAKY_RELU_SLOPE
+from .numba_generated import load
 
-# The codes of `activate` and `derivative`'s branches (module ints: compile-time constants); linear falls through.
-RELU = ACTIVATION_CODES["relu"]
-LEAKY_RELU = ACTIVATION_CODES["leaky_relu"]
-SIGMOID = ACTIVATION_CODES["sigmoid"]
-TANH = ACTIVATION_CODES["tanh"]
+#: `activate(z, act, one)` and `derivative(d, src, act, from_output, one)`, generated from the declarations.
+GENERATED = load()
+activate, derivative = GENERATED.activate, GENERATED.derivative
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -59,47 +58,10 @@ def row_abs_sum(row):
     return total
 
 
-@njit(cache=True)
-def stable_sigmoid(z, one):
-    """1/(1+e^-z) without overflow, in the dtype of z and `one` (1 of that dtype): exp(-|z|) ≤ 1 on both branches."""
-    e = np.exp(-np.abs(z))
-    return one / (one + e) if z >= 0 else e / (one + e)
-
-
-@njit(cache=True)
-def activate(z, act, one, slope):
-    """g(z) for activation code `act`, in the dtype of z, `one` (1 of that dtype) and `slope` (leaky relu's)."""
-    zero = one - one
-    if act == RELU:
-        return zero if z < zero else z  # like np.maximum: NaN stays NaN
-    if act == LEAKY_RELU:
-        return z if z > zero else z * slope
-    if act == SIGMOID:
-        return stable_sigmoid(z, one)
-    if act == TANH:
-        return np.tanh(z)
-    return z
-
-
-@njit(cache=True)
-def derivative(d, src, act, from_output, one, slope):
-    """d * g'(.) for activation code `act`, g' from the layer's output A (from_output) or its pre-activation Z."""
-    zero = one - one
-    if act == RELU:
-        return d * (one if src > zero else zero)  # a product, so d = NaN stays NaN
-    if act == LEAKY_RELU:
-        return d * (one if src > zero else slope)
-    if act == SIGMOID:
-        s = src if from_output else stable_sigmoid(src, one)
-        return d * (s * (one - s))
-    if act == TANH:
-        t = src if from_output else np.tanh(src)
-        return d * (one - t * t)
-    return d
-
-
-@njit(cache=True)
-def activate_row(row, bias, act, one, slope, with_abs):
+# The row helpers are not cached on their own: a cached copy would outlive a change of the declarations they
+# inline. Their cached callers (the kernels below, `numba_step.sgd_step_kernel`) carry GENERATED.DIGEST.
+@njit
+def activate_row(row, bias, act, one, with_abs):
     """row ← g(row + bias) in place; returns Σ|row| (float64) when with_abs (the row is still in cache), else 0.
 
     One array, so LLVM sees one pointer and vectorises without a run-time alias check (an in-place loop over
@@ -108,15 +70,15 @@ def activate_row(row, bias, act, one, slope, with_abs):
     to masked stores, ~4x slower on this CPU.
     """
     for j in range(row.shape[0]):
-        row[j] = activate(row[j] + bias, act, one, slope)
+        row[j] = activate(row[j] + bias, act, one)
     return row_abs_sum(row) if with_abs else 0.0
 
 
-@njit(cache=True)
-def derivative_row(d_row, src_row, act, from_output, one, slope, with_abs):
+@njit
+def derivative_row(d_row, src_row, act, from_output, one, with_abs):
     """d_row ← d_row * g'(src_row) in place (src_row: another array's row); returns Σ|d_row| when with_abs, else 0."""
     for j in range(d_row.shape[0]):
-        d_row[j] = derivative(d_row[j], src_row[j], act, from_output, one, slope)
+        d_row[j] = derivative(d_row[j], src_row[j], act, from_output, one)
     return row_abs_sum(d_row) if with_abs else 0.0
 
 
@@ -128,20 +90,21 @@ def forward_kernel(act: int, parallel: bool):
     float64 when with_abs, else 0. Z, out: (n, m); b: (n, 1). inplace: out is Z.
     """
     rows = prange if parallel else range  # a constant of the kernel: part of its cache key, like act
+    digest = GENERATED.DIGEST  # so is the declarations' version (see kernels/numba_generated.py)
 
     def bias_activation_forward(Z, b, out, with_bias, inplace, with_abs):
+        digest  # noqa: B018 - read, so that it is a closure constant of the kernel
         one = Z.dtype.type(1)
-        slope = Z.dtype.type(LEAKY_RELU_SLOPE)
         total = 0.0
         for i in rows(Z.shape[0]):
             bias = b[i, 0] if with_bias else one - one  # + 0 leaves every value as it is, -0.0 aside
             z_row = Z[i]
             if inplace:
-                row_total = activate_row(z_row, bias, act, one, slope, with_abs)
+                row_total = activate_row(z_row, bias, act, one, with_abs)
             else:
                 out_row = out[i]
                 for j in range(z_row.shape[0]):
-                    out_row[j] = activate(z_row[j] + bias, act, one, slope)
+                    out_row[j] = activate(z_row[j] + bias, act, one)
                 if with_bias:
                     for j in range(z_row.shape[0]):
                         z_row[j] = z_row[j] + bias  # Z ← Z + b as well: the row is still in cache
@@ -162,18 +125,19 @@ def backward_kernel(act: int, parallel: bool, from_output: bool = True):
     float64 when with_abs, else 0.
     """
     rows = prange if parallel else range
+    digest = GENERATED.DIGEST
 
     def activation_backward(dA, src, out, db, db_scale, with_db, inplace, with_abs):
+        digest  # noqa: B018 - a closure constant: part of the kernel's cache key
         one = dA.dtype.type(1)
-        slope = dA.dtype.type(LEAKY_RELU_SLOPE)
         total = 0.0
         for i in rows(dA.shape[0]):
             if inplace:
-                row_total = derivative_row(dA[i], src[i], act, from_output, one, slope, with_abs)
+                row_total = derivative_row(dA[i], src[i], act, from_output, one, with_abs)
             else:
                 d_row, src_row, out_row = dA[i], src[i], out[i]
                 for j in range(d_row.shape[0]):
-                    out_row[j] = derivative(d_row[j], src_row[j], act, from_output, one, slope)
+                    out_row[j] = derivative(d_row[j], src_row[j], act, from_output, one)
                 row_total = row_abs_sum(out_row) if with_abs else 0.0
             if with_db:
                 db[i, 0] = row_sum(out[i]) * db_scale  # the row just written, still in cache

@@ -26,8 +26,7 @@ from functools import cache
 import numpy as np
 from numba import njit
 
-from ..backends.base import LEAKY_RELU_SLOPE
-from .numba_activations import activate_row, derivative_row, row_abs_sum, row_sum
+from .numba_activations import GENERATED, activate_row, derivative_row, row_abs_sum, row_sum
 from .numba_blas import gemm
 from .numba_output import sigmoid_output, softmax_output
 from .step_state import (
@@ -122,6 +121,7 @@ def sgd_step_kernel(act: int, softmax: bool):
     `act` and `softmax` are constants of the kernel (part of numba's cache key), so numba prunes every other
     activation's and output's code before compiling: a uniform network's step compiles a fraction of the code.
     """
+    digest = GENERATED.DIGEST  # the activations' version: part of the cache key (see kernels/numba_generated.py)
 
     def sgd_step(X, Y, x_abs_sum, W, b, db, A, ZL, D, cost, acts, lr, limit, blas, ilp64, state, on, off):
         """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.
@@ -135,6 +135,7 @@ def sgd_step_kernel(act: int, softmax: bool):
         theta's dtype; limit, blas, ilp64: see `update_inside_products`. state: the (STATE_SIZE,) float64 step state.
         on, off: True and False. D[l] holds (1/m)·dA[l], then (1/m)·dZ[l].
         """
+        digest  # noqa: B018 - read, so that it is a closure constant of the step
         state[STEP_COST] = 0.0
         state[STEP_CORRECT] = 0.0
         state[STEP_EXAMPLES] = 0.0
@@ -143,7 +144,6 @@ def sgd_step_kernel(act: int, softmax: bool):
         L = len(W)
         m = X.shape[1]
         one, zero = X.dtype.type(1), X.dtype.type(0)
-        slope = X.dtype.type(LEAKY_RELU_SLOPE)
         input_sums = np.empty(L)  # Σ|A[l-1]|, l = 1..L
         delta_sums = np.empty(L)  # Σ|D[l]|, l = 1..L
         input_sums[0] = x_abs_sum
@@ -156,9 +156,9 @@ def sgd_step_kernel(act: int, softmax: bool):
                 total = 0.0
                 for i in range(Z.shape[0]):
                     if act == MIXED:
-                        total += activate_row(Z[i], b[l][i, 0], acts[l], one, slope, on)
+                        total += activate_row(Z[i], b[l][i, 0], acts[l], one, on)
                     else:
-                        total += activate_row(Z[i], b[l][i, 0], act, one, slope, on)
+                        total += activate_row(Z[i], b[l][i, 0], act, one, on)
                 input_sums[l + 1] = total
         # output: ZL ← ZL + b, A[L] = σ(ZL) or softmax(ZL), cost, D[L] = (1/m)·(A[L] - Y)
         if softmax:
@@ -175,9 +175,9 @@ def sgd_step_kernel(act: int, softmax: bool):
             total = 0.0
             for i in range(D[l - 1].shape[0]):
                 if act == MIXED:
-                    total += derivative_row(D[l - 1][i], A[l - 1][i], acts[l - 1], True, one, slope, on)
+                    total += derivative_row(D[l - 1][i], A[l - 1][i], acts[l - 1], True, one, on)
                 else:
-                    total += derivative_row(D[l - 1][i], A[l - 1][i], act, True, one, slope, on)
+                    total += derivative_row(D[l - 1][i], A[l - 1][i], act, True, one, on)
                 db[l - 1][i, 0] = row_sum(D[l - 1][i])  # the row just written, still in cache
             delta_sums[l - 1] = total
         if not np.isfinite(state[STEP_COST]):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dnn.backends import available_backends
-from dnn.backends.base import ACTIVATIONS
+from dnn.activations import ACTIVATIONS
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from dnn.backends.base import ACTIVATIONS
+from dnn.activations import ACTIVATIONS
 from dnn.backends.cupy_backend import CupyBackend
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.cupy_common import CUDA_TYPES, REDUCE_THREADS

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dnn.expressions import ARRAY, C, SCALAR, ExpressionError, array_function, names_in, parse, render
+from dnn.expressions import ARRAY, C, SCALAR, ExpressionError, array_function, array_writer, names_in, parse, render
 
 ELU = "where(z > 0, z, alpha * (exp(z) - 1))"
 
@@ -59,3 +59,34 @@ def test_names_in_lists_what_an_expression_reads_without_its_functions():
 def test_anything_outside_the_subset_is_refused_by_name(text, complaint):
     with pytest.raises(ExpressionError, match=complaint):
         parse(text, ["z", "a"])
+
+
+def test_maximum_keeps_a_nan_first_argument_on_every_target():
+    tree = parse("maximum(z, 0)", ["z"])
+    assert render(tree, SCALAR) == "(cast(0, one) if z < cast(0, one) else z)"
+    assert render(tree, C) == "(z < T(0) ? T(0) : z)"
+    out = np.empty(3)
+    array_writer(tree, ["z"])(np, out, np.array([np.nan, -1.0, 2.0]))
+    np.testing.assert_array_equal(out, [np.nan, 0.0, 2.0])
+
+
+def test_the_array_writer_keeps_the_outputs_dtype_when_both_branches_are_numbers():
+    # where(a > 0, 1, 0.01) with Python numbers would be float64; d·0.01 must round as float32·float32(0.01)
+    write = array_writer(parse("d * where(a > 0, 1, 0.01)", ["d", "a"]), ["d", "a"])
+    d, a = np.array([3.0, 3.0], np.float32), np.array([1.0, -1.0], np.float32)
+    out = np.empty(2, np.float32)
+    write(np, out, d, a)
+    np.testing.assert_array_equal(out, [d[0], d[1] * np.float32(0.01)])
+
+
+def test_the_array_writer_writes_in_place_and_its_shortcuts_are_exact():
+    z = np.array([np.nan, -0.0, -2.0, 5.0])
+    d = np.array([np.nan, 1.0, np.inf, 2.0])
+    times_sign = array_writer(parse("d * where(z > 0, 1, 0)", ["d", "z"]), ["d", "z"])  # written as d * (z > 0)
+    out = d.copy()
+    with np.errstate(invalid="ignore"):  # inf · 0
+        times_sign(np, out, out, z)  # out is d
+        np.testing.assert_array_equal(out, d * np.where(z > 0, 1.0, 0.0))
+    times_one = array_writer(parse("d * 1", ["d"]), ["d"])
+    times_one(np, out, d)
+    np.testing.assert_array_equal(out, d)

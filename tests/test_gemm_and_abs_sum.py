@@ -10,7 +10,7 @@ forward and backward passes return it for their output when asked, from the pass
 import numpy as np
 import pytest
 
-from dnn.backends.base import ACTIVATIONS
+from dnn.activations import ACTIVATIONS
 from dnn.tolerances import gradient_rtol, relative_difference
 
 DTYPES = ["float32", "float64"]

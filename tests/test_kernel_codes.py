@@ -1,9 +1,10 @@
 """Every registered activation and optimizer reaches the compiled kernels, and the step state has one layout.
 
-The names are declared once (`backends/base.py` ACTIVATIONS, `dnn/optimizers.py` OPTIMIZERS,
-`kernels/step_state.py`); numba and CUDA read codes and indices derived from them. These tests fail when a
-name is added in its declaration but one kernel was not taught it (it would fall through to another
-activation's or optimizer's code), and when the CUDA #defines drift from the Python layout.
+The names are declared once (`dnn/activations.py` ACTIVATIONS, `dnn/optimizers.py` OPTIMIZERS,
+`kernels/step_state.py`); numba and CUDA read codes and indices derived from them (an activation's kernel
+code is generated from its declaration and tested by `tests/test_activations.py`). These tests fail when an
+optimizer is added in its declaration but one kernel was not taught it, and when the CUDA #defines drift
+from the Python layout.
 """
 
 import importlib
@@ -12,13 +13,11 @@ import re
 
 import pytest
 
-from dnn.backends.base import ACTIVATION_CODES, ACTIVATIONS, Backend
+from dnn.activations import ACTIVATION_CODES, ACTIVATIONS
+from dnn.backends.base import Backend
 from dnn.backends.cupy_backend import CupyBackend
-from dnn.kernels import cupy_activations, cupy_common, cupy_updates, step_state
+from dnn.kernels import cupy_common, cupy_updates, step_state
 from dnn.optimizers import OPTIMIZERS
-
-#: The activation both kernels compute in their default branch (g(z) = z, g' = 1): it needs no case of its own.
-FALL_THROUGH = "linear"
 
 
 def _defines(code: str) -> dict:
@@ -71,22 +70,6 @@ def test_no_source_indexes_the_step_state_by_number(module):
 def test_the_cuda_activation_defines_are_the_activation_codes():
     defines = _defines(cupy_common.PRELUDE)
     assert {name: defines[f"ACT_{name.upper()}"] for name in ACTIVATIONS} == ACTIVATION_CODES
-
-
-@pytest.mark.parametrize("name", [name for name in ACTIVATIONS if name != FALL_THROUGH])
-def test_every_activation_has_its_case_in_the_cuda_kernels(name):
-    kernel_code = cupy_activations.CODE.replace(cupy_common.PRELUDE, "")
-    assert kernel_code.count(f"case ACT_{name.upper()}:") == 2, "one case in activate, one in derivative"
-
-
-@pytest.mark.parametrize("name", [name for name in ACTIVATIONS if name != FALL_THROUGH])
-def test_every_activation_has_its_branch_in_the_numba_kernels(name):
-    pytest.importorskip("numba")
-    from dnn.kernels import numba_activations
-
-    assert getattr(numba_activations, name.upper(), None) == ACTIVATION_CODES[name], f"numba_activations.{name.upper()}"
-    for function in (numba_activations.activate, numba_activations.derivative):
-        assert f"if act == {name.upper()}:" in inspect.getsource(function.py_func), function.__name__
 
 
 # ---------------------------------------------------------------------------------------------- optimizers

@@ -14,7 +14,8 @@ pytest.importorskip("numba")
 import numba  # noqa: E402
 
 import dnn  # noqa: E402
-from dnn.backends.base import ACTIVATION_CODES, ACTIVATIONS, OUTPUTS  # noqa: E402
+from dnn.activations import ACTIVATION_CODES, ACTIVATIONS  # noqa: E402
+from dnn.backends.base import OUTPUTS  # noqa: E402
 from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
 from dnn.backends.numpy_backend import NumpyBackend  # noqa: E402
 from dnn.errors import DivergenceError  # noqa: E402
@@ -57,93 +58,8 @@ def _assert_close(actual, expected, dtype, what):
     assert rd <= kernel_rtol(dtype), f"{what}: relative difference {rd:.3g} > {kernel_rtol(dtype):.1g}"
 
 
-# ---------------------------------------------------------------------------------------------- forward
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
-def test_bias_activation_forward_matches_reference(nb, rng, dtype, shape, activation, inplace):
-    Z, b = _random(rng, shape, dtype), _random(rng, (shape[0], 1), dtype)
-    Z64, b64 = _f64(Z, b)
-    out = Z if inplace else _poisoned(shape, dtype)
-    nb.bias_activation_forward(Z, b, activation, out)
-    REF.bias_activation_forward(Z64, b64, activation, Z64)
-    _assert_close(out, Z64, dtype, f"{activation}(Z + b)")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_bias_activation_forward_keeps_z_plus_b_in_z(nb, rng, dtype, shape):
-    Z, b = _random(rng, shape, dtype), _random(rng, (shape[0], 1), dtype)
-    expected = Z.astype(np.float64) + b.astype(np.float64)
-    nb.bias_activation_forward(Z, b, "relu", _poisoned(shape, dtype))
-    _assert_close(Z, expected, dtype, "Z after the bias add")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_activation_forward_matches_reference_and_leaves_z_alone(nb, rng, dtype, shape, activation):
-    Z = _random(rng, shape, dtype)
-    before = Z.copy()
-    out = _poisoned(shape, dtype)
-    nb.activation_forward(Z, activation, out)
-    (Z64,) = _f64(Z)
-    expected = np.empty_like(Z64)
-    REF.activation_forward(Z64, activation, expected)
-    _assert_close(out, expected, dtype, activation)
-    np.testing.assert_array_equal(Z, before)
-
-
-def test_relu_forward_keeps_nan_like_np_maximum(nb):
-    Z = np.array([[np.nan, -1.0, 0.5]], dtype=np.float32)
-    out = _poisoned(Z.shape, np.float32)
-    nb.activation_forward(Z, "relu", out)
-    assert np.isnan(out[0, 0]) and out[0, 1] == 0 and out[0, 2] == np.float32(0.5)
-
-
-# ---------------------------------------------------------------------------------------------- backward
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("source", ["A", "Z"])
-@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
-def test_activation_backward_with_bias_grad_matches_reference(nb, rng, dtype, shape, activation, source, inplace):
-    dA, Z = _random(rng, shape, dtype), _random(rng, shape, dtype)
-    A = np.empty_like(Z)
-    REF.activation_forward(Z, activation, A)  # a layer output of the right range (sigmoid in (0,1), ...)
-    src = {"A": A} if source == "A" else {"Z": Z}
-    src64 = {k: v.astype(np.float64) for k, v in src.items()}
-    (dA64,) = _f64(dA)
-    out = dA if inplace else _poisoned(shape, dtype)
-    db = _poisoned((shape[0], 1), dtype)
-    scale = 1.0 / shape[1]
-    nb.activation_backward(dA, activation, out, db=db, db_scale=scale, **src)
-    expected, expected_db = np.empty_like(dA64), np.empty((shape[0], 1))
-    REF.activation_backward(dA64, activation, expected, db=expected_db, db_scale=scale, **src64)
-    _assert_close(out, expected, dtype, f"dA * {activation}'")
-    _assert_close(db, expected_db, dtype, "db")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_activation_backward_without_bias_grad(nb, rng, dtype, activation):
-    dA, Z = _random(rng, (6, 11), dtype), _random(rng, (6, 11), dtype)
-    out = _poisoned(dA.shape, dtype)
-    nb.activation_backward(dA, activation, out, Z=Z)
-    expected = np.empty(dA.shape)
-    REF.activation_backward(dA.astype(np.float64), activation, expected, Z=Z.astype(np.float64))
-    _assert_close(out, expected, dtype, activation)
-
-
-def test_relu_derivative_at_zero_is_zero_and_nan_gradients_propagate(nb):
-    dA = np.array([[1.0, 2.0, np.nan, 4.0]])
-    A = np.array([[0.0, 3.0, 0.0, -0.0]])
-    out = _poisoned(dA.shape, np.float64)
-    nb.activation_backward(dA, "relu", out, A=A)
-    np.testing.assert_array_equal(out, [[0.0, 2.0, np.nan, 0.0]])  # dA=NaN times 0 is NaN, as in NumPy
-
-
+# ---------------------------------------------------------------------------------------------- hidden layers
+# Every activation's forward and backward kernels, serial and parallel: tests/test_activations.py.
 def test_activation_backward_without_a_or_z_raises(nb):
     dA = np.ones((2, 3))
     with pytest.raises(ValueError, match="needs the layer's output A or pre-activation Z"):
@@ -445,14 +361,14 @@ def test_warmup_compiles_only_the_layers_activations_on_the_serial_path():
     nb = NumbaBackend()
     calls = nb._kernel_calls([8, 3, 1], "float64", "sigmoid", None, "adam", False, None)
     built = {kernel for kernel, _ in calls}
-    assert numba_activations.backward_kernel(numba_activations.SIGMOID, False) in built
+    assert numba_activations.backward_kernel(ACTIVATION_CODES["sigmoid"], False) in built
     for name in ACTIVATIONS:
         code = ACTIVATION_CODES[name]
         assert numba_activations.backward_kernel(code, True) not in built, "a parallel kernel for a tiny network"
         if name != "sigmoid":
             assert numba_activations.backward_kernel(code, False) not in built, f"{name} is not in the network"
     wide = {k for k, _ in nb._kernel_calls([8, 3, 1], "float64", "sigmoid", None, "adam", False, 1 << 17)}
-    assert numba_activations.backward_kernel(numba_activations.SIGMOID, True) in wide, "3 x 2^17 elements go parallel"
+    assert numba_activations.backward_kernel(ACTIVATION_CODES["sigmoid"], True) in wide, "3 x 2^17 elements go parallel"
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import dnn.benchmark
 import dnn.cli
 from dnn import checkpoint
 from dnn.backends import available_backends
-from dnn.backends.base import ACTIVATIONS
+from dnn.activations import ACTIVATIONS
 from dnn.functional import linear_activation_forward
 from dnn.gradcheck import float64_reference, kinked_pre_activations
 from dnn.optimizers import Adam

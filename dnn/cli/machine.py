@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..backends import available_backends, get_backend
-from ..backends.base import check_activation
+from ..activations import check_activation
 from ..validation import check_count
 from .options import QUICK_START_DIMS, int_list
 

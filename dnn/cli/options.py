@@ -6,7 +6,7 @@ import os
 
 from .. import data
 from ..backends import get_backend
-from ..backends.base import check_activation
+from ..activations import check_activation
 from ..errors import DataError
 from ..outputs import check_output_path, check_plot_path
 from ..validation import check_count, check_dropout_rates, check_non_negative, check_positive

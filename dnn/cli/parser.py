@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from .. import __version__, convert, data
+from ..activations import ACTIVATIONS, describe
 from ..backends import backend_names
-from ..backends.base import ACTIVATIONS
 from ..optimizers import OPTIMIZERS
 from ..validation import FLOAT_DTYPES
 from .options import CHECKPOINT_EVERY, DEFAULT_LAYERS, QUICK_START_DIMS
+
+#: The --activation help: every registered activation with its one-line description.
+ACTIVATION_HELP = "hidden activation: " + ", ".join(describe(name) for name in ACTIVATIONS).replace("%", "%%")
 
 
 class Parser(argparse.ArgumentParser):
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LAYERS,
         help=f"hidden layer sizes, comma separated; '' for none (default: {DEFAULT_LAYERS})",
     )
-    train.add_argument("--activation", default="relu", help=f"hidden activation: {', '.join(ACTIVATIONS)}")
+    train.add_argument("--activation", default="relu", help=ACTIVATION_HELP)
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="the update rule")
     train.add_argument("--batch-size", type=int, default=64, help="examples per mini-batch; 0 for the full batch")
     train.add_argument("--epochs", type=int, default=100, help="passes over the training data")
@@ -134,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     warmup.add_argument(
         "--outputs", type=int, default=1, help="output units: 1 (sigmoid) or the number of classes (softmax)"
     )
-    warmup.add_argument("--activation", default="relu", help=f"hidden activation: {', '.join(ACTIVATIONS)}")
+    warmup.add_argument("--activation", default="relu", help=ACTIVATION_HELP)
     warmup.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="the update rule")
     warmup.add_argument("--dtype", default="float32", choices=FLOAT_DTYPES, help="the network's floating-point type")
     warmup.add_argument(
