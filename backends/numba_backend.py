@@ -177,14 +177,11 @@ class NumbaBackend(Backend):
         self._upd = numba_updates
         self._chk = numba_checks
         self._blas = numba_blas
-        self._step = numba_step
+        #: the whole-step kernels (`kernels/numba_step.py`), which `backends/numba_steps.py` builds its steps from
+        self.step_kernels = numba_step
         self._placeholders = {dt: (numpy.zeros((1, 1), dt), numpy.zeros((1,), dt)) for dt in _KERNEL_DTYPES}
         #: numpy's own cblas_?gemm, called from compiled code (None: numpy.matmul, and no whole-step strategy)
         self.cblas = numpy_cblas_gemm()
-
-    def _activation_code(self, activation: str) -> int:
-        """The integer code the kernels know `activation` by."""
-        return ACTIVATION_CODES[activation]
 
     def _parallel(self, a) -> bool:
         return self._parallel_at(a.size)
@@ -342,7 +339,7 @@ class NumbaBackend(Backend):
         address = self.cblas.address(dtype)
         self._blas.gemm(address, self.cblas.ilp64, a, b, out, trans_a, trans_b, dtype.type(alpha), dtype.type(beta))
 
-    def _abs_sum(self, a) -> float:
+    def abs_sum(self, a) -> float:
         """Σ|a| as a host float, accumulated in float64: NaN or inf when `a` holds one (the terms are never
         negative), never below max|a|; the whole-step strategies prove products finite with it."""
         if _kernel_dtype(a) is None:
@@ -359,6 +356,11 @@ class NumbaBackend(Backend):
     def bias_activation_forward(self, Z, b, activation: str, out) -> None:
         self._bias_activation_forward(Z, b, activation, out, False)
 
+    def bias_activation_forward_abs_sum(self, Z, b, activation: str, out, libm_tanh: bool = False) -> float:
+        """`bias_activation_forward`, returning Σ|out| (float64) from the same pass: the whole-step strategies'
+        bound (`backends/numba_steps.py`). `libm_tanh` takes tanh in the kernel too, as the compiled step does."""
+        return self._bias_activation_forward(Z, b, activation, out, True, libm_tanh)
+
     def _bias_activation_forward(self, Z, b, activation: str, out, abs_sum: bool, libm_tanh: bool = False):
         """`bias_activation_forward`, returning Σ|out| when `abs_sum` (from the same pass), else None; `libm_tanh`
         takes tanh in the kernel too, as the compiled whole step does."""
@@ -371,7 +373,7 @@ class NumbaBackend(Backend):
             or not _separate_or_same(out, Z, b)
         ):
             super().bias_activation_forward(Z, b, activation, out)
-            return self._abs_sum(out) if abs_sum else None
+            return self.abs_sum(out) if abs_sum else None
         parallel = self._parallel(Z)
         total = _launch(self._act.forward_kernel(code, parallel), parallel, Z, b, out, True, out is Z, abs_sum)
         return float(total) if abs_sum else None
@@ -398,6 +400,11 @@ class NumbaBackend(Backend):
     def activation_backward(self, dA, activation: str, out, *, A=None, Z=None, db=None, db_scale: float = 1.0) -> None:
         self._activation_backward(dA, activation, out, A, db, False, Z=Z, db_scale=db_scale)
 
+    def activation_backward_abs_sum(self, dA, activation: str, out, A, db) -> float:
+        """`activation_backward` from the layer's output A with db (scale 1), returning Σ|out| (float64) from
+        the same pass: the whole-step strategies' bound (`backends/numba_steps.py`)."""
+        return self._activation_backward(dA, activation, out, A, db, True)
+
     def _activation_backward(self, dA, activation: str, out, A, db, abs_sum: bool, Z=None, db_scale: float = 1.0):
         """`activation_backward`, returning Σ|out| when `abs_sum` (from the same pass), else None."""
         code = ACTIVATION_CODES.get(activation)
@@ -414,7 +421,7 @@ class NumbaBackend(Backend):
             or not _separate_or_same(out, *inputs)
         ):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
-            return self._abs_sum(out) if abs_sum else None
+            return self.abs_sum(out) if abs_sum else None
         db_buffer = self._placeholders[dtype][0] if db is None else db
         parallel = self._parallel(dA)
         total = _launch(

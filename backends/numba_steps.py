@@ -14,10 +14,12 @@ Both need numpy's own CBLAS (alpha and beta on numpy's BLAS), plain SGD, no drop
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy
 
 from ..kernels.step_state import NONFINITE, STATE_SIZE
+from ..activations import ACTIVATION_CODES
 from .base import check_output
 from .numba_background import BackgroundCompile, can_compile_in_background, is_cached
 
@@ -60,8 +62,8 @@ def compile_step(backend, plan):
 
 def _uniform_code(backend, activations) -> int:
     """The one activation code of every hidden layer, or MIXED (also for no hidden layer: nothing to prune)."""
-    codes = {backend._activation_code(name) for name in activations}
-    return codes.pop() if len(codes) == 1 else backend._step.MIXED
+    codes = {ACTIVATION_CODES[name] for name in activations}
+    return codes.pop() if len(codes) == 1 else backend.step_kernels.MIXED
 
 
 def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
@@ -73,13 +75,13 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
     blas = (finite_product_limit(dtype), backend.cblas.address(dtype), backend.cblas.ilp64)
     calls = [
         (
-            backend._step.update_inside_products,
+            backend.step_kernels.update_inside_products,
             (two, workspace[0], workspace[2], *layers, sums, sums, one, one, *blas, True, False),
         )
     ]
     if compiled:
         codes = numpy.zeros(max(1, L - 1), numpy.int64)
-        kernel = backend._step.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
+        kernel = backend.step_kernels.sgd_step_kernel(_uniform_code(backend, activations), output == "softmax")
         calls.append(
             (
                 kernel,
@@ -102,11 +104,17 @@ def warmup_calls(backend, dims, dtype, output, compiled: bool, activations=()):
     return calls
 
 
+#: Σ|X| of each live batch, taken once: a batch's arrays do not change (see `Batch`), and a batch that is gone
+#: leaves (weak keys), so no bound outlives its batch or is read for another.
+_INPUT_BOUNDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _input_bound(backend, batch) -> float:
-    """Σ|X| of the batch, taken once and kept with it (its arrays do not change; see `Batch`)."""
-    if batch._x_bound is None:
-        batch._x_bound = backend._abs_sum(batch.X)
-    return batch._x_bound
+    """Σ|X| of the batch, taken on its first step and kept for the next ones."""
+    bound = _INPUT_BOUNDS.get(batch)
+    if bound is None:
+        bound = _INPUT_BOUNDS[batch] = backend.abs_sum(batch.X)
+    return bound
 
 
 class CompiledStep:
@@ -123,8 +131,10 @@ class CompiledStep:
         self.stand_in = FusedUpdateStep(backend, plan, like_compiled=True)  # its per-layer views serve the kernel too
         ws = plan.workspace
         self.buffers = (self.stand_in.activations, ws.ZL, self.stand_in.deltas, ws.cost)
-        self.codes = numpy.array([backend._activation_code(a) for a in plan.activations] or [0], numpy.int64)
-        self.kernel = backend._step.sgd_step_kernel(_uniform_code(backend, plan.activations), plan.output == "softmax")
+        self.codes = numpy.array([ACTIVATION_CODES[a] for a in plan.activations] or [0], numpy.int64)
+        self.kernel = backend.step_kernels.sgd_step_kernel(
+            _uniform_code(backend, plan.activations), plan.output == "softmax"
+        )
         # False until the kernel is known to be compiled or cached; True at once where no helper can be started
         self.ready = plan.requested or not can_compile_in_background()
         self._background = None  # the helper compiling the kernel once started; False if it failed
@@ -220,25 +230,25 @@ class FusedUpdateStep:
         A_in = batch.X
         for l in range(1, L):
             be.gemm(p.W[l], A_in, out=ws.A[l])  # Z[l] = W[l]·A[l-1]
-            self.input_sums[l] = be._bias_activation_forward(
-                ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], True, self.like_compiled
+            self.input_sums[l] = be.bias_activation_forward_abs_sum(
+                ws.A[l], p.b[l], plan.activations[l - 1], ws.A[l], self.like_compiled
             )
             A_in = ws.A[l]
         be.gemm(p.W[L], A_in, out=ws.ZL)
         be.output_layer(ws.ZL, p.b[L], plan.output, ws.A[L], Y=batch.Y, dZ=ws.D[L], cost=ws.cost, dZ_scale=1.0 / m)
         be.record_step(state, ws.cost, ws.A[L], batch.Y, plan.output)
         be.bias_grad(ws.D[L], out=p.db[L], scale=1.0)  # db[L] = Σ D[L]
-        self.delta_sums[L - 1] = be._abs_sum(ws.D[L])
+        self.delta_sums[L - 1] = be.abs_sum(ws.D[L])
         for l in range(L, 1, -1):
             be.gemm(p.W[l], ws.D[l], out=ws.D[l - 1], trans_a=True)  # dA[l-1] = W[l]ᵀ·D[l]
-            self.delta_sums[l - 2] = be._activation_backward(
-                ws.D[l - 1], plan.activations[l - 2], ws.D[l - 1], ws.A[l - 1], p.db[l - 1], True
+            self.delta_sums[l - 2] = be.activation_backward_abs_sum(
+                ws.D[l - 1], plan.activations[l - 2], ws.D[l - 1], ws.A[l - 1], p.db[l - 1]
             )
         be.guard_step(state)
         if state[NONFINITE]:
             return
         dt = self.dtype.type
-        if be._step.update_inside_products(
+        if be.step_kernels.update_inside_products(
             batch.X,
             self.activations,
             self.deltas,

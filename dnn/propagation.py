@@ -19,12 +19,11 @@ class Batch:
     X (n_x, m); Y (n_L, m), or None for inputs without labels. The arrays must not be changed afterwards.
     """
 
-    __slots__ = ("X", "Y", "_x_bound")
+    __slots__ = ("X", "Y", "__weakref__")  # weak references: a backend may keep what it derives from a batch
 
     def __init__(self, X, Y=None):
         self.X = X
         self.Y = Y
-        self._x_bound = None  # Σ|X| (a bound on max|X|), kept here by a backend that needs it (numba's whole steps)
 
     def __iter__(self):
         return iter((self.X, self.Y))
