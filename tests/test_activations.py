@@ -1,8 +1,8 @@
 """Every registered activation, on every backend here, computes what its declaration says (`dnn/activations.py`).
 
 Parametrized over the registry, so an activation added there is tested here with no edit: forward and backward
-(from A and from Z, with db, in place) on numpy, array_api_strict, numba (serial and parallel kernels) and the
-CUDA sources run on the CPU (`tests/cuda_on_cpu`), in
+(from A and from Z, with db, in place) on numpy, array_api_strict, numba (serial and parallel kernels), the CUDA
+sources run on the CPU (`tests/cuda_on_cpu`) and, where there is a GPU, on cupy, in
 float32 and float64, against the declaration evaluated by NumPy in float64: random inputs at a few shapes
 within `dnn.tolerances`, and special inputs (NaN, ±inf, ±0, at and near each kink, ±1e30, ±1e300, tiny and
 subnormal) with NaN exactly where the reference has NaN and the same infinities. A numerical gradient check
@@ -15,6 +15,7 @@ import pytest
 from cuda_on_cpu import build
 from dnn import Network
 from dnn.activations import ACTIVATIONS, REGISTRY
+from dnn.backends import available_backends, get_backend
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.gradcheck import gradcheck
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
@@ -49,12 +50,20 @@ def _array_api_strict():
     return ArrayApiBackend()
 
 
+def _cupy():
+    status = {s.name: s for s in available_backends()}["cupy"]
+    if not status.available:
+        pytest.skip(f"cupy backend unavailable: {status.reason}")
+    return get_backend("cupy")
+
+
 BACKENDS = {
     "numpy": NumpyBackend,
     "array_api_strict": _array_api_strict,
     "numba": _numba,
     "numba-parallel": lambda: _numba(parallel=True),
     "cuda_on_cpu": _cuda_on_cpu,
+    "cupy": _cupy,  # the same CUDA sources on a GPU, where there is one
 }
 
 

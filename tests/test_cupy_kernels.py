@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from dnn.backends import available_backends
-from dnn.activations import ACTIVATIONS
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
@@ -51,61 +50,8 @@ def _close(gpu, actual, expected, dtype, what, rtol=None):
     assert difference <= limit, f"{what} {dtype}: relative difference {difference:.3g} > {limit:g}"
 
 
-def _layer_output(activation, Z):
-    A = np.empty_like(Z)
-    REF.activation_forward(Z.copy(), activation, A)
-    return A
-
-
 # ---------------------------------------------------------------------------------------------- hidden layers
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_bias_activation_forward(gpu, rng, activation, shape, dtype):
-    n, m = shape
-    Z, b = rng.standard_normal(shape) * 3, rng.standard_normal((n, 1))
-    Z_ref, out_ref = Z.astype(dtype).astype(np.float64), np.empty(shape)
-    REF.bias_activation_forward(Z_ref, b.astype(dtype).astype(np.float64), activation, out_ref)
-    Zg, out = _on(gpu, Z, dtype), _poisoned(gpu, shape, dtype)
-    gpu.bias_activation_forward(Zg, _on(gpu, b, dtype), activation, out)
-    _close(gpu, Zg, Z_ref, dtype, "Z + b")
-    _close(gpu, out, out_ref, dtype, f"forward {activation}")
-    Zg = _on(gpu, Z, dtype)
-    gpu.bias_activation_forward(Zg, _on(gpu, b, dtype), activation, Zg)  # in place, as the network runs it
-    _close(gpu, Zg, out_ref, dtype, f"in-place forward {activation}")
-    Zg, out = _on(gpu, Z, dtype), _poisoned(gpu, shape, dtype)
-    gpu.activation_forward(Zg, activation, out)  # no bias
-    _close(gpu, out, _layer_output(activation, Z.astype(dtype).astype(np.float64)), dtype, f"activation {activation}")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_activation_backward_with_db(gpu, rng, activation, shape, dtype):
-    n, m = shape
-    Z = (rng.standard_normal(shape) * 3).astype(dtype).astype(np.float64)
-    A, dA = (
-        _layer_output(activation, Z).astype(dtype).astype(np.float64),
-        rng.standard_normal(shape).astype(dtype).astype(np.float64),
-    )
-    for source in ("A", "Z"):
-        given = {source: A if source == "A" else Z}
-        out_ref, db_ref = np.empty(shape), np.empty((n, 1))
-        REF.activation_backward(dA.copy(), activation, out_ref, db=db_ref, db_scale=1 / m, **given)
-        out, db = _poisoned(gpu, shape, dtype), _poisoned(gpu, (n, 1), dtype)
-        gpu.activation_backward(
-            _on(gpu, dA, dtype), activation, out, db=db, db_scale=1 / m, **{source: _on(gpu, given[source], dtype)}
-        )
-        _close(
-            gpu, out, out_ref, dtype, f"dZ {activation} from {source}", rtol=gradient_rtol(dtype)
-        )  # a gradient: 1 - A² cancels
-        _close(gpu, db, db_ref, dtype, f"db {activation} from {source}", rtol=gradient_rtol(dtype))  # a sum of m terms
-    dAg = _on(gpu, dA, dtype)
-    gpu.activation_backward(dAg, activation, dAg, A=_on(gpu, A, dtype))  # in place, no db
-    REF.activation_backward(dA, activation, out_ref, A=A)
-    _close(gpu, dAg, out_ref, dtype, f"in-place dZ {activation}", rtol=gradient_rtol(dtype))
-
-
+# The activations' kernels, on the GPU as on every backend: tests/test_activations.py.
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_bias_grad_sums_rows(gpu, rng, shape, dtype):
