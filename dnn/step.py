@@ -175,7 +175,9 @@ class TrainStep:
             return "a gradient reducer needs the gradient, which a whole-step strategy never stores"
         if self.m == 0:
             return "the batch has no examples"
-        if strategy == "fused-update" and (not self.optimizer.rule.is_plain_gradient_step or self.dropout):
+        if strategy == "fused-update" and not self.optimizer.rule.is_plain_gradient_step:
+            return f"the update inside the products is plain SGD without dropout, not optimizer {self.optimizer.name!r}"
+        if strategy == "fused-update" and self.dropout:
             return "the update inside the products is plain SGD without dropout"
         return None
 

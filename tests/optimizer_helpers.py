@@ -11,3 +11,7 @@ def run_update(backend, name, param, grad, slots, lr, t=3, **state):
     used = tuple(slots)[: len(optimizer.slots)]
     assert len(used) == len(optimizer.slots), f"{name} keeps {len(optimizer.slots)} slots, the test made {len(slots)}"
     backend.optimizer_update(optimizer.rule, param, grad, used, lr, optimizer.config(), t, **state)
+
+
+#: A name no optimizer can ever be registered under (a declaration's name must be an identifier).
+UNREGISTRABLE = "no such optimizer"
