@@ -172,7 +172,7 @@ def _update_arrays(rng, size):
     return {
         "param": rng.standard_normal(size),
         "grad": rng.standard_normal(size),
-        "m": rng.standard_normal(size) * 0.1,
+        "m": rng.random(size) * 0.1,  # every slot non-negative: it may be a second moment (RMSprop's first)
         "v": rng.random(size) * 0.01,
     }
 
