@@ -322,7 +322,7 @@ class NumbaBackend(Backend):
     def _optimizer_call(self, dtype, rule, parallel):
         arrays = (numpy.zeros(6, dtype),) * (2 + len(rule.slots))
         operands = (dtype.type(1),) * len(rule.operands)  # no division by 0
-        return self._upd.optimizer_kernel(rule, parallel), arrays + operands
+        return self._upd.optimizer_kernel(rule, parallel), (*arrays, operands)
 
     def _gemm_calls(self, dtype):
         if self.cblas is None:
@@ -515,7 +515,7 @@ class NumbaBackend(Backend):
         operands = tuple(dtype.type(value) for value in rule.operand_values(hyperparameters, lr, t))
         parallel = self._parallel(param)
         flat = (a.reshape(a.size) for a in arrays)  # 1-D views: one compiled signature per dtype
-        _launch(self._upd.optimizer_kernel(rule, parallel), parallel, *flat, *operands)
+        _launch(self._upd.optimizer_kernel(rule, parallel), parallel, *flat, operands)
 
     # ------------------------------------------------------------------ whole steps
     def compile_step(self, plan):

@@ -21,6 +21,7 @@ import ast
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -93,13 +94,13 @@ class UpdateRule:
         arguments = (PARAM, GRAD, *self.slots, *self.operands)
         object.__setattr__(self, "array_update", array_procedure(statements, arguments, f"{self.name}_update"))
 
-    @property
+    @cached_property
     def operands(self) -> tuple[str, ...]:
         """The scalars the elementwise update reads, in declaration order (lr, hyperparameters, scalars)."""
         read = set().union(*(names_in(s.value) for s in self.statements))
         return tuple(n for n in (LR, *self.hyperparameters, *self.scalars) if n in read)
 
-    @property
+    @cached_property
     def step_scalars(self) -> tuple[str, ...]:
         """The scalars that depend on the step count t (a device can form them from its own t)."""
         return tuple(name for name, tree in self.scalar_trees.items() if STEP_COUNT in names_in(tree))
@@ -109,7 +110,7 @@ class UpdateRule:
         """True when the update depends on the step count (a captured step then keeps t on the device)."""
         return bool(self.step_scalars)
 
-    @property
+    @cached_property
     def is_plain_gradient_step(self) -> bool:
         """True for θ ← θ - lr·g with no state: the update numba can take inside its matrix products."""
         plain = [(s.target, ast.dump(s.value)) for s in PLAIN_GRADIENT_STEP]
@@ -122,7 +123,9 @@ class UpdateRule:
 
     def operand_values(self, hyperparameters: dict, lr: float, t: int) -> tuple[float, ...]:
         """The values of `operands` in double: lr, the hyperparameters and the scalars at step t."""
-        values = {LR: lr, **hyperparameters, **self.host_scalars(hyperparameters, t)}
+        values = self.host_scalars(hyperparameters, t)
+        values.update(hyperparameters)
+        values[LR] = lr
         return tuple(values[name] for name in self.operands)
 
 

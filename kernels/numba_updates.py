@@ -29,8 +29,9 @@ MULTIPLY = OPERATIONS.index("multiply")
 #: Elements per parallel task.
 CHUNK = 1 << 14
 
-#: An optimizer's kernel module: `serial` and `parallel` over (param, grad, *slots, *operands), the operands
-#: already cast to the arrays' dtype. The loop is `update_kernel`'s: chunks of CHUNK on numba's threads, or one.
+#: An optimizer's kernel module: `<name>_update` and `<name>_update_parallel` over (param, grad, *slots, operands),
+#: the operands one tuple (one argument to type at each call) already cast to the arrays' dtype. The loop is
+#: `update_kernel`'s: chunks of CHUNK on numba's threads, or one.
 _OPTIMIZER_MODULE = """\
 \"\"\"Generated from optimizer {name!r} of dnn.optimizers by dnn.kernels.numba_updates; do not edit.\"\"\"
 import numpy as np
@@ -40,7 +41,8 @@ CHUNK = {chunk}
 {kernels}"""
 _OPTIMIZER_KERNEL = """
 @njit(cache=True{options})
-def {function}({arguments}):
+def {function}({arguments}, operands):
+    {unpack} = operands
     n = param.size
     chunk = {chunk}
     for c in {chunks}((n + chunk - 1) // chunk):
@@ -63,7 +65,8 @@ def optimizer_source(rule) -> str:
         _OPTIMIZER_KERNEL.format(
             options=", parallel=True" if parallel else "",
             function=f"{rule.name}_update{'_parallel' * parallel}",
-            arguments=", ".join((*arrays, *rule.operands)),
+            arguments=", ".join(arrays),
+            unpack=f"{', '.join(rule.operands)}," if rule.operands else "_",
             chunk="CHUNK" if parallel else "n if n > 0 else 1",
             chunks="prange" if parallel else "range",
             body="\n".join(f"            {line}" for line in body),
@@ -75,8 +78,8 @@ def optimizer_source(rule) -> str:
 
 @cache
 def optimizer_kernel(rule, parallel: bool):
-    """The compiled update of optimizer `rule` as kernel(param, grad, *slots, *operands) over 1-D arrays of one
-    size, in place; `rule.operands` in the arrays' dtype."""
+    """The compiled update of optimizer `rule` as kernel(param, grad, *slots, operands) over 1-D arrays of one
+    size, in place; `operands` the values of `rule.operands` in the arrays' dtype, as a tuple."""
     module = load_generated_module(f"{rule.name}_update", optimizer_source(rule))
     return getattr(module, f"{rule.name}_update{'_parallel' * parallel}")
 
