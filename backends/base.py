@@ -17,12 +17,12 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 from ..activations import activation as activation_declared
 from ..expressions import stable_sigmoid
+from ..optimizers import SGD
 from ..kernels.step_state import (
     FINITE_STEPS,
     NONFINITE,
@@ -290,44 +290,23 @@ class Backend:
         xp = self.xp
         y += xp.asarray(alpha, dtype=y.dtype) * x
 
+    def optimizer_update(self, rule, param, grad, slots, lr, hyperparameters: dict, t, state=None) -> None:
+        """One step of the optimizer declared by `rule` (a `dnn.optimizers.UpdateRule`), in place.
+
+        param, grad and each of `slots` (the rule's state vectors, in `rule.slots` order) are (P,) arrays of one
+        dtype; lr, the hyperparameters and the rule's scalars at step `t` are formed in double and cast to that
+        dtype (as `asarray(x, dtype)` rounds), then the rule's statements run in the order declared. Nothing
+        moves when the step `state` (if given) has its NONFINITE flag set.
+        """
+        if self._update_blocked(state):
+            return
+        xp, dt = self.xp, param.dtype
+        operands = (xp.asarray(value, dtype=dt) for value in rule.operand_values(hyperparameters, lr, t))
+        rule.array_update(xp, param, grad, *slots, *operands)
+
     def sgd_update(self, param, grad, lr: float, state=None) -> None:
-        """param ← param - lr · grad; nothing when the step `state` (if given) has its NONFINITE flag set."""
-        if self._update_blocked(state):
-            return
-        param -= self.xp.asarray(lr, dtype=param.dtype) * grad
-
-    def momentum_update(self, param, grad, velocity, lr: float, beta: float, state=None) -> None:
-        """velocity ← β·velocity + (1-β)·grad; param ← param - lr · velocity (the course's momentum).
-
-        Nothing moves when the step `state` (if given) has its NONFINITE flag set.
-        """
-        if self._update_blocked(state):
-            return
-        xp = self.xp
-        velocity *= xp.asarray(beta, dtype=velocity.dtype)
-        velocity += xp.asarray(1 - beta, dtype=velocity.dtype) * grad
-        param -= xp.asarray(lr, dtype=param.dtype) * velocity
-
-    def adam_update(
-        self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None
-    ) -> None:
-        """Adam with bias correction at step t ≥ 1 (the course's form: eps added to sqrt of the corrected v).
-
-        m ← β1·m + (1-β1)·g;  v ← β2·v + (1-β2)·g²;  param ← param - lr · (m/(1-β1^t)) / (sqrt(v/(1-β2^t)) + eps)
-        Nothing moves when the step `state` (if given) has its NONFINITE flag set.
-        """
-        if self._update_blocked(state):
-            return
-        xp = self.xp
-        dt = param.dtype
-        m *= xp.asarray(beta1, dtype=dt)
-        m += xp.asarray(1 - beta1, dtype=dt) * grad
-        v *= xp.asarray(beta2, dtype=dt)
-        v += xp.asarray(1 - beta2, dtype=dt) * (grad * grad)
-        c1, c2 = adam_bias_corrections(beta1, beta2, t)
-        m_hat = m / xp.asarray(c1, dtype=dt)
-        v_hat = v / xp.asarray(c2, dtype=dt)
-        param -= xp.asarray(lr, dtype=dt) * m_hat / (xp.sqrt(v_hat) + xp.asarray(eps, dtype=dt))
+        """param ← param - lr · grad (`dnn.optimizers.SGD`'s update); nothing when `state`'s NONFINITE is set."""
+        self.optimizer_update(SGD.rule, param, grad, (), lr, {}, 0, state=state)
 
     def _update_blocked(self, state) -> bool:
         # the host reads the flag here; a device backend overrides the updates to read it on the device
@@ -439,8 +418,3 @@ class Backend:
             return (A > 0.5).astype(A.dtype)
         check_output(output)
         return xp.argmax(A, axis=0)[None, :]
-
-
-def adam_bias_corrections(beta1: float, beta2: float, t: int) -> tuple[float, float]:
-    """(1 - β1^t, 1 - β2^t): the host-side scalars every Adam kernel divides by."""
-    return 1.0 - math.pow(beta1, t), 1.0 - math.pow(beta2, t)

@@ -26,7 +26,9 @@ import numpy
 from ..errors import install_hint
 from ..kernels.step_state import NONFINITE, STATE_SIZE
 from ..activations import ACTIVATION_CODES, REGISTRY
-from .base import Backend, adam_bias_corrections, check_output
+from ..kernels.cupy_updates import kernel_arguments
+from ..optimizers import LR, is_registered
+from .base import Backend, check_output
 from .cupy_graph import StepStateReads
 from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
 
@@ -327,62 +329,33 @@ class CupyBackend(StepStateReads, Backend):
             return
         self._elementwise("axpy", dtype, y.size, (numpy.float64(alpha), x, y))
 
-    def sgd_update(self, param, grad, lr, state=None) -> None:
-        """param ← param - lr · grad; nothing when `state` says the step diverged. `lr` may be a device scalar."""
-        dtype = self._elementwise_dtype(param, grad)
+    def optimizer_update(self, rule, param, grad, slots, lr, hyperparameters: dict, t, state=None) -> None:
+        """The optimizer's generated kernel (`kernels/cupy_updates.py`); nothing when `state` says the step diverged.
+        `lr` and the step count `t` may be device scalars (a captured step's)."""
+        dtype = self._elementwise_dtype(param, grad, *slots)
         lr_host, lr_device = self._device_scalar(lr, "the learning rate")
-        if dtype is None:
+        t_host, t_device = self._device_scalar(t, "the step count")
+        if (
+            dtype is None
+            or not is_registered(rule)  # the CUDA source holds the registered optimizers' kernels
+            or not all(self._separate_or_same(s, grad, *slots[:i], *slots[i + 1 :]) for i, s in enumerate(slots))
+        ):
             if not self._diverged_on_host(state):
-                super().sgd_update(param, grad, lr)
+                t = int(t) if t_device is None else int(t_device.item())
+                super().optimizer_update(rule, param, grad, slots, lr, hyperparameters, t)
             return
+        # with t on the device, the scalars depending on it are formed there: the host's (at t = 0) stand in
+        values = {LR: lr_host, **hyperparameters, **rule.host_scalars(hyperparameters, int(t_host))}
+        doubles = [numpy.float64(values[name]) for name in kernel_arguments(rule)]
         self._elementwise(
-            "sgd_update", dtype, param.size, (param, grad, lr_host, _pointer(lr_device), self._state_argument(state))
-        )
-
-    def momentum_update(self, param, grad, velocity, lr, beta: float, state=None) -> None:
-        """The course's momentum; nothing when `state` says the step diverged. `lr` may be a device scalar."""
-        dtype = self._elementwise_dtype(param, grad, velocity)
-        lr_host, lr_device = self._device_scalar(lr, "the learning rate")
-        if dtype is None or not self._separate_or_same(velocity, grad):
-            if not self._diverged_on_host(state):
-                super().momentum_update(param, grad, velocity, lr, beta)
-            return
-        self._elementwise(
-            "momentum_update",
-            dtype,
-            param.size,
-            (param, grad, velocity, lr_host, numpy.float64(beta), _pointer(lr_device), self._state_argument(state)),
-        )
-
-    def adam_update(self, param, grad, m, v, lr, beta1: float, beta2: float, eps: float, t, state=None) -> None:
-        """Adam as in the reference; nothing when `state` says the step diverged. `lr` and `t` may be device scalars."""
-        dtype = self._elementwise_dtype(param, grad, m, v)
-        lr_host, lr_device = self._device_scalar(lr, "the learning rate")
-        t_host, t_device = self._device_scalar(t, "Adam's step count")
-        if dtype is None or not (self._separate_or_same(m, grad, v) and self._separate_or_same(v, grad)):
-            if not self._diverged_on_host(state):
-                super().adam_update(
-                    param, grad, m, v, lr, beta1, beta2, eps, int(t) if t_device is None else int(t_device.item())
-                )
-            return
-        c1, c2 = (
-            adam_bias_corrections(beta1, beta2, int(t_host)) if t_device is None else (1.0, 1.0)
-        )  # else formed on the device
-        self._elementwise(
-            "adam_update",
+            f"{rule.name}_update",
             dtype,
             param.size,
             (
                 param,
                 grad,
-                m,
-                v,
-                lr_host,
-                numpy.float64(beta1),
-                numpy.float64(beta2),
-                numpy.float64(eps),
-                numpy.float64(c1),
-                numpy.float64(c2),
+                *slots,
+                *doubles,
                 _pointer(lr_device),
                 _pointer(t_device),
                 self._state_argument(state),

@@ -10,7 +10,7 @@ which is how the same plan runs, and is tested, on the NumPy backend.
 `CapturedStep` is the callable `Backend.compile_step` returns. Per call, with no host synchronisation:
 1. the batch is copied into the step's own static inputs (device to device) unless it is them;
 2. the learning rate, a float64 in device memory, is written (an async copy) only when it changed;
-3. Adam's step count, in device memory and advanced by a kernel predicated on the diverged flag, is written
+3. the step count (for an optimizer whose scalars read it: Adam), in device memory and advanced by a kernel predicated on the diverged flag, is written
    from the host only when the host's count moved under it (first call, another step or the phases strategy
    updated with the same optimizer, or the step state was read: after a read the host's count is exact);
 4. the graph is recaptured when its O(1) fingerprint (pointers and shapes of θ, the gradient and the
@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy
 
 from ..kernels.step_state import NONFINITE
+from ..optimizers import OPTIMIZERS, is_registered
 from ..propagation import Batch, add_l2_gradient, backward, forward
 
 
@@ -152,41 +153,36 @@ def step_launches(plan, optimizer, buffers: dict) -> list[Launch]:
     return launches
 
 
-def _sgd_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
-    return [launch("sgd_update", theta, grad, lr, state=state)]
-
-
-def _momentum_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
-    return [launch("momentum_update", theta, grad, Ref("velocity"), lr, optimizer.beta, state=state)]
-
-
-def _adam_launches(optimizer, launch, state, theta, grad, lr) -> list[Launch]:
-    # t advances on the device first (unless the step diverged), and the update reads it there
-    beta1, beta2, eps = optimizer.beta1, optimizer.beta2, optimizer.eps
-    return [
-        launch("advance_step_count", Ref("t"), state),
-        launch("adam_update", theta, grad, Ref("m"), Ref("v"), lr, beta1, beta2, eps, DeviceScalar("t"), state=state),
-    ]
-
-
-#: The update launches of each optimizer a captured step implements, by its name (`dnn.optimizers.OPTIMIZERS`);
-#: an optimizer's state vectors are its `Optimizer.slots`, each a plan buffer of that name.
-CAPTURED_UPDATES = {"sgd": _sgd_launches, "momentum": _momentum_launches, "adam": _adam_launches}
-
-
 def uncaptured_reason(optimizer) -> str | None:
-    """Why a captured step cannot take `optimizer` (naming it), or None when it can."""
-    if optimizer.name in CAPTURED_UPDATES:
+    """Why a captured step cannot take `optimizer` (naming it), or None when it can: a captured step launches
+    the generated kernel of any registered optimizer (`dnn.optimizers.OPTIMIZERS`), and no other."""
+    if is_registered(optimizer.rule):
         return None
-    captured = ", ".join(CAPTURED_UPDATES)
+    captured = ", ".join(OPTIMIZERS)
     return f"a captured step has no update for optimizer {optimizer.name!r} (captured optimizers: {captured})"
 
 
 def _update_launches(optimizer, launch, state) -> list[Launch]:
+    """The optimizer's update, derived from its declaration: its slots are the plan buffers of those names; with
+    a step count, t advances on the device first (unless the step diverged) and the update reads it there."""
     why = uncaptured_reason(optimizer)
     if why:
         raise ValueError(why)
-    return CAPTURED_UPDATES[optimizer.name](optimizer, launch, state, Ref("theta"), Ref("grad"), DeviceScalar("lr"))
+    rule = optimizer.rule
+    slots = tuple(Ref(slot) for slot in rule.slots)
+    t = DeviceScalar("t") if rule.reads_step_count else 0
+    update = launch(
+        "optimizer_update",
+        rule,
+        Ref("theta"),
+        Ref("grad"),
+        slots,
+        DeviceScalar("lr"),
+        optimizer.config(),
+        t,
+        state=state,
+    )
+    return [launch("advance_step_count", Ref("t"), state), update] if rule.reads_step_count else [update]
 
 
 def _as_ref(value, names: dict):
@@ -378,7 +374,7 @@ class CapturedStep:
         if lr != self._lr_written:
             capture.write_scalar(self.lr, lr)
             self._lr_written = lr
-        if self.optimizer.name == "adam":
+        if self.optimizer.rule.reads_step_count:
             self._sync_step_count()
         fingerprint = self._current_fingerprint()
         if fingerprint != self.fingerprint:
@@ -429,4 +425,4 @@ class CapturedStep:
         """The optimizer's state vectors, allocated by the optimizer itself (as its first update would) before capture."""
         p = self.plan.params
         net = SimpleNamespace(backend=self.backend, dtype=self.plan.dtype, flat_buffers=lambda: (p.theta, p.grad))
-        return {slot: self.optimizer._buffers(net, slot) for slot in self.optimizer.slots}
+        return {slot: self.optimizer.buffers(net, slot) for slot in self.optimizer.slots}

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy
 
-from ..optimizers import OPTIMIZERS, check_optimizer
+from ..optimizers import OPTIMIZERS, SGD, check_optimizer
 from . import numba_steps
 from ..activations import ACTIVATION_CODES, ACTIVATIONS, REGISTRY, check_activation
-from .base import OUTPUTS, Backend, adam_bias_corrections, check_output
+from .base import OUTPUTS, Backend, check_output
 from .blas import numpy_cblas_gemm
 from .numba_background import is_cached
 
@@ -248,6 +248,7 @@ class NumbaBackend(Backend):
                     calls += self._check_calls(dtype, parallel)
                     calls += [call for name in ACTIVATIONS for call in self._layer_calls(dtype, name, parallel)]
                     calls += [self._update_call(dtype, op, parallel) for op in range(len(upd.OPERATIONS))]
+                    calls += [self._optimizer_call(dtype, cls.rule, parallel) for cls in OPTIMIZERS.values()]
             return calls
         if hasattr(network, "layer_dims"):  # a Network: its own configuration
             dims, dtype, hidden, output = list(network.layer_dims), network.dtype, network.activations, network.output
@@ -257,27 +258,28 @@ class NumbaBackend(Backend):
         m = examples or 1
         parameters = sum(n * (n_prev + 1) for n_prev, n in zip(dims[:-1], dims[1:]))  # θ and its gradient: (P,)
         wide = {name for name, n in zip(hidden, dims[1:-1]) if self._parallel_at(n * m)}  # hidden layers going parallel
-        optimizers = OPTIMIZERS if optimizer is None else (optimizer,)
-        plain_sgd = (
-            "sgd" in optimizers or not fit_only
-        )  # train_step's SGD and L2's axpy, unless only `fit` is asked for
-        ops = {upd.OPTIMIZER_OPERATIONS[name] for name in optimizers}
-        ops |= {upd.AXPY} if plain_sgd else set()
+        rules = [cls.rule for name, cls in OPTIMIZERS.items() if optimizer in (None, name)]
+        plain = [rule for rule in rules if rule.is_plain_gradient_step]  # the update numba can take inside the GEMM
+        plain_sgd = bool(plain) or not fit_only  # train_step's SGD and L2's axpy, unless only `fit` is asked for
+        rules += [SGD.rule] if plain_sgd and SGD.rule not in rules else []
+        ops = {upd.AXPY} if plain_sgd else set()
         calls = (
             self._gemm_calls(dtype) + [self._output_call(dtype, output)] + self._check_calls(dtype, False, plain_sgd)
         )
         calls += [call for name in sorted(set(hidden)) for call in self._layer_calls(dtype, name, False)]
         calls += [call for name in sorted(wide) for call in self._layer_calls(dtype, name, True)]
         calls += [self._update_call(dtype, op, False) for op in sorted(ops)]  # the biases are always small
+        calls += [self._optimizer_call(dtype, rule, False) for rule in rules]
         if self._parallel_at(parameters):
             calls += [self._update_call(dtype, op, True) for op in sorted(ops)]
+            calls += [self._optimizer_call(dtype, rule, True) for rule in rules]
         if self._parallel_at(max(dims[0], dims[-1]) * m) or self._parallel_at(parameters):  # X, D_L or the gradient
             calls += self._check_calls(dtype, True, plain_sgd)
         if dropout:
             calls += [
                 self._update_call(dtype, upd.MULTIPLY, parallel) for parallel in ([False, True] if wide else [False])
             ]
-        elif optimizer in (None, "sgd") and self.cblas is not None:  # plain SGD takes a whole-step strategy
+        elif plain and self.cblas is not None:  # plain SGD takes a whole-step strategy
             small = not any(self._parallel_at(n * m) for n in dims[1:])
             calls += numba_steps.warmup_calls(
                 self, dims, dtype, output, compiled=small and whole_step, activations=hidden
@@ -313,7 +315,12 @@ class NumbaBackend(Backend):
 
     def _update_call(self, dtype, op, parallel):
         flat = numpy.zeros(6, dtype)
-        return self._upd.update_kernel(op, parallel), (flat, flat, flat, flat, (dtype.type(1),) * 8)  # no division by 0
+        return self._upd.update_kernel(op, parallel), (flat, flat, flat, (dtype.type(1),))
+
+    def _optimizer_call(self, dtype, rule, parallel):
+        arrays = (numpy.zeros(6, dtype),) * (2 + len(rule.slots))
+        operands = (dtype.type(1),) * len(rule.operands)  # no division by 0
+        return self._upd.optimizer_kernel(rule, parallel), (*arrays, operands)
 
     def _gemm_calls(self, dtype):
         if self.cblas is None:
@@ -483,9 +490,8 @@ class NumbaBackend(Backend):
                 return None
         return dtype
 
-    def _update(self, op, dtype, y, x=None, m1=None, m2=None, scalars=(1.0,)):
+    def _update(self, op, dtype, y, x=None, m1=None, alpha=1.0):
         """Run elementwise operation `op` of kernels/numba_updates.py; unused arrays get placeholders."""
-        s = tuple(dtype.type(v) for v in scalars) + (dtype.type(0),) * (8 - len(scalars))
         flat = y.reshape(y.size)  # 1-D views: one compiled signature per dtype, whatever the arrays' shape
         parallel = self._parallel(y)
         _launch(
@@ -494,8 +500,7 @@ class NumbaBackend(Backend):
             flat,
             flat if x is None else x.reshape(x.size),
             flat if m1 is None else m1.reshape(m1.size),
-            flat if m2 is None else m2.reshape(m2.size),
-            s,
+            (dtype.type(alpha),),
         )
 
     def axpy(self, alpha: float, x, y) -> None:
@@ -503,37 +508,22 @@ class NumbaBackend(Backend):
         if dtype is None:
             super().axpy(alpha, x, y)
             return
-        self._update(self._upd.AXPY, dtype, y, x, scalars=(alpha,))
+        self._update(self._upd.AXPY, dtype, y, x, alpha=alpha)
 
-    def sgd_update(self, param, grad, lr: float, state=None) -> None:
-        dtype = self._elementwise_dtype(param, grad)
-        if dtype is None or self._update_blocked(state):
-            super().sgd_update(param, grad, lr, state)
-            return
-        self._update(self._upd.AXPY, dtype, param, grad, scalars=(-dtype.type(lr),))  # exactly param - lr·grad
-
-    def momentum_update(self, param, grad, velocity, lr: float, beta: float, state=None) -> None:
-        dtype = self._elementwise_dtype(param, grad, velocity)
-        if dtype is None or not _separate_or_same(velocity, grad) or self._update_blocked(state):
-            super().momentum_update(param, grad, velocity, lr, beta, state)
-            return
-        self._update(self._upd.MOMENTUM, dtype, param, grad, velocity, scalars=(lr, beta, 1 - beta))
-
-    def adam_update(
-        self, param, grad, m, v, lr: float, beta1: float, beta2: float, eps: float, t: int, state=None
-    ) -> None:
-        dtype = self._elementwise_dtype(param, grad, m, v)
+    def optimizer_update(self, rule, param, grad, slots, lr, hyperparameters: dict, t, state=None) -> None:
+        arrays = (param, grad, *slots)
+        dtype = self._elementwise_dtype(param, grad, *slots)
         if (
             dtype is None
-            or not (_separate_or_same(m, grad, v) and _separate_or_same(v, grad))
+            or not all(_separate_or_same(s, grad, *slots[:i], *slots[i + 1 :]) for i, s in enumerate(slots))
             or self._update_blocked(state)
         ):
-            super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, t, state)
+            super().optimizer_update(rule, param, grad, slots, lr, hyperparameters, t, state)
             return
-        c1, c2 = adam_bias_corrections(beta1, beta2, t)
-        self._update(
-            self._upd.ADAM, dtype, param, grad, m, v, scalars=(lr, beta1, 1 - beta1, beta2, 1 - beta2, c1, c2, eps)
-        )
+        operands = tuple(dtype.type(value) for value in rule.operand_values(hyperparameters, lr, t))
+        parallel = self._parallel(param)
+        flat = (a.reshape(a.size) for a in arrays)  # 1-D views: one compiled signature per dtype
+        _launch(self._upd.optimizer_kernel(rule, parallel), parallel, *flat, operands)
 
     # ------------------------------------------------------------------ whole steps
     def compile_step(self, plan):

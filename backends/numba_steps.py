@@ -38,16 +38,18 @@ def finite_product_limit(dtype) -> float:
 
 def compile_step(backend, plan):
     """A callable for `plan` (see `Backend.compile_step`), or None when this backend cannot take it that way;
-    another optimizer than plain SGD, asked for by name, is refused by name (ValueError)."""
+    an optimizer whose update is not the plain gradient step (`UpdateRule.is_plain_gradient_step`), asked for by
+    name, is refused by name (ValueError)."""
     check_output(plan.output)
-    if plan.requested and plan.strategy in STRATEGIES and plan.optimizer.name != "sgd":
+    plain = plan.optimizer.rule.is_plain_gradient_step
+    if plan.requested and plan.strategy in STRATEGIES and not plain:
         why = f"numba's whole steps are plain SGD, not optimizer {plan.optimizer.name!r}"
         raise ValueError(f"strategy {plan.strategy!r} is not available: {why}")
     if (
         plan.strategy not in STRATEGIES
         or backend.cblas is None
         or numpy.dtype(plan.dtype) not in (numpy.float32, numpy.float64)
-        or plan.optimizer.name != "sgd"
+        or not plain
         or plan.dropout
         or plan.reduces
     ):
@@ -179,7 +181,7 @@ class CompiledStep:
                 self.stand_in.dtype.name,
                 activations=list(plan.activations),
                 output=plan.output,
-                optimizer="sgd",
+                optimizer=plan.optimizer.name,
             )
         except OSError as error:
             return _gave_up(f"no helper process could be started ({error})")

@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dnn.backends import get_backend
+from dnn.optimizers import OPTIMIZERS
 from dnn.perf import CASES, SMALL_VERSION
 from dnn.tolerances import relative_difference
 
@@ -112,43 +113,22 @@ def _output_layer(output: str, units: int) -> KernelCase:
     return KernelCase(f"output-{output}", 5, make, call, ("Z", "A", "dZ", "cost"), rows=units)
 
 
-def _sgd() -> KernelCase:
+def _update(name: str) -> KernelCase:
+    """A registered optimizer's update (`dnn.optimizers.OPTIMIZERS`), its slots non-negative (a second moment is)."""
+    optimizer = OPTIMIZERS[name]()
+    slots = optimizer.slots
+
     def make(rng, n, m):
-        return {"param": rng.standard_normal((n, m)), "grad": rng.standard_normal((n, m))}
+        arrays = {"param": rng.standard_normal((n, m)), "grad": rng.standard_normal((n, m))}
+        return arrays | {slot: rng.random((n, m)) * 0.01 for slot in slots}
 
     def call(be, a):
-        be.sgd_update(a["param"], a["grad"], 0.01)
+        be.optimizer_update(
+            optimizer.rule, a["param"], a["grad"], tuple(a[s] for s in slots), 0.01, optimizer.config(), 10
+        )
 
-    return KernelCase("update-sgd", 3, make, call, ("param",))
-
-
-def _momentum() -> KernelCase:
-    def make(rng, n, m):
-        return {
-            "param": rng.standard_normal((n, m)),
-            "grad": rng.standard_normal((n, m)),
-            "velocity": rng.standard_normal((n, m)),
-        }
-
-    def call(be, a):
-        be.momentum_update(a["param"], a["grad"], a["velocity"], 0.01, 0.9)
-
-    return KernelCase("update-momentum", 5, make, call, ("param", "velocity"))
-
-
-def _adam() -> KernelCase:
-    def make(rng, n, m):
-        return {
-            "param": rng.standard_normal((n, m)),
-            "grad": rng.standard_normal((n, m)),
-            "m": rng.standard_normal((n, m)) * 0.1,
-            "v": rng.random((n, m)) * 0.01,
-        }
-
-    def call(be, a):
-        be.adam_update(a["param"], a["grad"], a["m"], a["v"], lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, t=10)
-
-    return KernelCase("update-adam", 7, make, call, ("param", "m", "v"))
+    # passes over memory: param and grad read, param written, each slot read and written
+    return KernelCase(f"update-{name}", 3 + 2 * len(slots), make, call, ("param", *slots))
 
 
 #: Every fused operation the Numba and CuPy backends provide.
@@ -159,7 +139,7 @@ KERNEL_CASES = (
     # an output layer has few units: one sigmoid unit, ten softmax classes (a float32 softmax over thousands of
     # classes sums thousands of terms per column, beyond what the one-pass kernel tolerance covers)
     + [_output_layer("sigmoid", 1), _output_layer("softmax", 10)]
-    + [_sgd(), _momentum(), _adam()]
+    + [_update(name) for name in OPTIMIZERS]
 )
 
 

@@ -1,7 +1,7 @@
 """The hidden-layer activations, each declared once: its value, derivative, kinks and parameters.
 
 Every backend renders these declarations (`dnn/expressions.py`): the NumPy reference evaluates them over
-arrays, numba compiles a generated scalar dispatcher (`kernels/numba_generated.py`), CUDA a generated switch
+arrays, numba compiles a generated scalar dispatcher (`kernels/numba_activation_source.py`), CUDA a generated switch
 (`kernels/cupy_activations.py`). The CLI's choices and help, gradcheck's kinks and the tests read the same
 registry, so adding an activation is adding one `Activation` to DECLARED.
 

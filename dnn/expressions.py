@@ -12,6 +12,10 @@ product then a sum, so every backend rounds alike):
 - `render(tree, SCALAR)`: scalar Python for numba's njit; ``where`` is a conditional expression.
 - `render(tree, C)`: CUDA C; ``where`` is ``?:`` and ``**`` is ``pow``.
 
+An optimizer's update is a sequence of assignments ``target = expression`` (`parse_assignments`), run in the
+order written, a read after an assignment seeing the new value: `render_assignments` writes them for a scalar
+target, `in_place_lines` / `array_procedure` for arrays updated in place.
+
 A target says how a number is written (a scalar target casts it to the element type, so float32 stays
 float32) and what a name and a function call become. ``sigmoid`` is the stable 1/(1+e^-z) every target
 provides under that name.
@@ -154,9 +158,7 @@ def stable_sigmoid(xp, z):
 def array_function(tree: ast.expr, arguments: Iterable[str], name: str = "expression"):
     """A Python function ``f(xp, *arguments)`` evaluating `tree` over arrays of namespace ``xp``."""
     source = f"def {name}(xp, {', '.join(arguments)}):\n    return {render(tree, ARRAY)}\n"
-    namespace = {"stable_sigmoid": stable_sigmoid}
-    exec(compile(source, f"<dnn.expressions {name}>", "exec"), namespace)  # noqa: S102 - text checked by parse()
-    return namespace[name]
+    return _defined(source, name)
 
 
 #: The ufunc each binary operator is at the top of an `array_writer` expression (it writes into ``out``).
@@ -238,6 +240,80 @@ def array_writer(tree: ast.expr, arguments: Iterable[str], name: str = "expressi
     tree = _exact_shortcuts(tree)
     body.append(f"out[...] = {render(tree, _TYPED_ARRAY)}" if assign else _written_into_out(tree))
     source = f"def {name}(xp, out, {', '.join(arguments)}):\n" + "".join(f"    {line}\n" for line in body)
+    return _defined(source, name)
+
+
+class Assignment(NamedTuple):
+    """``target = value``: one statement of a sequence, in the order declared."""
+
+    target: str
+    value: ast.expr
+
+
+def parse_assignments(lines: Iterable[str], names: Iterable[str], targets: Iterable[str]) -> tuple[Assignment, ...]:
+    """The checked statements ``target = expression`` of `lines`: each target one of `targets`, each expression
+    over `names` (a target read after its assignment reads the new value)."""
+    allowed, assignable = set(names), set(targets)
+    statements = []
+    for line in lines:
+        target, equals, text = line.partition("=")
+        target = target.strip()
+        if not equals or not target.isidentifier() or text.lstrip().startswith("="):
+            raise ExpressionError(f"{line!r} is not an assignment 'name = expression'")
+        if target not in assignable:
+            raise ExpressionError(f"{line!r} assigns {target!r}; it may assign {', '.join(sorted(assignable))}")
+        statements.append(Assignment(target, parse(text, allowed)))
+    return tuple(statements)
+
+
+def render_assignments(statements: Iterable[Assignment], target: Target) -> list[str]:
+    """Each statement as ``name = value`` in `target`'s source (a C caller adds the semicolons)."""
+    return [f"{target.name(s.target)} = {render(s.value, target)}" for s in statements]
+
+
+def in_place_lines(statements: Iterable[Assignment]) -> list[str]:
+    """The statements over arrays, each target updated in place with the same roundings as the expression.
+
+    ``x = x ∘ e`` becomes ``x ∘= e``, ``x = x·a + e`` (or ``a·x + e``, `e` not reading x) becomes ``x *= a``,
+    ``x += e``: each in-place operation rounds to x's dtype exactly as the temporary it replaces would, and
+    saves a pass. Anything else is ``x[...] = expression``.
+    """
+    lines = []
+    for target, value in statements:
+        x = target
+        if isinstance(value, ast.BinOp) and type(value.op) in _IN_PLACE and _is_name(value.left, x):
+            lines.append(f"{x} {_BINARY[type(value.op)]}= {render(value.right, ARRAY)}")
+        elif (
+            isinstance(value, ast.BinOp)
+            and isinstance(value.op, ast.Add)
+            and isinstance(value.left, ast.BinOp)
+            and isinstance(value.left.op, ast.Mult)
+            and (_is_name(value.left.left, x) or _is_name(value.left.right, x))
+            and x not in names_in(value.right)
+        ):
+            factor = value.left.right if _is_name(value.left.left, x) else value.left.left
+            lines += [f"{x} *= {render(factor, ARRAY)}", f"{x} += {render(value.right, ARRAY)}"]
+        else:
+            lines.append(f"{x}[...] = {render(value, ARRAY)}")
+    return lines
+
+
+_IN_PLACE = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+
+
+def _is_name(node: ast.expr, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def array_procedure(statements: Iterable[Assignment], arguments: Iterable[str], name: str = "procedure"):
+    """A Python function ``f(xp, *arguments)`` running `statements` over arrays of namespace ``xp``, in place."""
+    body = "".join(f"    {line}\n" for line in in_place_lines(statements)) or "    pass\n"
+    source = f"def {name}(xp, {', '.join(arguments)}):\n{body}"
+    return _defined(source, name)
+
+
+def _defined(source: str, name: str):
+    """The function `name` that `source` (rendered from checked trees) defines."""
     namespace = {"stable_sigmoid": stable_sigmoid}
     exec(compile(source, f"<dnn.expressions {name}>", "exec"), namespace)  # noqa: S102 - text checked by parse()
     return namespace[name]

@@ -113,7 +113,7 @@ def numpy_warnings_silenced():
 class TrainStep:
     """One training step on batches of m examples, built once and called per batch.
 
-    optimizer: "sgd", "momentum", "adam" or a `dnn.optimizers.Optimizer` (its state stays with it). l2: λ of
+    optimizer: a name of `dnn.optimizers.OPTIMIZERS` or an `Optimizer` (its state stays with it). l2: λ of
     the penalty (λ/2m)·Σ‖W‖². dropout: drop rate of the hidden layers (one float or one per hidden layer).
     reducer: a callable `reducer(grad, state)` run between backward and the update (see the module docstring);
     a step with a reducer may be given m = 0 (a worker with no examples in this batch contributes zero).
@@ -180,7 +180,9 @@ class TrainStep:
             return "a gradient reducer needs the gradient, which a whole-step strategy never stores"
         if self.m == 0:
             return "the batch has no examples"
-        if strategy == "fused-update" and (self.optimizer.name != "sgd" or self.dropout):
+        if strategy == "fused-update" and not self.optimizer.rule.is_plain_gradient_step:
+            return f"the update inside the products is plain SGD without dropout, not optimizer {self.optimizer.name!r}"
+        if strategy == "fused-update" and self.dropout:
             return "the update inside the products is plain SGD without dropout"
         return None
 

@@ -83,7 +83,7 @@ def fit(
     and read a mini-batch at a time (see `dnn.sources`).
 
     batch_size: examples per mini-batch (None: the full batch); the columns are shuffled every epoch when
-    `shuffle`, and the last mini-batch may be smaller. optimizer: "sgd", "momentum", "adam" or an
+    `shuffle`, and the last mini-batch may be smaller. optimizer: a name of `dnn.optimizers.OPTIMIZERS` or an
     `dnn.optimizers.Optimizer`. lr: learning rate (None: the optimizer's default). l2: λ of the penalty
     (λ/2m)·Σ‖W‖². dropout: drop rate of the hidden layers, one float for all or a list with one per hidden
     layer (inverted dropout; 0 keeps a layer whole). lr_decay: a float r for lr / (1 + r·epoch) (the course's

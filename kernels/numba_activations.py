@@ -13,7 +13,7 @@ bit-identical to it; exp and tanh come from libm instead of numpy's SIMD code); 
 
 The activation is an integer code (`dnn/activations.py`, ACTIVATION_CODES, which the CUDA kernels share). A
 kernel built here passes it to the scalar functions `activate` and `derivative` (generated from the
-declarations: `kernels/numba_generated.py`) as a constant, so numba compiles one version of them per code
+declarations: `kernels/numba_activation_source.py`) as a constant, so numba compiles one version of them per code
 (the argument is typed as a literal), and LLVM folds the other codes' branches away and inlines the function
 into the loop.
 `kernels/numba_step.py` calls the same row helpers (`activate_row`, `derivative_row`) with arguments of the
@@ -29,7 +29,7 @@ from functools import cache
 import numpy as np
 from numba import njit, prange
 
-from .numba_generated import load
+from .numba_activation_source import load
 
 #: `activate(z, act, one)` and `derivative(d, src, act, from_output, one)`, generated from the declarations.
 GENERATED = load()
@@ -90,7 +90,7 @@ def forward_kernel(act: int, parallel: bool):
     float64 when with_abs, else 0. Z, out: (n, m); b: (n, 1). inplace: out is Z.
     """
     rows = prange if parallel else range  # a constant of the kernel: part of its cache key, like act
-    digest = GENERATED.DIGEST  # so is the declarations' version (see kernels/numba_generated.py)
+    digest = GENERATED.DIGEST  # so is the declarations' version (see kernels/numba_activation_source.py)
 
     def bias_activation_forward(Z, b, out, with_bias, inplace, with_abs):
         digest  # noqa: B018 - read, so that it is a closure constant of the kernel

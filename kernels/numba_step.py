@@ -121,7 +121,9 @@ def sgd_step_kernel(act: int, softmax: bool):
     `act` and `softmax` are constants of the kernel (part of numba's cache key), so numba prunes every other
     activation's and output's code before compiling: a uniform network's step compiles a fraction of the code.
     """
-    digest = GENERATED.DIGEST  # the activations' version: part of the cache key (see kernels/numba_generated.py)
+    digest = (
+        GENERATED.DIGEST
+    )  # the activations' version: part of the cache key (see kernels/numba_activation_source.py)
 
     def sgd_step(X, Y, x_abs_sum, W, b, db, A, ZL, D, cost, acts, lr, limit, blas, ilp64, state, on, off):
         """One gradient-descent step on (X, Y) with its step state; nothing moves when NONFINITE is or becomes set.

@@ -20,6 +20,7 @@ import dnn
 from dnn import checkpoint, sources
 from dnn.backends import available_backends
 from dnn.distributed import RanksDisagreeError
+from dnn.optimizers import OPTIMIZERS
 
 
 class Case(NamedTuple):
@@ -41,7 +42,7 @@ CASES = [
     Case(backend, dtype, optimizer)
     for backend in ("numpy", "numba")
     for dtype in ("float64", "float32")
-    for optimizer in ("sgd", "momentum", "adam")
+    for optimizer in OPTIMIZERS
 ] + [
     Case("numpy", "float64", "adam", output_units=1, dropout=0.3, l2=0.1),
     Case("numba", "float64", "momentum", dropout=0.2, l2=0.05),

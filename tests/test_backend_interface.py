@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -40,10 +41,23 @@ def test_a_backend_is_a_subclass_of_the_interface(cls):
     assert cls.name != Backend.name
 
 
+#: A backend's own business: compiling ahead of time, and the passes its own whole-step strategies call (numba's
+#: Σ|·| bounds, `backends/numba_steps.py`). Code outside backends/ never calls them (checked below).
+BACKENDS_OWN = {"warmup", "abs_sum", "bias_activation_forward_abs_sum", "activation_backward_abs_sum"}
+
+
+def test_code_outside_the_backends_calls_no_backends_own_method():
+    root = Path(__file__).resolve().parent.parent
+    for path in [*root.glob("dnn/**/*.py"), *root.glob("kernels/*.py")]:
+        text = path.read_text()
+        for name in BACKENDS_OWN - {"warmup"}:  # `python -m dnn warmup` asks numba for it by name
+            assert f".{name}(" not in text, f"{path.relative_to(root)} calls {name}, a backend's own method"
+
+
 @pytest.mark.parametrize("cls", _backend_classes())
 def test_every_public_method_of_a_backend_exists_on_the_interface_with_the_same_signature(cls):
     interface = _public_methods(Backend)
-    extra_allowed = {"warmup"}  # compiling ahead of time is a backend's own business
+    extra_allowed = BACKENDS_OWN
     for name, method in _public_methods(cls).items():
         if name in extra_allowed:
             continue

@@ -13,7 +13,7 @@ import pytest
 from cuda_on_cpu import build
 from dnn import Network
 from dnn.errors import DivergenceError
-from dnn.optimizers import make_optimizer
+from dnn.optimizers import OPTIMIZERS, make_optimizer
 from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
@@ -62,7 +62,7 @@ def _assert_same(net, expected, optimizer, expected_optimizer, dtype, what):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output,units", [("sigmoid", 1), ("softmax", 4)])
 @pytest.mark.parametrize("l2", [0.0, 0.2])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_the_replayed_graph_takes_the_phases_step(gpu, optimizer, l2, output, units, dtype):
     captured, eager, reference = _networks(gpu, output, units, dtype)
     optimizers = [make_optimizer(optimizer) for _ in range(3)]
@@ -92,7 +92,7 @@ def test_the_replayed_graph_takes_the_phases_step(gpu, optimizer, l2, output, un
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_the_divergence_guard_leaves_the_parameters_bit_for_bit(gpu, optimizer, dtype):
     captured, eager, _ = _networks(gpu, "sigmoid", 1, dtype)
     opt, eager_opt = make_optimizer(optimizer), make_optimizer(optimizer)

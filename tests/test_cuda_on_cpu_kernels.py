@@ -15,7 +15,9 @@ from cuda_on_cpu import build
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.cupy_modules import SOURCES
 from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_COST, STEP_EXAMPLES
+from dnn.optimizers import OPTIMIZERS
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
+from optimizer_helpers import run_update
 
 pytestmark = pytest.mark.skipif(
     build.compiler() is None, reason="no C++ compiler ($CXX, g++ or c++): CUDA kernels cannot run on the CPU"
@@ -205,25 +207,21 @@ def _update_arrays(rng, size):
     return {
         "param": rng.standard_normal(size),
         "grad": rng.standard_normal(size),
-        "m": rng.standard_normal(size) * 0.1,
+        "m": rng.random(size) * 0.1,  # every slot non-negative: it may be a second moment (RMSprop's first)
         "v": rng.random(size) * 0.01,
     }
 
 
 def _run_update(be, kind, a, lr=0.01, t=10, **state):
-    if kind == "sgd":
-        be.sgd_update(a["param"], a["grad"], lr, **state)
-    elif kind == "momentum":
-        be.momentum_update(a["param"], a["grad"], a["m"], lr, 0.9, **state)
-    elif kind == "adam":
-        be.adam_update(a["param"], a["grad"], a["m"], a["v"], lr, 0.9, 0.999, 1e-8, t, **state)
+    if kind in OPTIMIZERS:
+        run_update(be, kind, a["param"], a["grad"], (a["m"], a["v"]), lr, t, **state)
     elif kind == "axpy":
         be.axpy(-0.3, a["grad"], a["param"])
     else:
         be.multiply(a["grad"], a["m"], a["param"])
 
 
-UPDATES = ["sgd", "momentum", "adam", "axpy", "multiply"]
+UPDATES = [*OPTIMIZERS, "axpy", "multiply"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -266,14 +264,15 @@ def test_updates_with_nan_inf_zero_and_overflow(gpu, rng, kind, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("kind", OPTIMIZERS)
 def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, kind, dtype):
     host = {k: _as(v, dtype) for k, v in _update_arrays(rng, 999).items()}
     ref = {k: v.copy() for k, v in host.items()}
     _run_update(REF, kind, ref, lr=0.02, t=7)
     dev = {k: _on(gpu, v, dtype) for k, v in host.items()}
     state, lr, t = gpu.zeros((STATE_SIZE,), "float64"), _on(gpu, [0.02], "float64"), _on(gpu, [6.0], "float64")
-    if kind == "adam":
+    counts = OPTIMIZERS[kind].rule.reads_step_count  # its update forms scalars from t (Adam's 1 - β^t)
+    if counts:
         gpu._advance_step_count(t, state)  # t: 6 -> 7 on the device
     _run_update(gpu, kind, dev, lr=lr, t=t, state=state)
     for name in ("param", "m", "v"):
@@ -284,7 +283,7 @@ def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, 
     _run_update(gpu, kind, dev, lr=lr, t=t, state=state)  # flag set: nothing moves, t included
     for name, value in before.items():
         np.testing.assert_array_equal(gpu.to_numpy(dev[name]), value, err_msg=f"{kind} changed {name} after divergence")
-    assert gpu.to_numpy(t)[0] == (7.0 if kind == "adam" else 6.0)
+    assert gpu.to_numpy(t)[0] == (7.0 if counts else 6.0)
 
 
 # ---------------------------------------------------------------------------------------------- checks, step state

@@ -8,7 +8,7 @@ import pytest
 
 from dnn import Network
 from dnn.backends import available_backends
-from dnn.optimizers import make_optimizer
+from dnn.optimizers import OPTIMIZERS, make_optimizer
 from dnn.step import TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
@@ -45,7 +45,7 @@ def _assert_same(captured, eager, opt_c, opt_e, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("output,units", [("sigmoid", 1), ("softmax", 4)])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_the_captured_step_takes_the_eager_step(optimizer, output, units, dtype):
     captured, eager = _pair(dtype, output, units)
     opt_c, opt_e = make_optimizer(optimizer), make_optimizer(optimizer)

@@ -14,7 +14,9 @@ import pytest
 from dnn.backends import available_backends
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
+from dnn.optimizers import OPTIMIZERS
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
+from optimizer_helpers import run_update
 
 _STATUS = {s.name: s for s in available_backends()}["cupy"]
 pytestmark = pytest.mark.skipif(not _STATUS.available, reason=f"cupy backend unavailable: {_STATUS.reason}")
@@ -116,18 +118,14 @@ def _update_arrays(rng, size):
     return {
         "param": rng.standard_normal(size),
         "grad": rng.standard_normal(size),
-        "m": rng.standard_normal(size) * 0.1,
+        "m": rng.random(size) * 0.1,  # every slot non-negative: it may be a second moment (RMSprop's first)
         "v": rng.random(size) * 0.01,
     }
 
 
 def _run_update(be, kind, a, lr=0.01, t=10, **state):
-    if kind == "sgd":
-        be.sgd_update(a["param"], a["grad"], lr, **state)
-    elif kind == "momentum":
-        be.momentum_update(a["param"], a["grad"], a["m"], lr, 0.9, **state)
-    elif kind == "adam":
-        be.adam_update(a["param"], a["grad"], a["m"], a["v"], lr, 0.9, 0.999, 1e-8, t, **state)
+    if kind in OPTIMIZERS:
+        run_update(be, kind, a["param"], a["grad"], (a["m"], a["v"]), lr, t, **state)
     elif kind == "axpy":
         be.axpy(-0.3, a["grad"], a["param"])
     else:
@@ -136,7 +134,7 @@ def _run_update(be, kind, a, lr=0.01, t=10, **state):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [1, 255, 256, 1000003])
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam", "axpy", "multiply"])
+@pytest.mark.parametrize("kind", [*OPTIMIZERS, "axpy", "multiply"])
 def test_updates_over_the_flat_vector(gpu, rng, kind, size, dtype):
     host = {k: v.astype(dtype).astype(np.float64) for k, v in _update_arrays(rng, size).items()}
     if kind == "multiply":
@@ -150,7 +148,7 @@ def test_updates_over_the_flat_vector(gpu, rng, kind, size, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("kind", OPTIMIZERS)
 def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, kind, dtype):
     host = {k: v.astype(dtype).astype(np.float64) for k, v in _update_arrays(rng, 999).items()}
     ref = {k: v.copy() for k, v in host.items()}

@@ -18,6 +18,8 @@ from dnn.backends.cupy_backend import CupyBackend
 from dnn.backends.numpy_backend import NumpyBackend
 from dnn.kernels.cupy_common import CUDA_TYPES, REDUCE_THREADS
 from dnn.kernels.step_state import STATE_SIZE
+from dnn.optimizers import OPTIMIZERS
+from optimizer_helpers import run_update
 
 DTYPES = ["float32", "float64"]
 SCALAR_TYPES = {np.int64: "index_t", np.int32: "int", np.float64: "double", np.float32: "float"}
@@ -131,9 +133,8 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     state = np.zeros(STATE_SIZE)
     recorded.axpy(0.5, g, p)
     recorded.sgd_update(p, g, 0.1)
-    recorded.sgd_update(p, g, 0.1, state=state)
-    recorded.momentum_update(p, g, v, 0.1, 0.9, state=state)
-    recorded.adam_update(p, g, v, np.abs(m2), 0.1, 0.9, 0.999, 1e-8, 3, state=state)
+    for name in OPTIMIZERS:
+        run_update(recorded, name, p, g, (v, np.abs(m2)), 0.1, state=state)
     recorded.multiply(p, g, p)
     recorded.all_finite(p)
     recorded.begin_step(state)
@@ -144,9 +145,7 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     assert recorded._kernels.kernels() == [
         "axpy",
         "sgd_update",
-        "sgd_update",
-        "momentum_update",
-        "adam_update",
+        *(f"{name}_update" for name in OPTIMIZERS),
         "multiply",
         "flag_non_finite",
         "begin_step",
@@ -159,15 +158,14 @@ def test_update_and_check_launches_match_their_kernels(recorded, dtype):
     assert recorded._kernels.launches[2][2][-1] is state  # the predicate is the state itself, read on the device
 
 
-def test_a_device_learning_rate_and_step_count_are_passed_as_pointers(recorded):
-    """For a captured graph: lr and Adam's t read from device memory, the host values unused."""
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_device_learning_rate_and_step_count_are_passed_as_pointers(recorded, name):
+    """For a captured graph: lr and the step count t read from device memory, the host values unused."""
     p, g, m1, v = _arrays("float32", (8,), (8,), (8,), (8,))
     lr, t = np.full((1,), 0.1), np.full((1,), 4.0)
-    recorded.sgd_update(p, g, lr)
-    recorded.adam_update(p, g, m1, np.abs(v), lr, 0.9, 0.999, 1e-8, t)
-    sgd_args, adam_args = recorded._kernels.launches[0][2], recorded._kernels.launches[1][2]
-    assert sgd_args[4] is lr
-    assert adam_args[11] is lr and adam_args[12] is t
+    run_update(recorded, name, p, g, (m1, np.abs(v)), lr, t)
+    args = recorded._kernels.launches[0][2]
+    assert args[-3] is lr and args[-2] is t  # (…, lr_device, t_device, state)
 
 
 def test_a_device_learning_rate_must_be_one_float64(recorded):

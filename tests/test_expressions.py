@@ -3,7 +3,21 @@
 import numpy as np
 import pytest
 
-from dnn.expressions import ARRAY, C, SCALAR, ExpressionError, array_function, array_writer, names_in, parse, render
+from dnn.expressions import (
+    ARRAY,
+    C,
+    SCALAR,
+    ExpressionError,
+    array_function,
+    array_procedure,
+    array_writer,
+    in_place_lines,
+    names_in,
+    parse,
+    parse_assignments,
+    render,
+    render_assignments,
+)
 
 ELU = "where(z > 0, z, alpha * (exp(z) - 1))"
 
@@ -90,3 +104,46 @@ def test_the_array_writer_writes_in_place_and_its_shortcuts_are_exact():
     times_one = array_writer(parse("d * 1", ["d"]), ["d"])
     times_one(np, out, d)
     np.testing.assert_array_equal(out, d)
+
+
+ADAM_MOMENTS = ["m = beta1 * m + c * grad", "param = param - lr * m"]
+
+
+def test_assignments_run_in_order_and_a_later_read_sees_the_new_value():
+    statements = parse_assignments(ADAM_MOMENTS, ["m", "param", "grad", "beta1", "c", "lr"], ["m", "param"])
+    assert [s.target for s in statements] == ["m", "param"]
+    assert render_assignments(statements, SCALAR) == [
+        "m = ((beta1 * m) + (c * grad))",
+        "param = (param - (lr * m))",
+    ]
+    update = array_procedure(statements, ["param", "grad", "m", "beta1", "c", "lr"])
+    param, grad, m = np.array([1.0, 2.0]), np.array([0.5, -0.5]), np.array([0.1, 0.2])
+    update(np, param, grad, m, 0.9, 0.1, 0.5)
+    np.testing.assert_array_equal(m, 0.9 * np.array([0.1, 0.2]) + 0.1 * grad)
+    np.testing.assert_array_equal(param, np.array([1.0, 2.0]) - 0.5 * m)  # the new m
+
+
+def test_in_place_lines_keep_the_roundings_of_the_expression():
+    statements = parse_assignments(
+        ["v = b * v + c * (g * g)", "p = p - lr * v", "v = g * v"], ["v", "p", "g", "b", "c", "lr"], ["v", "p"]
+    )
+    assert in_place_lines(statements) == [
+        "v *= b",
+        "v += (c * (g * g))",
+        "p -= (lr * v)",
+        "v[...] = (g * v)",  # v is not on the left of the product: written whole
+    ]
+    b = np.float32(0.9)
+    v, g = np.array([0.3, 1e-3], np.float32), np.array([2.0, 3.0], np.float32)
+    expected = b * v + np.float32(0.1) * (g * g)
+    array_procedure(statements[:1], ["v", "g", "b", "c"])(np, v, g, b, np.float32(0.1))
+    np.testing.assert_array_equal(v, expected)
+
+
+@pytest.mark.parametrize(
+    ("line", "complaint"),
+    [("m == 1", "not an assignment"), ("q = m", "assigns 'q'"), ("m = z", "uses 'z'"), ("m", "not an assignment")],
+)
+def test_a_bad_assignment_is_refused_by_name(line, complaint):
+    with pytest.raises(ExpressionError, match=complaint):
+        parse_assignments([line], ["m"], ["m"])

@@ -74,25 +74,22 @@ def test_the_cuda_activation_defines_are_the_activation_codes():
 
 # ---------------------------------------------------------------------------------------------- optimizers
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_every_optimizer_has_a_cuda_kernel_and_a_cupy_method(name):
-    method = f"{name}_update"
-    assert method in cupy_updates.SOURCE.templated
-    assert getattr(CupyBackend, method) is not getattr(Backend, method), f"CupyBackend.{method} launches the kernel"
+def test_every_optimizer_has_a_generated_cuda_kernel_the_cupy_backend_launches(name):
+    rule = OPTIMIZERS[name].rule
+    assert f"{name}_update" in cupy_updates.SOURCE.templated
+    assert cupy_updates.update_kernel_source(rule) in cupy_updates.SOURCE.code
+    assert CupyBackend.optimizer_update is not Backend.optimizer_update
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_every_optimizer_has_a_numba_operation_and_method(name):
+def test_every_optimizer_has_a_generated_numba_kernel_the_numba_backend_runs(name):
     pytest.importorskip("numba")
     from dnn.backends.numba_backend import NumbaBackend
     from dnn.kernels import numba_updates
 
-    method = f"{name}_update"
-    assert numba_updates.OPTIMIZER_OPERATIONS[name] in range(len(numba_updates.OPERATIONS))
-    assert getattr(NumbaBackend, method) is not getattr(Backend, method), f"NumbaBackend.{method} runs the kernel"
-
-
-def test_the_numba_operations_are_for_registered_optimizers_only():
-    pytest.importorskip("numba")
-    from dnn.kernels import numba_updates
-
-    assert set(numba_updates.OPTIMIZER_OPERATIONS) == set(OPTIMIZERS)
+    rule = OPTIMIZERS[name].rule
+    for parallel in (False, True):
+        kernel = numba_updates.optimizer_kernel(rule, parallel)
+        assert kernel.py_func.__name__ == f"{name}_update{'_parallel' * parallel}"
+        assert bool(kernel.targetoptions.get("parallel")) == parallel
+    assert NumbaBackend.optimizer_update is not Backend.optimizer_update

@@ -19,7 +19,9 @@ from dnn.backends.base import OUTPUTS  # noqa: E402
 from dnn.backends.numba_backend import NumbaBackend  # noqa: E402
 from dnn.backends.numpy_backend import NumpyBackend  # noqa: E402
 from dnn.errors import DivergenceError  # noqa: E402
+from dnn.optimizers import OPTIMIZERS  # noqa: E402
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference  # noqa: E402
+from optimizer_helpers import run_update  # noqa: E402
 
 SHAPES = [(1, 1), (7, 13), (5, 1), (1, 9), (33, 17)]
 DTYPES = ["float32", "float64"]
@@ -146,20 +148,18 @@ def _update_case(rng, dtype, shape, n):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("method", ["sgd", "momentum", "adam", "axpy", "multiply"])
+@pytest.mark.parametrize("method", [*OPTIMIZERS, "axpy", "multiply"])
 def test_elementwise_updates_match_reference(nb, rng, dtype, shape, method):
     arrays = _update_case(rng, dtype, shape, 4)
-    arrays[3] = np.abs(arrays[3])  # Adam's second moment is never negative
+    arrays[2:] = [np.abs(a) for a in arrays[2:]]  # slots such as Adam's second moment are never negative
     refs = _f64(*arrays)
     calls = {
-        "sgd": lambda be, p, g, m, v: be.sgd_update(p, g, 0.05),
-        "momentum": lambda be, p, g, m, v: be.momentum_update(p, g, m, 0.05, 0.9),
-        "adam": lambda be, p, g, m, v: be.adam_update(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 3),
         "axpy": lambda be, p, g, m, v: be.axpy(0.3, g, p),
         "multiply": lambda be, p, g, m, v: be.multiply(p, g, p),
     }
-    calls[method](nb, *arrays)
-    calls[method](REF, *refs)
+    call = calls.get(method, lambda be, p, g, m, v: run_update(be, method, p, g, (m, v), 0.01))
+    call(nb, *arrays)
+    call(REF, *refs)
     for name, actual, expected in zip(("param", "grad", "m", "v"), arrays, refs):
         _assert_close(actual, expected, dtype, f"{method}: {name}")
 

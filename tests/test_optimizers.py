@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import dnn
-from dnn.optimizers import SGD, Adam, Momentum, make_optimizer
+from dnn.optimizers import OPTIMIZERS, SGD, Adam, Momentum, UpdateRule, make_optimizer
+from optimizer_helpers import UNREGISTRABLE
 from dnn.tolerances import kernel_rtol, relative_difference
 
 LR = 0.05
@@ -50,6 +51,7 @@ def _adam(p, gs, beta1=0.9, beta2=0.999, eps=1e-8):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+# the course's formulas, written apart from the declarations they check (every optimizer: tests/test_every_optimizer.py)
 @pytest.mark.parametrize(
     "optimizer, formula", [(SGD, _sgd), (Momentum, _momentum), (Adam, _adam)], ids=["sgd", "momentum", "adam"]
 )
@@ -62,7 +64,7 @@ def test_optimizer_matches_the_float64_formula(backend, dtype, optimizer, formul
         assert relative_difference(value, expected) <= kernel_rtol(dtype), name
 
 
-@pytest.mark.parametrize("name", ["momentum", "adam"])
+@pytest.mark.parametrize("name", [name for name, cls in OPTIMIZERS.items() if cls.slots])
 def test_exported_state_continues_the_same_trajectory(backend, name, rng):
     net, grads = _net_with_gradients(backend, "float64", rng)
     first = make_optimizer(name)
@@ -86,8 +88,8 @@ def test_state_lives_on_the_backend_in_the_network_dtype(backend, rng):
 
 
 def test_unknown_optimizer_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'.*sgd, momentum, adam"):
-        make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match=f"unknown optimizer '{UNREGISTRABLE}'.*{', '.join(OPTIMIZERS)}"):
+        make_optimizer(UNREGISTRABLE)
 
 
 @pytest.mark.parametrize("make", [lambda: Momentum(beta=1.0), lambda: Adam(beta2=-0.1), lambda: Adam(eps=0)])
@@ -101,3 +103,34 @@ def test_state_with_a_wrong_shape_is_rejected(rng):
     state = {"step_count": np.asarray(1), "velocity/W1": np.zeros((9, 9)), "velocity/b1": np.zeros((3, 1))}
     with pytest.raises(dnn.ModelFileError, match="velocity/W1.*shape"):
         Momentum().load_state_dict(net, state)
+
+
+def _declare(**changes):
+    declaration = dict(name="spec", hyperparameters={}, slots=("s",), scalars={}, update=("s = grad", "param = s"))
+    return UpdateRule(**(declaration | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "complaint"),
+    [
+        (dict(name="no such"), "must be an identifier"),
+        (dict(update=("param = grad",)), "never assigns s"),
+        (dict(update=("s = grad * 2", "param = s")), "holds a number"),
+        (dict(update=("s = grad", "param = s", "lr = s")), "assigns 'lr'"),
+        (dict(scalars={"c": "1 - grad"}), "uses 'grad'"),  # a scalar is formed from hyperparameters and t only
+    ],
+)
+def test_a_declaration_is_checked_when_declared(changes, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        _declare(**changes)
+
+
+def test_hyperparameters_are_checked_by_their_declared_kind_and_name():
+    with pytest.raises(TypeError, match="unexpected hyperparameter 'beta3'.*beta1, beta2, eps"):
+        Adam(beta3=0.5)
+    assert Momentum(0.8).config() == {"beta": 0.8} and repr(Adam()) == "Adam(beta1=0.9, beta2=0.999, eps=1e-08)"
+
+
+def test_only_the_plain_gradient_step_may_take_numbas_update_inside_the_products():
+    plain = [name for name, cls in OPTIMIZERS.items() if cls.rule.is_plain_gradient_step]
+    assert plain == ["sgd"]

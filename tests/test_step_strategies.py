@@ -15,6 +15,7 @@ import pytest
 import dnn
 from dnn.errors import DivergenceError
 from dnn.kernels.step_state import STATE_SIZE, STEP_COST, STEP_EXAMPLES
+from dnn.optimizers import OPTIMIZERS
 from dnn.step import StepState, TrainStep
 from dnn.tolerances import gradient_rtol, relative_difference
 
@@ -86,7 +87,7 @@ def test_every_sgd_strategy_takes_the_reference_step(way, l2, dtype, dims, m, ac
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("l2,dropout", [(0.0, None), (0.5, None), (0.0, 0.3), (0.4, [0.2, 0.5])])
 def test_the_phases_take_the_reference_step_on_every_backend(backend, dtype, optimizer, l2, dropout, rng):
     dims, m = [5, 7, 6, 3], 11
@@ -268,7 +269,7 @@ def _step_and_read(net, batch, strategy):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf·0 in the bad batch's product
 @pytest.mark.parametrize("backend_name", ["numpy", "numba"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_after_a_non_finite_step_nothing_moves_until_the_host_reads_it(backend_name, optimizer, rng):
     """The flag is sticky: a finite step after a non-finite one changes no parameter, moment or step count."""
     net = dnn.Network([4, 5, 1], dtype="float64", backend=backend_name)
