@@ -180,7 +180,14 @@ def _is_call(tree: ast.expr, name: str, *constants) -> bool:
     if not (isinstance(tree, ast.Call) and tree.func.id == name):
         return False
     tail = tree.args[len(tree.args) - len(constants) :]
-    return all(isinstance(arg, ast.Constant) and arg.value == c for arg, c in zip(tail, constants))
+    return all(_number(arg) == c for arg, c in zip(tail, constants))
+
+
+def _number(tree: ast.expr):
+    """The number `tree` is (a constant, or one `_typed` already), else None."""
+    if isinstance(tree, ast.Call) and tree.func.id == "_typed":
+        tree = tree.args[0]
+    return tree.value if isinstance(tree, ast.Constant) else None
 
 
 def _exact_shortcuts(tree: ast.expr) -> ast.expr:

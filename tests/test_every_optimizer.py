@@ -1,6 +1,6 @@
 """Every registered optimizer (`dnn.optimizers.OPTIMIZERS`), on every backend, is tested by construction.
 
-For each optimizer × backend (NumPy, numba, the CUDA sources run on the CPU by tests/cuda_on_cpu, whose
+For each optimizer × backend (NumPy, array_api_strict, numba, the CUDA sources run on the CPU by tests/cuda_on_cpu, whose
 default step is the captured graph) × dtype: one update and several follow the NumPy float64 reference within
 the tolerance table; NaN, ±inf and huge gradients give what the reference gives in the same dtype, and nothing
 at all moves while the step state's NONFINITE flag is set; a training step's guard catches a non-finite batch;
@@ -27,7 +27,7 @@ SIZES = [999, 1 << 18]
 #: Gradient values beyond the ordinary: non-finite, huge (their square overflows float32), tiny, zeros.
 SPECIAL = [np.nan, np.inf, -np.inf, 1e30, -1e30, 3e38, 1e-30, 0.0, -0.0, 1.0]
 #: The whole-step strategies each backend offers besides "phases".
-WHOLE_STEPS = {"numpy": (), "numba": ("compiled", "fused-update"), "cuda-on-cpu": ("compiled",)}
+WHOLE_STEPS = {"numpy": (), "array_api_strict": (), "numba": ("compiled", "fused-update"), "cuda-on-cpu": ("compiled",)}
 REFERENCE = get_backend("numpy")
 _AVAILABLE = {status.name: status for status in available_backends()}
 

@@ -104,6 +104,7 @@ def test_the_array_writer_writes_in_place_and_its_shortcuts_are_exact():
     times_one = array_writer(parse("d * 1", ["d"]), ["d"])
     times_one(np, out, d)
     np.testing.assert_array_equal(out, d)
+    assert "where" not in times_sign.__code__.co_names  # the shortcut taken: no np.where pass (~3x slower)
 
 
 ADAM_MOMENTS = ["m = beta1 * m + c * grad", "param = param - lr * m"]
