@@ -190,30 +190,37 @@ def _number(tree: ast.expr):
     return tree.value if isinstance(tree, ast.Constant) else None
 
 
-def _exact_shortcuts(tree: ast.expr) -> ast.expr:
-    """`tree` with where's number branches typed, and two exact rewrites that spare array passes: x·1 is x, and x·where(c, 1, 0) is x·c (a product
-    with a boolean array is x or ±0 in x's dtype, as the product with 1 or 0 is; np.where is ~3x slower)."""
+def _exact_shortcuts(tree: ast.expr, boolean_products: bool = True) -> ast.expr:
+    """`tree` with the numbers passed to functions typed, and two exact rewrites that spare array passes: x·1 is
+    x, and (when `boolean_products`) x·where(c, 1, 0) is x·c (a product with a boolean array is x or ±0 in x's
+    dtype, as the product with 1 or 0 is; np.where is ~3x slower)."""
     if isinstance(tree, ast.BinOp) and isinstance(tree.op, ast.Mult):
-        left, right = _exact_shortcuts(tree.left), _exact_shortcuts(tree.right)
+        left, right = _exact_shortcuts(tree.left, boolean_products), _exact_shortcuts(tree.right, boolean_products)
         for x, y in ((left, right), (right, left)):
             if isinstance(y, ast.Constant) and y.value == 1:
                 return x
-            if _is_call(y, "where", 1, 0):
+            if boolean_products and _is_call(y, "where", 1, 0):
                 return ast.BinOp(left=x, op=ast.Mult(), right=y.args[0])
         return ast.BinOp(left=left, op=tree.op, right=right)
     if isinstance(tree, ast.UnaryOp):
-        return ast.UnaryOp(op=tree.op, operand=_exact_shortcuts(tree.operand))
+        return ast.UnaryOp(op=tree.op, operand=_exact_shortcuts(tree.operand, boolean_products))
     if isinstance(tree, ast.Call):
-        args = [_exact_shortcuts(arg) for arg in tree.args]
+        args = [_exact_shortcuts(arg, boolean_products) for arg in tree.args]
         # numbers passed to a function as arrays of out's dtype (see _TYPED_ARRAY); the Array API standard
         # (2023.12) takes Python numbers in operators only
         args = [_typed(arg) if isinstance(arg, ast.Constant) else arg for arg in args]
         return ast.Call(func=tree.func, args=args, keywords=[])
     if isinstance(tree, ast.BinOp):
-        return ast.BinOp(left=_exact_shortcuts(tree.left), op=tree.op, right=_exact_shortcuts(tree.right))
+        return ast.BinOp(
+            left=_exact_shortcuts(tree.left, boolean_products),
+            op=tree.op,
+            right=_exact_shortcuts(tree.right, boolean_products),
+        )
     if isinstance(tree, ast.Compare):
         return ast.Compare(
-            left=_exact_shortcuts(tree.left), ops=tree.ops, comparators=[_exact_shortcuts(tree.comparators[0])]
+            left=_exact_shortcuts(tree.left, boolean_products),
+            ops=tree.ops,
+            comparators=[_exact_shortcuts(tree.comparators[0], boolean_products)],
         )
     return tree
 
@@ -243,8 +250,9 @@ def array_writer(tree: ast.expr, arguments: Iterable[str], name: str = "expressi
     computed whole, then assigned ``out[...] = result``, for a namespace whose functions take no ``out=`` (the
     Array API standard's).
     """
-    body = [f"{let} = {render(_exact_shortcuts(value), _TYPED_ARRAY)}" for let, value in lets]
-    tree = _exact_shortcuts(tree)
+    # x·where(c, 1, 0) as x·c multiplies by a boolean array: NumPy's ufuncs take one, the Array API's operators not
+    body = [f"{let} = {render(_exact_shortcuts(value, not assign), _TYPED_ARRAY)}" for let, value in lets]
+    tree = _exact_shortcuts(tree, not assign)
     body.append(f"out[...] = {render(tree, _TYPED_ARRAY)}" if assign else _written_into_out(tree))
     source = f"def {name}(xp, out, {', '.join(arguments)}):\n" + "".join(f"    {line}\n" for line in body)
     return _defined(source, name)

@@ -13,6 +13,7 @@ import pytest
 
 import dnn
 from dnn.backends.array_api_backend import ArrayApiBackend
+from dnn.optimizers import OPTIMIZERS
 from dnn.step import TrainStep
 
 from cli_helpers import run_cli
@@ -57,7 +58,7 @@ def test_it_takes_steps_by_phases_as_the_interface_compiles_none(rng):
         TrainStep(net, 40, strategy="compiled")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_training_takes_numpys_steps_exactly_in_float64(rng, optimizer):
     # the same operations in the same order on the same values: NumPy underneath array_api_strict gives the same bits
     X, Y = _data(rng)
