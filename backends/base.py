@@ -17,6 +17,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -300,9 +301,12 @@ class Backend:
         """
         if self._update_blocked(state):
             return
-        xp, dt = self.xp, param.dtype
-        operands = (xp.asarray(value, dtype=dt) for value in rule.operand_values(hyperparameters, lr, t))
-        rule.array_update(xp, param, grad, *slots, *operands)
+        # operands that do not change with t are cast once and kept (`cast_operands`); Adam's change every step
+        if rule.reads_step_count:
+            operands = cast_operands.__wrapped__(rule, self.xp, param.dtype, tuple(hyperparameters.values()), lr, t)
+        else:
+            operands = cast_operands(rule, self.xp, param.dtype, tuple(hyperparameters.values()), lr, 0)
+        rule.array_update(self.xp, param, grad, *slots, *operands)
 
     def sgd_update(self, param, grad, lr: float, state=None) -> None:
         """param ← param - lr · grad (`dnn.optimizers.SGD`'s update); nothing when `state`'s NONFINITE is set."""
@@ -418,3 +422,12 @@ class Backend:
             return (A > 0.5).astype(A.dtype)
         check_output(output)
         return xp.argmax(A, axis=0)[None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def cast_operands(rule, xp, dtype, hyperparameter_values: tuple, lr: float, t: int) -> tuple:
+    """`rule`'s operands at step t as 0-d arrays of `dtype` (rounded as ``asarray(x, dtype)`` rounds), the same
+    arrays for the same values: SGD's and momentum's operands change only with the learning rate, so the Python
+    that forms and casts them runs once, not at every mini-batch. They are only read: updates multiply by them."""
+    hyperparameters = dict(zip(rule.hyperparameters, hyperparameter_values))
+    return tuple(xp.asarray(value, dtype=dtype) for value in rule.operand_values(hyperparameters, lr, t))

@@ -30,7 +30,7 @@ from ..kernels.cupy_updates import kernel_arguments
 from ..optimizers import LR, is_registered
 from .base import Backend, check_output
 from .cupy_graph import StepStateReads
-from .numba_backend import _column_of, _gemm_shapes_fit, _output_shapes_fit
+from .shapes import gemm_shapes_fit, is_column_of, output_shapes_fit
 
 _KERNEL_DTYPES = ("float32", "float64")
 #: Threads per block of the elementwise kernels, and the most blocks a grid-stride launch uses.
@@ -169,7 +169,7 @@ class CupyBackend(StepStateReads, Backend):
         dtype = self._kernel_dtype(a, b, out)
         if (
             dtype is None
-            or not _gemm_shapes_fit(a, b, out, trans_a, trans_b)
+            or not gemm_shapes_fit(a, b, out, trans_a, trans_b)
             or not self._disjoint((out, a))
             or not self._disjoint((out, b))
         ):
@@ -202,7 +202,7 @@ class CupyBackend(StepStateReads, Backend):
             or dtype is None
             or out.shape != Z.shape
             or Z.ndim != 2
-            or not _column_of(Z.shape[0], b)
+            or not is_column_of(Z.shape[0], b)
             or not self._separate_or_same(out, Z, b)
         ):
             super().bias_activation_forward(Z, b, activation, out)
@@ -244,7 +244,7 @@ class CupyBackend(StepStateReads, Backend):
             or dA.ndim != 2
             or out.shape != dA.shape
             or src.shape != dA.shape
-            or (db is not None and not _column_of(dA.shape[0], db))
+            or (db is not None and not is_column_of(dA.shape[0], db))
             or not self._separate_or_same(out, *inputs)
         ):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
@@ -253,7 +253,7 @@ class CupyBackend(StepStateReads, Backend):
 
     def bias_grad(self, dZ, out, scale: float) -> None:
         dtype = self._kernel_dtype(dZ, out)
-        if dtype is None or dZ.ndim != 2 or not _column_of(dZ.shape[0], out) or not self._separate_or_same(out, dZ):
+        if dtype is None or dZ.ndim != 2 or not is_column_of(dZ.shape[0], out) or not self._separate_or_same(out, dZ):
             super().bias_grad(dZ, out, scale)
             return
         self._backward(dZ, dZ, None, out, ACTIVATION_CODES["linear"], True, scale, dtype)
@@ -294,7 +294,7 @@ class CupyBackend(StepStateReads, Backend):
             or Z.ndim != 2
             or Z.size == 0
             or (Y is None and (dZ is not None or cost is not None))  # the reference says what is missing
-            or not _output_shapes_fit(Z, b, A, Y, dZ, cost)
+            or not output_shapes_fit(Z, b, A, Y, dZ, cost)
             or not self._disjoint(given)  # Z is kept (the logits) and A, dZ, cost each need their own buffer
         ):
             super().output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost, dZ_scale=dZ_scale)

@@ -19,6 +19,7 @@ from . import numba_steps
 from ..activations import ACTIVATION_CODES, ACTIVATIONS, REGISTRY, check_activation
 from .base import OUTPUTS, Backend, check_output
 from .blas import numpy_cblas_gemm
+from .shapes import gemm_shapes_fit, is_column_of, output_shapes_fit
 from .numba_background import is_cached
 
 _KERNEL_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -122,25 +123,6 @@ def _disjoint(arrays) -> bool:
             if numpy.may_share_memory(a, other):
                 return False
     return True
-
-
-def _output_shapes_fit(Z, b, A, Y, dZ, cost) -> bool:
-    for x in (A, Y, dZ):
-        if x is not None and x.shape != Z.shape:
-            return False
-    return b.shape == (Z.shape[0], 1) and (cost is None or cost.shape == (1,))
-
-
-def _gemm_shapes_fit(a, b, out, trans_a, trans_b) -> bool:
-    """op(a) (M, K), op(b) (K, N), out (M, N), no dimension 0 (BLAS needs leading dimensions ≥ 1)."""
-    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2 or 0 in a.shape or 0 in b.shape:
-        return False
-    (M, K), (K2, N) = (a.shape[::-1] if trans_a else a.shape), (b.shape[::-1] if trans_b else b.shape)
-    return K == K2 and out.shape == (M, N)
-
-
-def _column_of(n, b) -> bool:
-    return b.shape == (n, 1)
 
 
 class NumbaBackend(Backend):
@@ -338,7 +320,7 @@ class NumbaBackend(Backend):
         if (
             self.cblas is None
             or dtype is None
-            or not _gemm_shapes_fit(a, b, out, trans_a, trans_b)
+            or not gemm_shapes_fit(a, b, out, trans_a, trans_b)
             or not (_disjoint((out, a)) and _disjoint((out, b)))  # BLAS reads a and b while writing out
         ):
             super().gemm(a, b, out, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta)
@@ -376,7 +358,7 @@ class NumbaBackend(Backend):
             code is None
             or _kernel_dtype(Z, b, out) is None
             or out.shape != Z.shape
-            or not _column_of(Z.shape[0], b)
+            or not is_column_of(Z.shape[0], b)
             or not _separate_or_same(out, Z, b)
         ):
             super().bias_activation_forward(Z, b, activation, out)
@@ -424,7 +406,7 @@ class NumbaBackend(Backend):
             or (A is None and Z is None and REGISTRY[activation].uses_output())  # the reference raises: g' reads A or Z
             or out.shape != dA.shape
             or src.shape != dA.shape
-            or (db is not None and not _column_of(dA.shape[0], db))
+            or (db is not None and not is_column_of(dA.shape[0], db))
             or not _separate_or_same(out, *inputs)
         ):
             super().activation_backward(dA, activation, out, A=A, Z=Z, db=db, db_scale=db_scale)
@@ -446,7 +428,7 @@ class NumbaBackend(Backend):
         return float(total) if abs_sum else None
 
     def bias_grad(self, dZ, out, scale: float) -> None:
-        if _kernel_dtype(dZ, out) is None or not _column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
+        if _kernel_dtype(dZ, out) is None or not is_column_of(dZ.shape[0], out) or not _separate_or_same(out, dZ):
             super().bias_grad(dZ, out, scale)
             return
         parallel = self._parallel(dZ)
@@ -460,7 +442,7 @@ class NumbaBackend(Backend):
         if (
             dtype is None
             or (Y is None and (dZ is not None or cost is not None))  # the reference says what is missing
-            or not _output_shapes_fit(Z, b, A, Y, dZ, cost)
+            or not output_shapes_fit(Z, b, A, Y, dZ, cost)
             or not _disjoint(given)  # Z is kept (the logits) and A, dZ, cost each need their own buffer
         ):
             super().output_layer(Z, b, output, A, Y=Y, dZ=dZ, cost=cost, dZ_scale=dZ_scale)

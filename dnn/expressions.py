@@ -327,6 +327,13 @@ def array_procedure(statements: Iterable[Assignment], arguments: Iterable[str], 
     return _defined(source, name)
 
 
+def array_tuple_function(trees: Iterable[ast.expr], arguments: Iterable[str], name: str = "expressions"):
+    """A Python function ``f(xp, *arguments)`` returning the tuple of `trees` evaluated over namespace ``xp``: several
+    values from one call (an optimizer's scalars, formed at every step)."""
+    values = "".join(f"{render(tree, ARRAY)}, " for tree in trees)
+    return _defined(f"def {name}(xp, {', '.join(arguments)}):\n    return ({values})\n", name)
+
+
 def _defined(source: str, name: str):
     """The function `name` that `source` (rendered from checked trees) defines."""
     namespace = {"stable_sigmoid": stable_sigmoid}

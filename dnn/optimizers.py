@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import ModelFileError
-from .expressions import Assignment, array_function, array_procedure, names_in, parse, parse_assignments
+from .expressions import Assignment, array_procedure, array_tuple_function, names_in, parse, parse_assignments
 from .validation import check_positive, is_fraction
 
 #: What a hyperparameter's value must be: the check, and the words an error uses.
@@ -87,10 +87,10 @@ class UpdateRule:
                 )
         object.__setattr__(self, "statements", statements)
         object.__setattr__(self, "scalar_trees", scalar_trees)
-        functions = {
-            name: array_function(tree, (*self.hyperparameters, STEP_COUNT), name) for name, tree in scalar_trees.items()
-        }
-        object.__setattr__(self, "_scalar_functions", functions)
+        scalar_values = array_tuple_function(scalar_trees.values(), (*self.hyperparameters, STEP_COUNT), "scalars")
+        object.__setattr__(self, "_scalar_values", scalar_values)
+        everything = (LR, *self.hyperparameters, *self.scalars)  # what `operand_values` picks the operands from
+        object.__setattr__(self, "_operand_positions", tuple(everything.index(name) for name in self.operands))
         arguments = (PARAM, GRAD, *self.slots, *self.operands)
         object.__setattr__(self, "array_update", array_procedure(statements, arguments, f"{self.name}_update"))
 
@@ -119,14 +119,13 @@ class UpdateRule:
     def host_scalars(self, hyperparameters: dict, t: int) -> dict[str, float]:
         """Every scalar in double from the hyperparameters and the step count t (Python's math, as the host rounds)."""
         values = [hyperparameters[name] for name in self.hyperparameters]
-        return {name: f(math, *values, t) for name, f in self._scalar_functions.items()}
+        return dict(zip(self.scalars, self._scalar_values(math, *values, t)))
 
     def operand_values(self, hyperparameters: dict, lr: float, t: int) -> tuple[float, ...]:
-        """The values of `operands` in double: lr, the hyperparameters and the scalars at step t."""
-        values = self.host_scalars(hyperparameters, t)
-        values.update(hyperparameters)
-        values[LR] = lr
-        return tuple(values[name] for name in self.operands)
+        """The values of `operands` in double: lr, the hyperparameters and the scalars at step t (every step: lean)."""
+        values = [hyperparameters[name] for name in self.hyperparameters]
+        everything = (lr, *values, *self._scalar_values(math, *values, t))
+        return tuple([everything[i] for i in self._operand_positions])
 
 
 class Optimizer:
@@ -187,7 +186,7 @@ class Optimizer:
         lr = check_positive(lr, "lr")
         self.step_count += 1  # t counts updates from 1, once per mini-batch, as in the course
         params, grads = net.flat_buffers()
-        slots = tuple(self.buffers(net, slot) for slot in self.slots)
+        slots = tuple([self.buffers(net, slot) for slot in self.slots]) if self.slots else ()
         net.backend.optimizer_update(
             self.rule, params, grads, slots, lr, self.hyperparameters, self.step_count, state=state
         )

@@ -10,6 +10,7 @@ from dnn.expressions import (
     ExpressionError,
     array_function,
     array_procedure,
+    array_tuple_function,
     array_writer,
     in_place_lines,
     names_in,
@@ -148,3 +149,11 @@ def test_in_place_lines_keep_the_roundings_of_the_expression():
 def test_a_bad_assignment_is_refused_by_name(line, complaint):
     with pytest.raises(ExpressionError, match=complaint):
         parse_assignments([line], ["m"], ["m"])
+
+
+def test_a_tuple_function_gives_several_values_from_one_call():
+    import math
+
+    trees = [parse("1 - beta", ["beta", "t"]), parse("1 - beta ** t", ["beta", "t"])]
+    scalars = array_tuple_function(trees, ["beta", "t"])
+    assert scalars(math, 0.9, 3) == (1 - 0.9, 1 - 0.9**3)  # in Python's double, as the host forms them
