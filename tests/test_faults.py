@@ -162,3 +162,39 @@ def test_predict_and_plot_on_a_full_disk_fail_naming_the_file(tmp_path):
     )
     assert status == 1 and str(tmp_path / "cost.png") in err and "File too large" in err, err
     assert temporaries(tmp_path) == [] and not (tmp_path / "p.csv").exists() and not (tmp_path / "cost.png").exists()
+
+
+LOST_INTERRUPT = """
+import sys
+import time
+from dnn.cli import interrupts_delivered_again
+
+sys.unraisablehook = interrupts_delivered_again(sys.unraisablehook)
+
+
+class Dying:
+    def __del__(self):
+        raise {exception}  # as a signal handler run inside a destructor or weakref callback raises it
+
+
+try:
+    Dying()
+    time.sleep(10)  # the command's work goes on: the signal sent again arrives during it
+    print("finished as if never interrupted")
+except {caught}:
+    print("stopped")
+"""
+
+
+@pytest.mark.parametrize(
+    ("exception", "caught"), [("KeyboardInterrupt", "KeyboardInterrupt"), ("SystemExit(143)", "SystemExit")]
+)
+def test_an_interrupt_raised_inside_a_destructor_still_stops_the_command(exception, caught):
+    # Python cannot propagate an exception out of a destructor: it prints "Exception ignored" and goes on. The
+    # command line sends the signal again (SIGINT; SIGTERM with `dnn.outputs`' handler: here the default, which
+    # ends the process), so that it lands where it stops the command.
+    script = LOST_INTERRUPT.format(exception=exception, caught=caught)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert "finished as if never interrupted" not in done.stdout, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert done.stdout == "stopped\n" if caught == "KeyboardInterrupt" else done.returncode == -signal.SIGTERM

@@ -12,7 +12,9 @@ its ``error:`` line, so the other ranks never wait for it in a collective.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from .. import convert, distributed
 from ..errors import DnnError
@@ -36,7 +38,15 @@ __all__ = [
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    hook = sys.unraisablehook
+    sys.unraisablehook = interrupts_delivered_again(hook)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        sys.unraisablehook = hook
+
+
+def _run(argv: list) -> int:
     comm = None  # the MPI communicator of a data-parallel `train`, else None
     try:
         bench = argv[:1] == ["bench"]
@@ -85,6 +95,34 @@ def main(argv=None) -> int:
         if comm is not None:
             distributed.abort(comm, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def interrupts_delivered_again(hook):
+    """An unraisable-exception hook that sends an interrupt lost inside a weakref callback or ``__del__`` again.
+
+    Python runs a signal's handler wherever the interpreter happens to be, garbage collection included; the
+    KeyboardInterrupt of SIGINT, or the SystemExit that SIGTERM raises while an output is written
+    (`dnn.outputs`), raised inside such a callback cannot propagate: Python prints "Exception ignored in ..."
+    with a traceback and goes on, so the command would finish as if never interrupted. Here the same signal is
+    sent again, from a helper thread 10 ms later so that it arrives after this hook has returned (a signal
+    raised here would run its handler inside the hook, as lost), and stops the command as it should. Other
+    unraisable exceptions go to `hook`.
+    """
+
+    def deliver_again(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):
+            signum = signal.SIGINT
+        elif isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            signum = signal.SIGTERM
+        else:
+            hook(unraisable)
+            return
+        later = threading.Timer(0.01, os.kill, (os.getpid(), signum))  # 10 ms: long after this hook returns
+        later.daemon = True
+        later.start()
+
+    return deliver_again
 
 
 def _report_error(comm, exc: BaseException, message: str) -> None:
