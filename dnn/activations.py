@@ -142,8 +142,6 @@ REGISTRY = MappingProxyType({activation.name: activation for activation in DECLA
 ACTIVATIONS = tuple(REGISTRY)
 #: The integer code the compiled kernels know each activation by: its index in ACTIVATIONS.
 ACTIVATION_CODES = MappingProxyType({name: code for code, name in enumerate(ACTIVATIONS)})
-#: The activations whose derivative jumps somewhere (gradcheck moves examples off their kinks).
-KINKED = tuple(activation.name for activation in DECLARED if activation.kinks)
 
 
 def activation(name: str) -> Activation:

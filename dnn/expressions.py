@@ -155,12 +155,6 @@ def stable_sigmoid(xp, z):
     return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def array_function(tree: ast.expr, arguments: Iterable[str], name: str = "expression"):
-    """A Python function ``f(xp, *arguments)`` evaluating `tree` over arrays of namespace ``xp``."""
-    source = f"def {name}(xp, {', '.join(arguments)}):\n    return {render(tree, ARRAY)}\n"
-    return _defined(source, name)
-
-
 #: The ufunc each binary operator is at the top of an `array_writer` expression (it writes into ``out``).
 _UFUNCS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide", ast.Pow: "pow"}
 #: The functions that take ``out=`` at the top of an `array_writer` expression.

@@ -13,10 +13,11 @@ import pytest
 
 from dnn.backends import available_backends
 from dnn.backends.numpy_backend import NumpyBackend
-from dnn.kernels.step_state import FINITE_STEPS, NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
+from dnn.kernels.step_state import NONFINITE, STATE_SIZE, STEP_CORRECT, STEP_COST, STEP_EXAMPLES
 from dnn.optimizers import OPTIMIZERS
 from dnn.tolerances import gradient_rtol, kernel_rtol, relative_difference
 from optimizer_helpers import run_update
+from step_state_checks import check_all_finite_finds_one_bad_element_anywhere, check_guard_commit_and_begin_step
 
 _STATUS = {s.name: s for s in available_backends()}["cupy"]
 pytestmark = pytest.mark.skipif(not _STATUS.available, reason=f"cupy backend unavailable: {_STATUS.reason}")
@@ -170,42 +171,12 @@ def test_updates_read_lr_and_t_on_the_device_and_skip_a_diverged_step(gpu, rng, 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [1, 300, 1000003])
 def test_all_finite_finds_one_bad_element_anywhere(gpu, rng, size, dtype):
-    a = rng.standard_normal(size)
-    assert gpu.all_finite(_on(gpu, a, dtype))
-    for position in {0, size // 2, size - 1}:
-        for bad in (np.nan, np.inf, -np.inf):
-            b = a.copy()
-            b[position] = bad
-            assert not gpu.all_finite(_on(gpu, b, dtype)), f"{bad} at {position} of {size} not found"
+    check_all_finite_finds_one_bad_element_anywhere(gpu, rng, size, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_guard_step_is_sticky_and_commit_step_adds_only_finite_steps(gpu, dtype):
-    start = np.arange(1.0, STATE_SIZE + 1)  # a distinct value in every slot
-    start[NONFINITE] = 0.0
-    ref, state = start.copy(), _on(gpu, start, "float64")
-    grad_ref = np.ones(1000, dtype)
-    grad = _on(gpu, grad_ref, dtype)
-
-    def run(operation, with_grad=False):  # on the reference's state and on the kernel's, which must agree
-        getattr(REF, operation)(ref, *([grad_ref] if with_grad else []))
-        getattr(gpu, operation)(state, *([grad] if with_grad else []))
-        np.testing.assert_array_equal(gpu.to_numpy(state), ref, err_msg=operation)
-
-    run("guard_step", with_grad=True)
-    run("commit_step")
-    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
-    grad_ref[777] = grad[777] = np.nan
-    run("guard_step", with_grad=True)
-    assert ref[NONFINITE] == 1.0
-    grad_ref[777] = grad[777] = 1.0
-    run("guard_step", with_grad=True)  # a finite gradient does not clear the flag
-    run("commit_step")  # and the flagged step is not counted
-    assert ref[FINITE_STEPS] == start[FINITE_STEPS] + 1
-    ref[NONFINITE] = state[NONFINITE] = 0.0
-    ref[STEP_COST] = state[STEP_COST] = np.inf
-    run("guard_step", with_grad=True)  # a non-finite cost sets it too
-    assert ref[NONFINITE] == 1.0
+    check_guard_commit_and_begin_step(gpu, dtype, size=1000, bad_at=777)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
